@@ -1,0 +1,220 @@
+//! Pure decoding of the record bytes a Kafka producer puts in a Produce request.
+//!
+//! Handles message sets of magic 0 and 1 (Kafka 0.8 to 0.10, CRC-32 IEEE, compressed
+//! wrapper messages holding nested sets) and record batches of magic 2 (Kafka 0.11+,
+//! CRC-32C, varint records with headers), with every codec Kafka clients write:
+//! gzip, snappy (raw and xerial framing), lz4 frame (including the broken header
+//! checksum of magic 0) and zstd.
+//!
+//! This crate knows nothing of sockets, requests, storage or authentication: it turns
+//! bytes into [`Record`]s or a [`RecordError`], never panics on input, and bounds every
+//! allocation by [`DecodeOptions`]. Record keys, values and header values are zero-copy
+//! slices of the input (or of the one decompressed buffer of a batch).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod batch;
+mod codec;
+mod error;
+mod legacy;
+mod varint;
+
+use bytes::Bytes;
+
+pub use error::RecordError;
+use varint::Reader;
+
+/// The codec of a message set wrapper or record batch (attribute bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Codec 0.
+    None,
+    /// Codec 1: gzip, possibly several members.
+    Gzip,
+    /// Codec 2: snappy, xerial-framed or one raw block.
+    Snappy,
+    /// Codec 3: LZ4 frame.
+    Lz4,
+    /// Codec 4: zstd (magic 2 only).
+    Zstd,
+}
+
+impl Compression {
+    /// The codec for attribute bits 0-2, or `None` for the invalid codecs 5-7.
+    fn from_attributes(attributes: u16) -> Option<Self> {
+        match attributes & 0x07 {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Limits applied while decoding one Produce partition.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Most bytes decompression may produce, per batch and in total for one call.
+    pub max_decompressed_bytes: usize,
+    /// Most records one call may return.
+    pub max_records: usize,
+    /// Whether zstd (codec 4) is accepted.
+    pub allow_zstd: bool,
+}
+
+impl Default for DecodeOptions {
+    /// 64 MiB, one million records, zstd allowed.
+    fn default() -> Self {
+        DecodeOptions { max_decompressed_bytes: 64 << 20, max_records: 1_000_000, allow_zstd: true }
+    }
+}
+
+/// A record header (magic 2 only). Keys may repeat and need not be UTF-8.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Header key.
+    pub key: Bytes,
+    /// Header value, `None` if null.
+    pub value: Option<Bytes>,
+}
+
+/// One record as the producer wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Producer timestamp in ms; `None` for magic 0 or when the producer sent -1.
+    pub timestamp_ms: Option<i64>,
+    /// Key, `None` if null.
+    pub key: Option<Bytes>,
+    /// Value, `None` if null.
+    pub value: Option<Bytes>,
+    /// Headers in wire order (always empty for magic 0/1).
+    pub headers: Vec<Header>,
+}
+
+/// What the producer declared about a batch. For magic 0/1 the producer fields are -1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// 0, 1 or 2.
+    pub magic: u8,
+    /// Codec of the batch or wrapper message.
+    pub compression: Compression,
+    /// Idempotent producer id, -1 if none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 if none.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, -1 if none.
+    pub base_sequence: i32,
+    /// Record count minus one.
+    pub last_offset_delta: i32,
+    /// Attribute bit 4 (magic 2).
+    pub transactional: bool,
+    /// Attribute bit 5 (magic 2): a control batch.
+    pub control: bool,
+}
+
+/// One record batch (magic 2), or one top-level message of a message set (magic 0/1):
+/// a compressed wrapper gives all its inner records, a plain message one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Batch-level fields.
+    pub info: BatchInfo,
+    /// The records, in order.
+    pub records: Vec<Record>,
+}
+
+/// Decodes every entry in `data` (a MessageSet of magic 0/1 entries, magic-2 record
+/// batches, or a mix: dispatch on the magic byte at offset 16 of each entry).
+///
+/// Empty input gives no batches. A truncated last entry is an error, as is any
+/// violation listed on [`RecordError`]. Base offsets are ignored.
+pub fn decode_records(data: Bytes, opts: &DecodeOptions) -> Result<Vec<Batch>, RecordError> {
+    let mut budget = Budget::new(opts);
+    let mut batches = Vec::new();
+    let mut r = Reader::new(data);
+    while !r.is_empty() {
+        let entry = next_entry(&mut r)?;
+        let batch = match entry[MAGIC_OFFSET] {
+            0 | 1 => legacy::decode(entry, &mut budget)?,
+            2 => batch::decode(entry, &mut budget)?,
+            m => return Err(RecordError::invalid(format!("unknown magic {m}"))),
+        };
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+/// Cheap look at the first entry's magic and codec without decompressing.
+///
+/// `None` if `data` is too short to hold them, or the magic or codec is unknown.
+pub fn peek_format(data: &[u8]) -> Option<(u8, Compression)> {
+    let magic = *data.get(MAGIC_OFFSET)?;
+    let attributes = match magic {
+        0 | 1 => u16::from(*data.get(MAGIC_OFFSET + 5)?),
+        2 => u16::from_be_bytes([*data.get(21)?, *data.get(22)?]),
+        _ => return None,
+    };
+    Some((magic, Compression::from_attributes(attributes)?))
+}
+
+/// Offset (int64) + size (int32) before every entry of either format.
+const LOG_OVERHEAD: usize = 12;
+/// Where the magic byte sits in an entry of any format.
+const MAGIC_OFFSET: usize = 16;
+
+/// Splits the next entry (offset, size and `size` bytes) off `r`. The entry is at
+/// least long enough to hold its magic byte.
+fn next_entry(r: &mut Reader) -> Result<Bytes, RecordError> {
+    let size = match r.rest().get(8..LOG_OVERHEAD) {
+        Some(&[a, b, c, d]) => i32::from_be_bytes([a, b, c, d]),
+        _ => {
+            return Err(RecordError::corrupt(format!(
+                "truncated entry header: {} bytes left",
+                r.remaining()
+            )))
+        }
+    };
+    match usize::try_from(size) {
+        Ok(size) if size > MAGIC_OFFSET - LOG_OVERHEAD => r.bytes(LOG_OVERHEAD + size, "entry"),
+        _ => Err(RecordError::corrupt(format!("entry size {size} too small"))),
+    }
+}
+
+/// Limits shared by all entries of one [`decode_records`] call.
+pub(crate) struct Budget<'a> {
+    opts: &'a DecodeOptions,
+    bytes_left: usize,
+    records_left: usize,
+}
+
+impl<'a> Budget<'a> {
+    fn new(opts: &'a DecodeOptions) -> Self {
+        Budget { opts, bytes_left: opts.max_decompressed_bytes, records_left: opts.max_records }
+    }
+
+    /// Claims `n` more records.
+    pub(crate) fn take_records(&mut self, n: usize) -> Result<(), RecordError> {
+        self.records_left = self
+            .records_left
+            .checked_sub(n)
+            .ok_or(RecordError::TooManyRecords { limit: self.opts.max_records })?;
+        Ok(())
+    }
+
+    /// Decompresses `data`, charging its output to the byte budget.
+    pub(crate) fn decompress(&mut self, codec: Compression, magic: u8, data: &Bytes) -> Result<Bytes, RecordError> {
+        if codec == Compression::Zstd && !self.opts.allow_zstd {
+            return Err(RecordError::UnsupportedCompression(codec));
+        }
+        let out = codec::decompress(codec, magic, data, self.bytes_left).map_err(|f| match f {
+            codec::Failure::TooLarge => RecordError::DecompressedTooLarge { limit: self.opts.max_decompressed_bytes },
+            codec::Failure::Corrupt(msg) => RecordError::Corrupt(msg),
+        })?;
+        if codec != Compression::None {
+            self.bytes_left -= out.len();
+        }
+        Ok(out)
+    }
+}

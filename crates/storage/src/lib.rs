@@ -1,0 +1,157 @@
+//! Log storage: the [`LogStorage`] trait and the durable local logstore.
+//! Storage knows nothing of Kafka; it stores [`LogEntry`]s in numbered shards of a stream.
+
+use bytes::Bytes;
+
+pub mod local;
+
+/// A log stream: one logstore of one project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    /// Project name (one path component on disk).
+    pub project: String,
+    /// Logstore name within the project (one path component on disk).
+    pub logstore: String,
+}
+
+impl StreamId {
+    /// Builds a stream id from its two names.
+    pub fn new(project: impl Into<String>, logstore: impl Into<String>) -> Self {
+        Self {
+            project: project.into(),
+            logstore: logstore.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.project, self.logstore)
+    }
+}
+
+/// One log to store. Field names/values, key, header keys/values are opaque bytes (usually UTF-8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// Time the event happened (producer timestamp), ms since the Unix epoch.
+    pub event_time_ms: i64,
+    /// Time the gateway received it, ms since the Unix epoch.
+    pub arrival_time_ms: i64,
+    /// Client address text, e.g. "127.0.0.1:53211".
+    pub source: Bytes,
+    /// Record key, if any.
+    pub key: Option<Bytes>,
+    /// Headers in order; keys may repeat, values may be null.
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+    /// `(name, value)` pairs in order.
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+/// A log read back from storage, with its offset in the shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLog {
+    /// Offset of the log within its shard.
+    pub offset: u64,
+    /// The log itself.
+    pub entry: LogEntry,
+}
+
+/// How durable an append must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Reached the OS (write(2) done).
+    Written,
+    /// Fsync'd to stable storage.
+    Synced,
+}
+
+/// Acknowledgement of one append: `count` logs at offsets `base_offset..base_offset + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// Offset given to the first appended log.
+    pub base_offset: u64,
+    /// Number of logs appended.
+    pub count: u32,
+}
+
+/// Errors of a [`LogStorage`].
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O error; invalid stream names ([`InvalidName`], kind `InvalidInput`) and appends to a
+    /// read-only store (kind `ReadOnlyFilesystem`) are reported this way too.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The storage was closed.
+    #[error("storage is closed")]
+    Closed,
+    /// Stored data failed validation.
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+    /// One entry encodes to more bytes than allowed.
+    #[error("entry of {size} bytes exceeds the limit of {limit} bytes")]
+    EntryTooLarge {
+        /// Encoded size of the entry.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// The bounded queue was full and the request could not wait any longer.
+    #[error("storage is overloaded")]
+    Overloaded,
+}
+
+impl StorageError {
+    /// The [`InvalidName`] behind this error, when a stream name was rejected.
+    pub fn invalid_name(&self) -> Option<&InvalidName> {
+        match self {
+            StorageError::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// A project or logstore name that is unsafe as a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} name {name:?}: {reason}")]
+pub struct InvalidName {
+    /// Which name: "project" or "logstore".
+    pub what: &'static str,
+    /// The rejected name.
+    pub name: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+impl From<InvalidName> for StorageError {
+    fn from(e: InvalidName) -> Self {
+        StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    }
+}
+
+/// Where logs are stored: appends and reads per (stream, shard).
+#[async_trait::async_trait]
+pub trait LogStorage: Send + Sync {
+    /// Appends entries to one shard; returns the offset of the first (offsets are per shard, gapless, from 0).
+    async fn append(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        entries: Vec<LogEntry>,
+        durability: Durability,
+    ) -> Result<AppendAck, StorageError>;
+
+    /// Reads up to `max_entries` logs of one shard starting at `from_offset` (empty when none yet).
+    async fn read(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        from_offset: u64,
+        max_entries: usize,
+    ) -> Result<Vec<StoredLog>, StorageError>;
+
+    /// Makes everything appended so far durable.
+    async fn flush(&self) -> Result<(), StorageError>;
+
+    /// Flushes, stops background work; later appends fail with Closed.
+    async fn close(&self) -> Result<(), StorageError>;
+}

@@ -1,0 +1,358 @@
+//! Entry framing and binary encoding of one log.
+//!
+//! Frame: `u32 LE payload_len | u32 LE crc32c(payload) | payload`.
+//!
+//! Payload (version 1), all integers little-endian:
+//! ```text
+//! u8  version = 1
+//! u64 offset
+//! i64 event_time_ms
+//! i64 arrival_time_ms
+//! bytes source
+//! nbytes key
+//! u32 header_count, then per header: bytes key, nbytes value
+//! u32 field_count,  then per field:  bytes name, bytes value
+//! ```
+//! where `bytes` is `u32 len | len bytes` and `nbytes` is the same with `len = u32::MAX`
+//! meaning null.
+
+use bytes::Bytes;
+
+use crate::LogEntry;
+
+/// Bytes of the frame header (`payload_len`, `crc`).
+pub(crate) const FRAME_HEADER_LEN: usize = 8;
+/// Payload format version written by this code.
+pub(crate) const PAYLOAD_VERSION: u8 = 1;
+/// Position of the offset inside the payload (right after the version byte).
+const OFFSET_POS: usize = 1;
+/// Largest payload any frame may claim; larger lengths are treated as corruption.
+pub(crate) const MAX_PAYLOAD_LEN: usize = 1 << 30;
+/// Length value that marks a null `nbytes`.
+const NULL_LEN: u32 = u32::MAX;
+
+/// Why a payload failed to decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CodecError {
+    #[error("payload truncated at byte {0}")]
+    Truncated(usize),
+    #[error("unknown payload version {0}")]
+    Version(u8),
+    #[error("{0} trailing bytes after payload")]
+    Trailing(usize),
+}
+
+/// Size of the payload `entry` encodes to.
+pub(crate) fn payload_len(entry: &LogEntry) -> usize {
+    let mut n = 1 + 8 + 8 + 8;
+    n += 4 + entry.source.len();
+    n += 4 + entry.key.as_ref().map_or(0, Bytes::len);
+    n += 4;
+    for (k, v) in &entry.headers {
+        n += 4 + k.len() + 4 + v.as_ref().map_or(0, Bytes::len);
+    }
+    n += 4;
+    for (k, v) in &entry.fields {
+        n += 4 + k.len() + 4 + v.len();
+    }
+    n
+}
+
+/// Appends a whole frame for `entry` to `out`, with `payload_len` already set and the offset
+/// and checksum left as zero placeholders for [`seal_frame`]. `payload_len` must be
+/// [`payload_len`]`(entry)`, at most [`MAX_PAYLOAD_LEN`].
+pub(crate) fn encode_unsealed(entry: &LogEntry, payload_len: usize, out: &mut Vec<u8>) {
+    debug_assert!(payload_len <= MAX_PAYLOAD_LEN);
+    let start = out.len();
+    out.reserve(FRAME_HEADER_LEN + payload_len);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(PAYLOAD_VERSION);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&entry.event_time_ms.to_le_bytes());
+    out.extend_from_slice(&entry.arrival_time_ms.to_le_bytes());
+    put_bytes(out, &entry.source);
+    put_nbytes(out, entry.key.as_deref());
+    out.extend_from_slice(&(entry.headers.len() as u32).to_le_bytes());
+    for (k, v) in &entry.headers {
+        put_bytes(out, k);
+        put_nbytes(out, v.as_deref());
+    }
+    out.extend_from_slice(&(entry.fields.len() as u32).to_le_bytes());
+    for (k, v) in &entry.fields {
+        put_bytes(out, k);
+        put_bytes(out, v);
+    }
+    debug_assert_eq!(out.len() - start, FRAME_HEADER_LEN + payload_len);
+}
+
+/// Writes `offset` and the checksum into an unsealed frame starting at `frame[0]`;
+/// returns the frame's total length.
+pub(crate) fn seal_frame(frame: &mut [u8], offset: u64) -> usize {
+    let len = read_u32(frame, 0) as usize;
+    let end = FRAME_HEADER_LEN + len;
+    let payload = &mut frame[FRAME_HEADER_LEN..end];
+    payload[OFFSET_POS..OFFSET_POS + 8].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(payload);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    end
+}
+
+/// Parsed frame header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameHeader {
+    pub payload_len: usize,
+    pub crc: u32,
+}
+
+impl FrameHeader {
+    /// Parses the 8 header bytes.
+    pub(crate) fn parse(b: &[u8; FRAME_HEADER_LEN]) -> Self {
+        FrameHeader {
+            payload_len: read_u32(b, 0) as usize,
+            crc: read_u32(b, 4),
+        }
+    }
+
+    /// Whether the claimed length is possible at all.
+    pub(crate) fn plausible(&self) -> bool {
+        self.payload_len > 0 && self.payload_len <= MAX_PAYLOAD_LEN
+    }
+
+    /// Whole frame length.
+    pub(crate) fn frame_len(&self) -> u64 {
+        (FRAME_HEADER_LEN + self.payload_len) as u64
+    }
+}
+
+/// Whether `payload` matches the checksum.
+pub(crate) fn checksum_ok(payload: &[u8], crc: u32) -> bool {
+    crc32c::crc32c(payload) == crc
+}
+
+/// Decodes a payload into its offset and entry; slices share `payload`'s memory.
+pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
+    let mut c = Cursor {
+        buf: payload,
+        pos: 0,
+    };
+    let (offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
+    let source = c.bytes()?;
+    let key = c.nbytes()?;
+    let n = c.u32()? as usize;
+    // Each header takes at least 8 bytes: never reserve more than could be there.
+    let mut headers = Vec::with_capacity(n.min(c.remaining() / 8));
+    for _ in 0..n {
+        let k = c.bytes()?;
+        let v = c.nbytes()?;
+        headers.push((k, v));
+    }
+    let n = c.u32()? as usize;
+    let mut fields = Vec::with_capacity(n.min(c.remaining() / 8));
+    for _ in 0..n {
+        let k = c.bytes()?;
+        let v = c.bytes()?;
+        fields.push((k, v));
+    }
+    c.finish()?;
+    Ok((
+        offset,
+        LogEntry {
+            event_time_ms,
+            arrival_time_ms,
+            source,
+            key,
+            headers,
+            fields,
+        },
+    ))
+}
+
+/// Checks that a payload is well formed without building the entry; returns its offset.
+pub(crate) fn validate(payload: &[u8]) -> Result<u64, CodecError> {
+    let mut c = Cursor {
+        buf: payload,
+        pos: 0,
+    };
+    let (offset, _, _) = c.fixed_part()?;
+    c.skip_bytes(false)?;
+    c.skip_bytes(true)?;
+    for _ in 0..c.u32()? {
+        c.skip_bytes(false)?;
+        c.skip_bytes(true)?;
+    }
+    for _ in 0..c.u32()? {
+        c.skip_bytes(false)?;
+        c.skip_bytes(false)?;
+    }
+    c.finish()?;
+    Ok(offset)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_nbytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => put_bytes(out, b),
+        None => out.extend_from_slice(&NULL_LEN.to_le_bytes()),
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Bounds-checked reader over a payload.
+struct Cursor<'a, B: ?Sized + AsRef<[u8]>> {
+    buf: &'a B,
+    pos: usize,
+}
+
+impl<B: ?Sized + AsRef<[u8]>> Cursor<'_, B> {
+    fn remaining(&self) -> usize {
+        self.buf.as_ref().len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
+        let buf = self.buf.as_ref();
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= buf.len())
+            .ok_or(CodecError::Truncated(self.pos))?;
+        let s = &buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn fixed_part(&mut self) -> Result<(u64, i64, i64), CodecError> {
+        let [version] = self.array()?;
+        if version != PAYLOAD_VERSION {
+            return Err(CodecError::Version(version));
+        }
+        let offset = u64::from_le_bytes(self.array()?);
+        let event = i64::from_le_bytes(self.array()?);
+        let arrival = i64::from_le_bytes(self.array()?);
+        Ok((offset, event, arrival))
+    }
+
+    /// Skips one `bytes` (or `nbytes` when `nullable`).
+    fn skip_bytes(&mut self, nullable: bool) -> Result<(), CodecError> {
+        let len = self.u32()?;
+        if !(nullable && len == NULL_LEN) {
+            self.take(len as usize)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), CodecError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(CodecError::Trailing(n)),
+        }
+    }
+}
+
+impl Cursor<'_, Bytes> {
+    fn bytes(&mut self) -> Result<Bytes, CodecError> {
+        let len = self.u32()? as usize;
+        let start = self.pos;
+        self.take(len)?;
+        Ok(self.buf.slice(start..self.pos))
+    }
+
+    fn nbytes(&mut self) -> Result<Option<Bytes>, CodecError> {
+        let start = self.pos;
+        if self.u32()? == NULL_LEN {
+            return Ok(None);
+        }
+        self.pos = start;
+        self.bytes().map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LogEntry {
+        LogEntry {
+            event_time_ms: -5,
+            arrival_time_ms: 1_700_000_000_000,
+            source: Bytes::from_static(b"127.0.0.1:1"),
+            key: None,
+            headers: vec![
+                (Bytes::from_static(b"h"), None),
+                (
+                    Bytes::from_static(b"h"),
+                    Some(Bytes::from_static(b"\xff\x00")),
+                ),
+            ],
+            fields: vec![
+                (Bytes::from_static(b"msg"), Bytes::from_static(b"")),
+                (Bytes::from_static(b"\xc3\x28"), Bytes::from_static(b"v")),
+            ],
+        }
+    }
+
+    fn framed(entry: &LogEntry, offset: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_unsealed(entry, payload_len(entry), &mut buf);
+        assert_eq!(seal_frame(&mut buf, offset), buf.len());
+        buf
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        let buf = framed(&e, 42);
+        let h = FrameHeader::parse(buf[..8].try_into().unwrap());
+        assert_eq!(h.frame_len() as usize, buf.len());
+        let payload = Bytes::copy_from_slice(&buf[8..]);
+        assert!(checksum_ok(&payload, h.crc));
+        assert_eq!(validate(&payload), Ok(42));
+        assert_eq!(decode(&payload).unwrap(), (42, e));
+    }
+
+    #[test]
+    fn every_truncation_and_bad_version_is_an_error() {
+        let buf = framed(&sample(), 1);
+        let payload = &buf[8..];
+        for cut in 0..payload.len() {
+            let p = Bytes::copy_from_slice(&payload[..cut]);
+            assert!(validate(&p).is_err(), "cut {cut}");
+            assert!(decode(&p).is_err(), "cut {cut}");
+        }
+        let mut p = payload.to_vec();
+        p[0] = 9;
+        assert_eq!(validate(&p), Err(CodecError::Version(9)));
+        let mut p = payload.to_vec();
+        p.push(0);
+        assert_eq!(validate(&p), Err(CodecError::Trailing(1)));
+    }
+
+    #[test]
+    fn huge_counts_do_not_allocate_or_panic() {
+        let mut p = vec![PAYLOAD_VERSION];
+        p.extend_from_slice(&[0u8; 24]);
+        p.extend_from_slice(&0u32.to_le_bytes()); // source
+        p.extend_from_slice(&NULL_LEN.to_le_bytes()); // key
+        p.extend_from_slice(&u32::MAX.to_le_bytes()); // header count
+        let p = Bytes::from(p);
+        assert!(decode(&p).is_err());
+        assert!(validate(&p).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! On-disk layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::{InvalidName, StreamId};
+
+/// Directory under the data dir that holds all logstores.
+pub(crate) const LOGSTORES_DIR: &str = "logstores";
+/// Lock file (beside [`LOGSTORES_DIR`]) held by the one writer of a data dir.
+pub(crate) const LOCK_FILE: &str = "logstores.lock";
+
+/// Longest name accepted (a common file name limit).
+const MAX_NAME_LEN: usize = 255;
+
+/// Checks that `name` is safe as one path component.
+pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), InvalidName> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are not allowed")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.contains('\0') {
+        Some("contains NUL")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 255 bytes")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(InvalidName {
+            what,
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Directory of one shard, after validating the stream's names.
+pub(crate) fn shard_dir(
+    root: &Path,
+    stream: &StreamId,
+    shard: u32,
+) -> Result<PathBuf, InvalidName> {
+    validate_name("project", &stream.project)?;
+    validate_name("logstore", &stream.logstore)?;
+    Ok(root
+        .join(&stream.project)
+        .join(&stream.logstore)
+        .join(format!("shard-{shard}")))
+}
+
+/// File name of the segment whose first entry has `base_offset`.
+pub(crate) fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// Fsyncs a directory so entries created in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for bad in ["", ".", "..", "a/b", "..\\x", "a\0", &"x".repeat(256)] {
+            assert!(validate_name("project", bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "a..b", ".hidden", "app-logs_1.v2", "日志"] {
+            assert!(validate_name("project", good).is_ok(), "{good:?}");
+        }
+        assert_eq!(segment_file_name(7), "00000000000000000007.log");
+    }
+}

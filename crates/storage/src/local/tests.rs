@@ -1,0 +1,175 @@
+//! Tests that need the internals: injected write and sync failures.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::*;
+
+fn entry(i: u64) -> LogEntry {
+    LogEntry {
+        event_time_ms: i as i64,
+        arrival_time_ms: i as i64 + 1,
+        source: Bytes::from_static(b"127.0.0.1:9"),
+        key: None,
+        headers: vec![],
+        fields: vec![(Bytes::from_static(b"n"), Bytes::from(i.to_string()))],
+    }
+}
+
+fn segment(dir: &Path, s: &StreamId) -> PathBuf {
+    dir.join("logstores")
+        .join(&s.project)
+        .join(&s.logstore)
+        .join("shard-0")
+        .join("00000000000000000000.log")
+}
+
+async fn fails_then_recovers(inject: impl Fn(&Shard), durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    store
+        .append(&s, 0, (0..3).map(entry).collect(), Durability::Synced)
+        .await
+        .unwrap();
+    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
+
+    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    inject(&shard);
+    let err = store
+        .append(&s, 0, (3..8).map(entry).collect(), durability)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    assert_eq!(
+        fs::metadata(segment(dir.path(), &s)).unwrap().len(),
+        good_len
+    );
+    assert_eq!(store.read(&s, 0, 0, 100).await.unwrap().len(), 3);
+    assert_eq!(store.stats().failed_groups, 1);
+
+    // The failed offsets are reused: nothing of them was acknowledged.
+    let ack = store
+        .append(&s, 0, vec![entry(100)], Durability::Synced)
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, 3);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    let logs = store.read(&s, 0, 0, 100).await.unwrap();
+    assert_eq!(logs.len(), 4);
+    assert_eq!(logs[3].entry, entry(100));
+}
+
+#[tokio::test]
+async fn torn_write_is_truncated_and_reported() {
+    fails_then_recovers(
+        |s| s.core.faults.fail_writes.store(1, Ordering::SeqCst),
+        Durability::Written,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failed_sync_rejects_group_and_truncates() {
+    fails_then_recovers(
+        |s| s.core.faults.fail_syncs.store(1, Ordering::SeqCst),
+        Durability::Synced,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failed_sync_fails_written_requests_of_the_same_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = Arc::new(LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap());
+    store
+        .append(&s, 0, vec![entry(0)], Durability::Written)
+        .await
+        .unwrap();
+    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    // Queue both back to back so the writer most likely drains them as one group.
+    let tx = shard.sender().unwrap();
+    shard.core.faults.fail_syncs.store(1, Ordering::SeqCst);
+    let (r1, rx1) = oneshot::channel();
+    let (r2, rx2) = oneshot::channel();
+    let permit1 = tx.reserve().await.unwrap();
+    let permit2 = tx.reserve().await.unwrap();
+    permit1.send(Request::Append {
+        batch: encode_batch(&[entry(1)], 1 << 20).unwrap(),
+        durability: Durability::Written,
+        reply: r1,
+    });
+    permit2.send(Request::Append {
+        batch: encode_batch(&[entry(2)], 1 << 20).unwrap(),
+        durability: Durability::Synced,
+        reply: r2,
+    });
+    let (a, b) = (rx1.await.unwrap(), rx2.await.unwrap());
+    // Either they were one group (both fail) or the Written one went first alone (succeeds,
+    // and the Synced one fails alone); never a Written ack for data that was then cut.
+    assert!(b.is_err());
+    let logs = store.read(&s, 0, 0, 10).await.unwrap();
+    match a {
+        Ok(ack) => {
+            assert_eq!(ack.base_offset, 1);
+            assert_eq!(logs.len(), 2);
+        }
+        Err(_) => assert_eq!(logs.len(), 1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_that_stays_full_is_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let mut store = LocalStore::open(
+        dir.path(),
+        LocalStoreOptions {
+            queue_depth: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    Arc::get_mut(&mut store.inner).unwrap().enqueue_timeout = std::time::Duration::from_millis(200);
+    let store = Arc::new(store);
+    store
+        .append(&s, 0, vec![entry(0)], Durability::Written)
+        .await
+        .unwrap();
+    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    let tx = shard.sender().unwrap();
+    shard.core.faults.stall.store(true, Ordering::SeqCst);
+
+    let spawn_append = |i| {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::spawn(async move {
+            store
+                .append(&s, 0, vec![entry(i)], Durability::Synced)
+                .await
+        })
+    };
+    // The first is taken by the (stalled) writer, the second fills the queue.
+    let first = spawn_append(1);
+    while !shard.core.faults.stalling.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let second = spawn_append(2);
+    while tx.capacity() != 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let err = store
+        .append(&s, 0, vec![entry(3)], Durability::Written)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Overloaded), "{err:?}");
+
+    shard.core.faults.stall.store(false, Ordering::SeqCst);
+    let a = first.await.unwrap().unwrap();
+    let b = second.await.unwrap().unwrap();
+    assert_eq!((a.base_offset, b.base_offset), (1, 2));
+}

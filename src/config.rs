@@ -1,0 +1,323 @@
+//! The configuration file (TOML) and its defaults.
+//!
+//! Every setting has a default so that `loggate serve` runs with no file at all; the
+//! shipped `config/loggate.toml` adds the demo project, logstore and access key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding the local logstore and the generated development certificates.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Kafka listeners; one SASL_SSL listener on 127.0.0.1:10012 when empty.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+/// Security protocol of a listener, named as Kafka clients name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether the listener wraps connections in TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+    /// Whether clients must authenticate with SASL/PLAIN before producing.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// One Kafka listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind, e.g. `127.0.0.1:10012`.
+    pub bind: SocketAddr,
+    /// `host:port` that Metadata tells clients to dial; defaults to the bind address.
+    #[serde(default)]
+    pub advertised: Option<String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: SecurityProtocol,
+    /// For PLAINTEXT and SSL listeners (no SASL, trusted networks only): the project
+    /// every connection writes to, with access to all of its logstores.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// TLS material. Missing files are generated (a development CA and server certificate)
+/// when `generate` is true.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM); default `<data_dir>/tls/server.pem`.
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM); default `<data_dir>/tls/server.key`.
+    pub key: Option<PathBuf>,
+    /// Generate a development CA and certificate when the files do not exist.
+    #[serde(default = "yes")]
+    pub generate: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { cert: None, key: None, generate: true }
+    }
+}
+
+/// Bounds on what one client can make the server hold or do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest Kafka request frame accepted; larger frames close the connection.
+    pub max_request_bytes: usize,
+    /// Largest record batch (compressed, as sent) accepted; larger gets MESSAGE_TOO_LARGE.
+    pub max_batch_bytes: usize,
+    /// Largest decompressed size of one batch; more is a decompression bomb (CORRUPT_MESSAGE).
+    pub max_decompressed_batch_bytes: usize,
+    /// Most records in one partition's data of a Produce request.
+    pub max_records_per_batch: usize,
+    /// A connection with no complete request for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Time a client has from connecting to finishing SASL authentication (and TLS).
+    pub auth_timeout_secs: u64,
+    /// Most simultaneously open client connections; more are refused at accept.
+    pub max_connections: usize,
+    /// Delay before answering a failed authentication.
+    pub auth_failure_delay_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 100 * 1024 * 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_decompressed_batch_bytes: 64 * 1024 * 1024,
+            max_records_per_batch: 1_000_000,
+            idle_timeout_secs: 600,
+            auth_timeout_secs: 10,
+            max_connections: 10_000,
+            auth_failure_delay_ms: 500,
+        }
+    }
+}
+
+/// A project: a namespace of logstores, the SASL username.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    #[serde(default)]
+    pub logstores: Vec<LogstoreConfig>,
+}
+
+/// How a logstore spreads records over its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Each produced batch goes to the next shard, whatever partition the client chose.
+    #[default]
+    RoundRobin,
+    /// Partition p is written to shard p (keeps per-key order).
+    Partition,
+}
+
+/// A logstore: the Kafka topic, with its shards as partitions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogstoreConfig {
+    pub name: String,
+    #[serde(default = "one")]
+    pub shards: u32,
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// An access key: id, hashed secret, and the `project/logstore` patterns it may write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    pub id: String,
+    /// `sha256:<salt hex>:<digest hex>` as printed by `loggate keygen`.
+    pub secret_hash: String,
+    /// Patterns `project/logstore`, each part a name or `*`; `project` alone means `project/*`.
+    pub allow: Vec<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_protocol() -> SecurityProtocol {
+    SecurityProtocol::SaslSsl
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            listeners: Vec::new(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            projects: Vec::new(),
+            access_keys: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        // Relative data directories are relative to the working directory, like the CLI flag.
+        config.apply_defaults();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Fills in the default listener when none is configured.
+    pub fn apply_defaults(&mut self) {
+        if self.listeners.is_empty() {
+            self.listeners.push(ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 10012)),
+                advertised: None,
+                protocol: SecurityProtocol::SaslSsl,
+                project: None,
+            });
+        }
+    }
+
+    /// Checks names, shard counts and limits for mistakes a user would want to hear about.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for project in &self.projects {
+            check_name("project", &project.name)?;
+            if !seen.insert(&project.name) {
+                return Err(ConfigError::Invalid(format!("project {:?} is defined twice", project.name)));
+            }
+            let mut stores = std::collections::HashSet::new();
+            for store in &project.logstores {
+                check_name("logstore", &store.name)?;
+                if store.name.ends_with(".json") {
+                    return Err(ConfigError::Invalid(format!(
+                        "logstore {:?}: names may not end in .json (the suffix selects JSON parsing)",
+                        store.name
+                    )));
+                }
+                if !stores.insert(&store.name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "logstore {:?} is defined twice in project {:?}",
+                        store.name, project.name
+                    )));
+                }
+                if store.shards == 0 || store.shards > 1024 {
+                    return Err(ConfigError::Invalid(format!(
+                        "logstore {}/{}: shards must be 1..=1024",
+                        project.name, store.name
+                    )));
+                }
+            }
+        }
+        for key in &self.access_keys {
+            if key.id.is_empty() || key.id.contains('#') {
+                return Err(ConfigError::Invalid(format!("access key id {:?} is empty or contains '#'", key.id)));
+            }
+            crate::ingest::auth::SecretHash::parse(&key.secret_hash).map_err(|e| {
+                ConfigError::Invalid(format!("access key {}: {e}", key.id))
+            })?;
+        }
+        for listener in &self.listeners {
+            match (&listener.project, listener.protocol.uses_sasl()) {
+                (None, false) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "listener {}: a listener without SASL needs `project = \"...\"`",
+                        listener.bind
+                    )))
+                }
+                (Some(p), _) if !self.projects.iter().any(|c| &c.name == p) => {
+                    return Err(ConfigError::Invalid(format!("listener {}: unknown project {p:?}", listener.bind)))
+                }
+                _ => {}
+            }
+            if let Some(adv) = &listener.advertised {
+                crate::server::parse_host_port(adv).ok_or_else(|| {
+                    ConfigError::Invalid(format!("advertised address {adv:?} is not host:port"))
+                })?;
+            }
+        }
+        let l = &self.limits;
+        if l.max_request_bytes < 1024 || l.max_batch_bytes == 0 || l.max_decompressed_batch_bytes == 0 {
+            return Err(ConfigError::Invalid("limits are too small".into()));
+        }
+        Ok(())
+    }
+
+    /// Path of the server certificate chain.
+    pub fn cert_path(&self) -> PathBuf {
+        self.tls.cert.clone().unwrap_or_else(|| self.data_dir.join("tls/server.pem"))
+    }
+    /// Path of the server private key.
+    pub fn key_path(&self) -> PathBuf {
+        self.tls.key.clone().unwrap_or_else(|| self.data_dir.join("tls/server.key"))
+    }
+    /// Path of the development CA certificate written next to a generated server certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.cert_path().with_file_name("ca.pem")
+    }
+}
+
+/// Project and logstore names: what SLS allows (letters, digits, `-`, `_`, `.`), 1-128 chars.
+fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{what} name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}

@@ -1,0 +1,158 @@
+//! The topic model: projects, their logstores, and how a Kafka topic name maps to one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use loggate_storage::StreamId;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ProjectConfig, Routing};
+
+/// Suffix that asks for each record value to be parsed as JSON.
+pub const JSON_SUFFIX: &str = ".json";
+
+/// One logstore, as configured, plus its round-robin position.
+#[derive(Debug)]
+pub struct Logstore {
+    pub project: String,
+    pub name: String,
+    pub shards: u32,
+    pub routing: Routing,
+    /// Stable non-zero id for Metadata v10+ (derived from the names).
+    pub topic_id: [u8; 16],
+    /// The storage stream this logstore writes to.
+    pub stream: StreamId,
+    next_shard: AtomicU32,
+}
+
+impl Logstore {
+    /// The shard a batch sent to `partition` is stored in, or None if the partition
+    /// does not exist.
+    pub fn route(&self, partition: i32) -> Option<u32> {
+        let partition = u32::try_from(partition).ok().filter(|p| *p < self.shards)?;
+        Some(match self.routing {
+            Routing::Partition => partition,
+            Routing::RoundRobin => self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards,
+        })
+    }
+}
+
+/// How a topic's record values become log fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// The value is stored whole in the field `content`.
+    Raw,
+    /// The value is parsed as JSON (topic name ends in `.json`).
+    Json,
+}
+
+/// A topic resolved to its logstore.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub logstore: Arc<Logstore>,
+    pub format: ValueFormat,
+}
+
+/// All projects and logstores, read-only after start.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    projects: HashMap<String, HashMap<String, Arc<Logstore>>>,
+}
+
+impl Catalog {
+    /// Builds the catalog from configuration (validated already).
+    pub fn from_config(projects: &[ProjectConfig]) -> Self {
+        let projects = projects
+            .iter()
+            .map(|p| {
+                let stores = p
+                    .logstores
+                    .iter()
+                    .map(|l| {
+                        let store = Logstore {
+                            project: p.name.clone(),
+                            name: l.name.clone(),
+                            shards: l.shards,
+                            routing: l.routing,
+                            topic_id: topic_id(&p.name, &l.name),
+                            stream: StreamId { project: p.name.clone(), logstore: l.name.clone() },
+                            next_shard: AtomicU32::new(0),
+                        };
+                        (l.name.clone(), Arc::new(store))
+                    })
+                    .collect();
+                (p.name.clone(), stores)
+            })
+            .collect();
+        Self { projects }
+    }
+
+    /// Whether a project of that name exists.
+    pub fn has_project(&self, project: &str) -> bool {
+        self.projects.contains_key(project)
+    }
+
+    /// Resolves a topic name (`logstore` or `logstore.json`) within a project.
+    pub fn topic(&self, project: &str, topic: &str) -> Option<Topic> {
+        let stores = self.projects.get(project)?;
+        if let Some(store) = stores.get(topic) {
+            return Some(Topic { logstore: store.clone(), format: ValueFormat::Raw });
+        }
+        let base = topic.strip_suffix(JSON_SUFFIX)?;
+        let store = stores.get(base)?;
+        Some(Topic { logstore: store.clone(), format: ValueFormat::Json })
+    }
+
+    /// The logstores of a project, sorted by name.
+    pub fn logstores(&self, project: &str) -> Vec<Arc<Logstore>> {
+        let mut list: Vec<_> = self.projects.get(project).map(|s| s.values().cloned().collect()).unwrap_or_default();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}
+
+/// A stable, non-zero 16-byte id for a logstore.
+fn topic_id(project: &str, logstore: &str) -> [u8; 16] {
+    let digest = Sha256::new().chain_update(project).chain_update([0u8]).chain_update(logstore).finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    if id == [0u8; 16] {
+        id[15] = 1;
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogstoreConfig;
+
+    fn catalog(routing: Routing) -> Catalog {
+        Catalog::from_config(&[ProjectConfig {
+            name: "demo".into(),
+            logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing }],
+        }])
+    }
+
+    #[test]
+    fn topics_resolve_with_and_without_json_suffix() {
+        let c = catalog(Routing::RoundRobin);
+        assert_eq!(c.topic("demo", "app").unwrap().format, ValueFormat::Raw);
+        assert_eq!(c.topic("demo", "app.json").unwrap().format, ValueFormat::Json);
+        assert!(c.topic("demo", "nope").is_none());
+        assert!(c.topic("other", "app").is_none());
+        assert_eq!(c.topic("demo", "app").unwrap().logstore.topic_id, topic_id("demo", "app"));
+    }
+
+    #[test]
+    fn round_robin_spreads_and_partition_routing_pins() {
+        let rr = catalog(Routing::RoundRobin).topic("demo", "app").unwrap().logstore;
+        let shards: Vec<_> = (0..6).map(|_| rr.route(0).unwrap()).collect();
+        assert_eq!(shards, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(rr.route(3), None);
+        assert_eq!(rr.route(-1), None);
+        let pinned = catalog(Routing::Partition).topic("demo", "app").unwrap().logstore;
+        assert_eq!((pinned.route(2), pinned.route(2)), (Some(2), Some(2)));
+    }
+}

@@ -1,0 +1,123 @@
+//! Ingest: who may write where, which shard a batch goes to, and writing its logs.
+//!
+//! The Kafka handlers call [`Ingest::resolve`] for each topic and [`Ingest::write`] for
+//! each partition's records; this layer knows projects, logstores, shards and the
+//! storage trait, but nothing of the Kafka wire format.
+
+pub mod auth;
+pub mod catalog;
+pub mod convert;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use loggate_records::Record;
+use loggate_storage::{Durability, LogStorage, StorageError};
+
+use auth::{KeyStore, Principal};
+use catalog::{Catalog, Topic};
+use convert::{BatchContext, ConvertStats};
+
+/// Why a topic cannot be written by a principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveError {
+    /// No such project or logstore (or the connection's SNI names another project).
+    UnknownTopic,
+    /// The access key may not write this logstore.
+    NotAuthorized,
+}
+
+/// Where one partition's logs were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub shard: u32,
+    /// Offset of the first log in the shard (-1 when there were no records).
+    pub base_offset: i64,
+    pub logs: usize,
+}
+
+/// Counters of the ingest path.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub logs_written: AtomicU64,
+    pub json_fallbacks: AtomicU64,
+}
+
+/// The ingest service shared by all connections.
+pub struct Ingest {
+    catalog: Catalog,
+    keys: KeyStore,
+    storage: Arc<dyn LogStorage>,
+    pub stats: IngestStats,
+}
+
+impl Ingest {
+    pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>) -> Self {
+        Self { catalog, keys, storage, stats: IngestStats::default() }
+    }
+
+    /// The access keys, for SASL authentication.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// The catalog of projects and logstores.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn LogStorage> {
+        &self.storage
+    }
+
+    /// The project named by a TLS server name `project.rest.of.host`, if that first
+    /// label is a configured project.
+    pub fn sni_project<'a>(&self, sni: &'a str) -> Option<&'a str> {
+        let (first, rest) = sni.split_once('.')?;
+        (!rest.is_empty() && self.catalog.has_project(first)).then_some(first)
+    }
+
+    /// Resolves a topic for a principal: the logstore, or why it cannot be written.
+    pub fn resolve(&self, principal: &Principal, topic: &str) -> Result<Topic, ResolveError> {
+        let resolved = self.catalog.topic(&principal.project, topic).ok_or(ResolveError::UnknownTopic)?;
+        if !self.keys.may_write(principal, &resolved.logstore.name) {
+            return Err(ResolveError::NotAuthorized);
+        }
+        Ok(resolved)
+    }
+
+    /// Converts `records` into logs and appends them to the shard chosen for `shard`.
+    pub async fn write(
+        &self,
+        topic: &Topic,
+        shard: u32,
+        records: Vec<Record>,
+        source: Bytes,
+        durability: Durability,
+    ) -> Result<Written, StorageError> {
+        let ctx = BatchContext { arrival_time_ms: now_ms(), source };
+        let mut logs = Vec::with_capacity(records.len());
+        let mut stats = ConvertStats::default();
+        for record in records {
+            convert::push_logs(record, topic.format, &ctx, &mut logs, &mut stats);
+        }
+        if stats.json_fallbacks > 0 {
+            self.stats.json_fallbacks.fetch_add(stats.json_fallbacks, Ordering::Relaxed);
+        }
+        let count = logs.len();
+        if count == 0 {
+            return Ok(Written { shard, base_offset: -1, logs: 0 });
+        }
+        let ack = self.storage.append(&topic.logstore.stream, shard, logs, durability).await?;
+        self.stats.logs_written.fetch_add(count as u64, Ordering::Relaxed);
+        Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,101 @@
+//! Metadata (key 3) v0-v12: this node is the only broker and leads every shard; the
+//! topics are the logstores the connection's project may write.
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use uuid::Uuid;
+
+use super::errors::code;
+use super::{respond, Broker, Reply, RequestHeader, Session};
+use crate::ingest::catalog::Logstore;
+use crate::ingest::ResolveError;
+
+/// Highest Metadata version answered (v10+ carry each logstore's stable topic id).
+pub const MAX_VERSION: i16 = 12;
+
+/// Answers Metadata for the requested topics, or all visible ones.
+pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut body: Bytes) -> Reply {
+    let version = header.api_version;
+    if !(0..=MAX_VERSION).contains(&version) {
+        return Reply::Close(format!("unsupported Metadata version {version}"));
+    }
+    let request = match MetadataRequest::decode(&mut body, version) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("malformed Metadata request: {e}")),
+    };
+    let Some(principal) = session.principal() else {
+        return Reply::Close("Metadata before authentication".into());
+    };
+    let ingest = &broker.ingest;
+    let requested: Option<Vec<String>> = match request.topics {
+        // v0: an empty list means all topics; v1+: null means all.
+        Some(list) if !(version == 0 && list.is_empty()) => {
+            Some(list.into_iter().filter_map(|t| t.name).map(|n| n.0.to_string()).collect())
+        }
+        _ => None,
+    };
+    let topics = match requested {
+        None if session.sni_conflict => Vec::new(),
+        None => ingest
+            .catalog()
+            .logstores(&principal.project)
+            .iter()
+            .filter(|store| ingest.keys().may_write(principal, &store.name))
+            .map(|store| topic_entry(broker, &store.name, store, version))
+            .collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| {
+                let resolved = if session.sni_conflict { Err(ResolveError::UnknownTopic) } else { ingest.resolve(principal, &name) };
+                match resolved {
+                    Ok(topic) => topic_entry(broker, &name, &topic.logstore, version),
+                    Err(ResolveError::UnknownTopic) => error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION),
+                    // Kafka 0.8 clients know no authorization code.
+                    Err(ResolveError::NotAuthorized) if version == 0 => {
+                        error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION)
+                    }
+                    Err(ResolveError::NotAuthorized) => error_entry(&name, code::TOPIC_AUTHORIZATION_FAILED),
+                }
+            })
+            .collect(),
+    };
+    let broker_entry = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(broker.node_id))
+        .with_host(StrBytes::from_string(session.advertised_host().to_string()))
+        .with_port(i32::from(session.advertised.port));
+    let response = MetadataResponse::default()
+        .with_brokers(vec![broker_entry])
+        .with_cluster_id(Some(StrBytes::from_static_str("loggate")))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics);
+    respond(header, &response)
+}
+
+fn topic_entry(broker: &Broker, name: &str, store: &Logstore, version: i16) -> MetadataResponseTopic {
+    let node = BrokerId(broker.node_id);
+    let partitions = (0..store.shards as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(code::NONE)
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    let topic_id = if version >= 10 { Uuid::from_bytes(store.topic_id) } else { Uuid::nil() };
+    MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(topic_id)
+        .with_partitions(partitions)
+}
+
+fn error_entry(name: &str, error: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+}

@@ -1,0 +1,139 @@
+//! Kafka protocol handlers: one module per API, a session per connection.
+//!
+//! The server hands every complete frame to [`dispatch`], which parses the request
+//! header, enforces the SASL state machine and calls the handler of that API. Handlers
+//! return a [`Reply`]: a response frame, nothing (acks=0), or an instruction to close.
+
+pub mod api_versions;
+pub mod errors;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod header;
+pub mod metadata;
+pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
+pub mod session;
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::protocol::Encodable;
+use tracing::{debug, warn};
+
+use crate::config::Limits;
+use crate::ingest::Ingest;
+pub use header::RequestHeader;
+pub use session::{AuthState, Session};
+
+/// Kafka API keys loggate answers.
+pub mod api_key {
+    pub const PRODUCE: i16 = 0;
+    pub const FETCH: i16 = 1;
+    pub const METADATA: i16 = 3;
+    pub const FIND_COORDINATOR: i16 = 10;
+    pub const SASL_HANDSHAKE: i16 = 17;
+    pub const API_VERSIONS: i16 = 18;
+    pub const SASL_AUTHENTICATE: i16 = 36;
+}
+
+/// Shared state every handler needs: the ingest service and the limits.
+pub struct Broker {
+    pub ingest: Arc<Ingest>,
+    pub limits: Limits,
+    /// The node id this gateway reports as the only broker and leader of every shard.
+    pub node_id: i32,
+}
+
+/// What the connection should do after a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Write this frame (without the size prefix).
+    Frame(Bytes),
+    /// Write nothing (acks=0 Produce).
+    Nothing,
+    /// Write this frame, then close the connection for `reason`.
+    FrameThenClose(Bytes, String),
+    /// Close the connection without writing for `reason`.
+    Close(String),
+}
+
+/// Handles one complete request frame (the bytes after the size prefix).
+pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
+    if matches!(session.auth, AuthState::AwaitRawToken) {
+        return sasl_authenticate::handle_raw_token(broker, session, frame).await;
+    }
+    let mut body = frame;
+    let header = match RequestHeader::parse(&mut body) {
+        Ok(h) => h,
+        Err(e) => {
+            let why = if matches!(session.auth, AuthState::AwaitHandshake) {
+                format!("garbage before SASL authentication: {e}")
+            } else {
+                format!("bad request header: {e}")
+            };
+            return Reply::Close(why);
+        }
+    };
+    debug!(peer = %session.peer, api_key = header.api_key, version = header.api_version,
+        correlation_id = header.correlation_id, "request");
+
+    // Before authentication only ApiVersions and the SASL requests are allowed.
+    match (&session.auth, header.api_key) {
+        (AuthState::Authenticated(_), _) => {}
+        (AuthState::AwaitHandshake, api_key::API_VERSIONS | api_key::SASL_HANDSHAKE) => {}
+        (AuthState::AwaitAuthenticate, api_key::SASL_AUTHENTICATE) => {}
+        (state, key) => {
+            return Reply::Close(format!(
+                "request api_key {key} not allowed before SASL authentication completes (state {})",
+                state.name()
+            ));
+        }
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+
+    match header.api_key {
+        api_key::API_VERSIONS => api_versions::handle(&header, &body),
+        api_key::SASL_HANDSHAKE => sasl_handshake::handle(session, &header, body),
+        api_key::SASL_AUTHENTICATE => sasl_authenticate::handle(broker, session, &header, body).await,
+        api_key::METADATA => metadata::handle(broker, session, &header, body),
+        api_key::PRODUCE => produce::handle(broker, session, &header, body).await,
+        api_key::FETCH => fetch::handle(&header),
+        api_key::FIND_COORDINATOR => find_coordinator::handle(&header, body),
+        other => {
+            warn!(peer = %session.peer, api_key = other, version = header.api_version,
+                client_id = header.client_id.as_deref().unwrap_or(""), "unsupported API; closing");
+            Reply::Close(format!("unsupported api_key {other}"))
+        }
+    }
+}
+
+/// Encodes `body` as a response frame to `header` with the given response header version.
+pub fn encode_response<T: Encodable>(header: &RequestHeader, header_version: i16, body: &T) -> Reply {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(header.correlation_id);
+    if header_version >= 1 {
+        buf.put_u8(0); // no tagged fields
+    }
+    match body.encode(&mut buf, header.api_version) {
+        Ok(()) => Reply::Frame(buf.freeze()),
+        Err(e) => Reply::Close(format!(
+            "cannot encode response to api_key {} v{}: {e}",
+            header.api_key, header.api_version
+        )),
+    }
+}
+
+/// The response header version for a request (ApiVersions always uses v0).
+pub fn response_header_version(header: &RequestHeader) -> i16 {
+    match kafka_protocol::messages::ApiKey::try_from(header.api_key) {
+        Ok(kafka_protocol::messages::ApiKey::ApiVersions) | Err(_) => 0,
+        Ok(key) => key.response_header_version(header.api_version),
+    }
+}
+
+/// Encodes a response with the header version the API and version call for.
+pub fn respond<T: Encodable>(header: &RequestHeader, body: &T) -> Reply {
+    encode_response(header, response_header_version(header), body)
+}

@@ -1,0 +1,284 @@
+//! Produce (key 0) v0-v9: decode each partition's records, write them, answer per
+//! partition in the error codes the client's era understands.
+//!
+//! Versions 0-2 (message sets of magic 0/1) are parsed here by hand; versions 3+ by the
+//! `kafka-protocol` crate. Either way the records bytes stay zero-copy slices of the frame.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use loggate_records::{decode_records, Batch, DecodeOptions, Record, RecordError};
+use loggate_storage::Durability;
+use tracing::{debug, warn};
+
+use super::errors::{code, ProduceError};
+use super::{respond, Broker, Reply, RequestHeader, Session};
+use crate::ingest::auth::Principal;
+use crate::ingest::ResolveError;
+
+/// Highest Produce version served (v9 is the first flexible one).
+pub const MAX_VERSION: i16 = 9;
+
+/// A Produce request, whatever its version.
+struct Request {
+    acks: i16,
+    transactional: bool,
+    topics: Vec<(String, Vec<(i32, Option<Bytes>)>)>,
+}
+
+/// Outcome of one partition.
+struct PartitionResult {
+    index: i32,
+    error: i16,
+    base_offset: i64,
+}
+
+/// Handles a Produce request.
+pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, body: Bytes) -> Reply {
+    let version = header.api_version;
+    if !(0..=MAX_VERSION).contains(&version) {
+        return Reply::Close(format!("unsupported Produce version {version}"));
+    }
+    let request = match parse(version, body) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("malformed Produce v{version} request: {e}")),
+    };
+    let Some(principal) = session.principal() else {
+        return Reply::Close("Produce before authentication".into());
+    };
+    let durability = match (request.acks, version) {
+        (0 | 1, _) => Ok(Durability::Written),
+        (-1, _) => Ok(Durability::Synced),
+        // Kafka 0.8 accepted acks > 1 and treated it as "all".
+        (n, 0) if n > 1 => Ok(Durability::Synced),
+        _ => Err(ProduceError::InvalidRequiredAcks),
+    };
+    let blanket_error = match durability {
+        Err(e) => Some(e),
+        Ok(_) if request.transactional => Some(ProduceError::TransactionsNotSupported),
+        Ok(_) => None,
+    };
+    let durability = durability.unwrap_or(Durability::Written);
+
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut failures = 0usize;
+    for (topic_name, partitions) in request.topics {
+        let writes = partitions.into_iter().map(|(index, records)| {
+            let topic_name = &topic_name;
+            async move {
+                let outcome = match blanket_error {
+                    Some(e) => Err((e, "request-level error".to_string())),
+                    None => {
+                        write_partition(broker, session, principal, version, topic_name, index, records, durability).await
+                    }
+                };
+                match outcome {
+                    Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
+                    Err((e, why)) => {
+                        log_failure(session, topic_name, index, e, &why);
+                        PartitionResult { index, error: e.code_for(version), base_offset: -1 }
+                    }
+                }
+            }
+        });
+        let partition_results = join_all(writes).await;
+        failures += partition_results.iter().filter(|r| r.error != code::NONE).count();
+        results.push((topic_name, partition_results));
+    }
+
+    if request.acks == 0 {
+        // acks=0 clients read no response; on failure close so they refresh and notice.
+        return if failures > 0 {
+            Reply::Close(format!("{failures} partition(s) failed in an acks=0 Produce"))
+        } else {
+            Reply::Nothing
+        };
+    }
+    encode(header, results)
+}
+
+/// Decodes, checks and stores one partition's records; returns the base offset.
+#[allow(clippy::too_many_arguments)]
+async fn write_partition(
+    broker: &Broker,
+    session: &Session,
+    principal: &Principal,
+    version: i16,
+    topic_name: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    durability: Durability,
+) -> Result<i64, (ProduceError, String)> {
+    let topic = if session.sni_conflict {
+        Err(ResolveError::UnknownTopic)
+    } else {
+        broker.ingest.resolve(principal, topic_name)
+    };
+    let topic = topic.map_err(|e| match e {
+        ResolveError::UnknownTopic => (ProduceError::UnknownTopicOrPartition, "no such logstore".to_string()),
+        ResolveError::NotAuthorized => (ProduceError::TopicAuthorizationFailed, "access key may not write this logstore".to_string()),
+    })?;
+    let shard = topic
+        .logstore
+        .route(partition)
+        .ok_or((ProduceError::UnknownTopicOrPartition, format!("no partition {partition}")))?;
+    let records = records.unwrap_or_default();
+    let limits = &broker.limits;
+    if records.len() > limits.max_batch_bytes {
+        return Err((
+            ProduceError::MessageTooLarge,
+            format!("{} bytes of records exceed max_batch_bytes {}", records.len(), limits.max_batch_bytes),
+        ));
+    }
+    let options = DecodeOptions {
+        max_decompressed_bytes: limits.max_decompressed_batch_bytes,
+        max_records: limits.max_records_per_batch,
+        allow_zstd: version >= 7,
+    };
+    let batches = decode_records(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+    let records = check_batches(version, batches)?;
+    let written = broker
+        .ingest
+        .write(&topic, shard, records, session.source.clone(), durability)
+        .await
+        .map_err(|e| (ProduceError::StorageError, format!("storage: {e}")))?;
+    debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
+        base_offset = written.base_offset, "stored");
+    Ok(written.base_offset)
+}
+
+/// Applies the rules the decoder leaves to the broker and flattens the records.
+fn check_batches(version: i16, batches: Vec<Batch>) -> Result<Vec<Record>, (ProduceError, String)> {
+    let invalid = |why: &str| (ProduceError::InvalidRecord, why.to_string());
+    if version >= 3 && (batches.len() != 1 || batches[0].info.magic != 2) {
+        return Err(invalid("Produce v3+ must carry exactly one record batch of magic 2"));
+    }
+    if batches.iter().any(|b| b.info.control) {
+        return Err(invalid("control batches may not be produced"));
+    }
+    if batches.iter().any(|b| b.info.transactional) {
+        return Err((ProduceError::TransactionsNotSupported, "transactional batch".into()));
+    }
+    Ok(match batches.len() {
+        1 => batches.into_iter().next().map(|b| b.records).unwrap_or_default(),
+        _ => batches.into_iter().flat_map(|b| b.records).collect(),
+    })
+}
+
+fn record_error(e: &RecordError) -> ProduceError {
+    match e {
+        RecordError::Corrupt(_) | RecordError::DecompressedTooLarge { .. } => ProduceError::CorruptMessage,
+        RecordError::Invalid(_) => ProduceError::InvalidRecord,
+        RecordError::UnsupportedCompression(_) => ProduceError::UnsupportedCompression,
+        RecordError::TooManyRecords { .. } => ProduceError::MessageTooLarge,
+    }
+}
+
+fn log_failure(session: &Session, topic: &str, partition: i32, error: ProduceError, why: &str) {
+    match error {
+        // Clients retry these forever (Filebeat): keep them out of the default log level.
+        ProduceError::UnknownTopicOrPartition => {
+            debug!(peer = %session.peer, topic, partition, ?error, why, "produce refused")
+        }
+        _ => warn!(peer = %session.peer, topic, partition, ?error, why, "produce refused"),
+    }
+}
+
+/// Parses the request body of any served version.
+fn parse(version: i16, mut body: Bytes) -> Result<Request, String> {
+    if version >= 3 {
+        let r = ProduceRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
+        let topics = r
+            .topic_data
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_data.into_iter().map(|p| (p.index, p.records)).collect()))
+            .collect();
+        return Ok(Request { acks: r.acks, transactional: r.transactional_id.is_some(), topics });
+    }
+    // v0-v2: acks int16, timeout int32, [topic string, [partition int32, message set bytes]]
+    let b = &mut body;
+    let acks = get_i16(b)?;
+    let _timeout_ms = get_i32(b)?;
+    let topic_count = get_count(b)?;
+    let mut topics = Vec::with_capacity(topic_count.min(1024));
+    for _ in 0..topic_count {
+        let name_len = usize::try_from(get_i16(b)?).map_err(|_| "null topic name")?;
+        let name = take(b, name_len)?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| "topic name is not UTF-8")?;
+        let partition_count = get_count(b)?;
+        let mut partitions = Vec::with_capacity(partition_count.min(1024));
+        for _ in 0..partition_count {
+            let index = get_i32(b)?;
+            let size = get_i32(b)?;
+            let records = if size < 0 { None } else { Some(take(b, size as usize)?) };
+            partitions.push((index, records));
+        }
+        topics.push((name, partitions));
+    }
+    Ok(Request { acks, transactional: false, topics })
+}
+
+fn get_i16(b: &mut Bytes) -> Result<i16, String> {
+    (b.remaining() >= 2).then(|| b.get_i16()).ok_or_else(|| "truncated".to_string())
+}
+fn get_i32(b: &mut Bytes) -> Result<i32, String> {
+    (b.remaining() >= 4).then(|| b.get_i32()).ok_or_else(|| "truncated".to_string())
+}
+fn get_count(b: &mut Bytes) -> Result<usize, String> {
+    let n = get_i32(b)?;
+    usize::try_from(n).map_err(|_| format!("negative array length {n}"))
+}
+fn take(b: &mut Bytes, n: usize) -> Result<Bytes, String> {
+    (b.remaining() >= n).then(|| b.split_to(n)).ok_or_else(|| "truncated".to_string())
+}
+
+/// Encodes the response in the request's version.
+fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>) -> Reply {
+    let version = header.api_version;
+    if version >= 3 {
+        let responses = results
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partition_responses = partitions
+                    .into_iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(p.error)
+                            .with_base_offset(p.base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(0)
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partition_responses(partition_responses)
+            })
+            .collect();
+        return respond(header, &ProduceResponse::default().with_responses(responses));
+    }
+    // v0: [topic, [partition, error, base_offset]]; v1 adds throttle_time_ms at the end;
+    // v2 adds log_append_time per partition.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(header.correlation_id);
+    buf.put_i32(results.len() as i32);
+    for (name, partitions) in &results {
+        buf.put_i16(name.len() as i16);
+        buf.put_slice(name.as_bytes());
+        buf.put_i32(partitions.len() as i32);
+        for p in partitions {
+            buf.put_i32(p.index);
+            buf.put_i16(p.error);
+            buf.put_i64(p.base_offset);
+            if version >= 2 {
+                buf.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        buf.put_i32(0);
+    }
+    Reply::Frame(buf.freeze())
+}

@@ -1,0 +1,41 @@
+//! SaslHandshake (key 17) v0 and v1: the client names its mechanism.
+//!
+//! v0 is followed by a raw length-prefixed PLAIN token (Kafka 0.10 clients, kafka-python
+//! 2.0, old sarama, ruby-kafka); v1 by a SaslAuthenticate request.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::errors::code;
+use super::{respond, AuthState, Reply, RequestHeader, Session};
+
+/// Answers SaslHandshake and moves the session to the matching token state.
+pub fn handle(session: &mut Session, header: &RequestHeader, mut body: Bytes) -> Reply {
+    if !(0..=1).contains(&header.api_version) {
+        return Reply::Close(format!("unsupported SaslHandshake version {}", header.api_version));
+    }
+    let request = match SaslHandshakeRequest::decode(&mut body, header.api_version) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("malformed SaslHandshake: {e}")),
+    };
+    let response = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
+    if !session.sasl_enabled || session.auth != AuthState::AwaitHandshake {
+        let reply = respond(header, &response.with_error_code(code::ILLEGAL_SASL_STATE));
+        return close_after(reply, "SaslHandshake on a listener without SASL or after authentication");
+    }
+    if request.mechanism.as_str() != "PLAIN" {
+        let reply = respond(header, &response.with_error_code(code::UNSUPPORTED_SASL_MECHANISM));
+        return close_after(reply, &format!("unsupported SASL mechanism {:?}", request.mechanism.as_str()));
+    }
+    session.auth = if header.api_version == 0 { AuthState::AwaitRawToken } else { AuthState::AwaitAuthenticate };
+    respond(header, &response.with_error_code(code::NONE))
+}
+
+/// Turns a response into "send it, then close".
+pub fn close_after(reply: Reply, reason: &str) -> Reply {
+    match reply {
+        Reply::Frame(frame) => Reply::FrameThenClose(frame, reason.to_string()),
+        other => other,
+    }
+}

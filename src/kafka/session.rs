@@ -1,0 +1,72 @@
+//! Per-connection protocol state: where the client is in SASL, and who it is.
+
+use std::net::SocketAddr;
+
+use crate::ingest::auth::Principal;
+
+/// Authentication state of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthState {
+    /// SASL listener, nothing sent yet: ApiVersions and SaslHandshake are allowed.
+    AwaitHandshake,
+    /// After SaslHandshake v0: the next frame is a raw PLAIN token, not a request.
+    AwaitRawToken,
+    /// After SaslHandshake v1: the next request must be SaslAuthenticate.
+    AwaitAuthenticate,
+    /// Authenticated (or a listener without SASL bound to a project): may produce.
+    Authenticated(Principal),
+}
+
+impl AuthState {
+    /// Short name for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AwaitHandshake => "awaiting SaslHandshake",
+            Self::AwaitRawToken => "awaiting raw SASL token",
+            Self::AwaitAuthenticate => "awaiting SaslAuthenticate",
+            Self::Authenticated(_) => "authenticated",
+        }
+    }
+}
+
+/// Where this connection came in: what Metadata should advertise.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The protocol state of one client connection.
+#[derive(Debug)]
+pub struct Session {
+    pub peer: SocketAddr,
+    /// `peer` as text, stored with every log written by this connection.
+    pub source: bytes::Bytes,
+    pub auth: AuthState,
+    /// Whether this listener runs SASL (SaslHandshake is refused otherwise).
+    pub sasl_enabled: bool,
+    /// The TLS server name the client asked for, if any.
+    pub sni: Option<String>,
+    /// The SNI name's project differs from the authenticated one: no topic is visible.
+    pub sni_conflict: bool,
+    pub advertised: Advertised,
+}
+
+impl Session {
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        match &self.auth {
+            AuthState::Authenticated(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The host name Metadata advertises: the SNI name the client used (so hostname
+    /// verification keeps passing on reconnect) or the listener's advertised host.
+    pub fn advertised_host(&self) -> &str {
+        match &self.sni {
+            Some(name) => name,
+            None => &self.advertised.host,
+        }
+    }
+}

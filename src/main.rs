@@ -1,0 +1,287 @@
+//! The `loggate` command: run the gateway, read stored logs, create access keys and
+//! certificates.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use loggate::config::{Config, SecurityProtocol};
+use loggate::ingest::auth::{generate_key, KeyStore, SecretHash};
+use loggate::ingest::catalog::Catalog;
+use loggate::ingest::Ingest;
+use loggate::kafka::Broker;
+use loggate::server::{self, tls};
+use loggate_storage::local::{LocalStore, LocalStoreOptions};
+use loggate_storage::{LogStorage, StreamId};
+
+/// Kafka-protocol log ingestion gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default command).
+    Serve(ServeArgs),
+    /// Print stored logs as JSON lines.
+    Logs(LogsArgs),
+    /// Create an access key: prints the secret once and the config lines with its hash.
+    Keygen(KeygenArgs),
+    /// Write a CA and a server certificate for the given host names.
+    Cert(CertArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ConfigArgs {
+    /// Configuration file [default: config/loggate.toml when it exists].
+    #[arg(long, env = "LOGGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration file).
+    #[arg(long, env = "LOGGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    logstore: String,
+    /// One shard only (default: every shard of the logstore, one after another).
+    #[arg(long)]
+    shard: Option<u32>,
+    /// First offset to print (per shard).
+    #[arg(long, default_value_t = 0)]
+    from_offset: u64,
+    /// Keep printing logs as they arrive.
+    #[arg(long)]
+    follow: bool,
+}
+
+#[derive(clap::Args)]
+struct KeygenArgs {
+    /// `project/logstore` patterns the key may write (`*` for any); repeatable.
+    #[arg(long = "allow", required = true)]
+    allow: Vec<String>,
+    /// Access key id (random when omitted).
+    #[arg(long)]
+    id: Option<String>,
+    /// Use this secret instead of a random one (for scripted setups).
+    #[arg(long, env = "LOGGATE_KEY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct CertArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Host names and IP addresses the server certificate is valid for; repeatable.
+    #[arg(long = "host", required = true)]
+    hosts: Vec<String>,
+}
+
+/// Access key id and secret of the demo key in the shipped `config/loggate.toml`.
+/// The server prints them only while the configured demo key still has this secret.
+const DEMO_KEY: (&str, &str) = ("LGDEMOACCESSKEY", "demo-secret-replace-me");
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+        Command::Logs(args) => logs(args),
+        Command::Keygen(args) => {
+            keygen(args);
+            Ok(())
+        }
+        Command::Cert(args) => tls::generate(&args.out, &args.hosts).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loggate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &ConfigArgs) -> Result<(Config, Option<PathBuf>), String> {
+    let default = PathBuf::from("config/loggate.toml");
+    let path = args.config.clone().or_else(|| default.exists().then_some(default));
+    let mut config = match &path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => {
+            let mut c = Config::default();
+            c.apply_defaults();
+            c
+        }
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok((config, path))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (config, config_path) = load_config(&args.config)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    if config.listeners.iter().any(|l| l.protocol.uses_tls()) && !config.cert_path().exists() {
+        if !config.tls.generate {
+            return Err(format!("TLS certificate {} does not exist", config.cert_path().display()));
+        }
+        let dir = config.cert_path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let hosts: Vec<String> = tls::DEV_HOSTS.iter().map(|s| s.to_string()).collect();
+        tls::generate(&dir, &hosts).map_err(|e| e.to_string())?;
+        tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
+    }
+    let storage = LocalStore::open(&config.data_dir, LocalStoreOptions::default()).map_err(|e| e.to_string())?;
+    let storage: Arc<dyn LogStorage> = Arc::new(storage);
+    let keys = KeyStore::from_config(&config.access_keys)?;
+    let ingest = Arc::new(Ingest::new(Catalog::from_config(&config.projects), keys, storage.clone()));
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id: 1 });
+    let rt = runtime()?;
+    rt.block_on(async {
+        print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
+        server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        storage.close().await.map_err(|e| e.to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Tells the user how to connect, with a kcat command that works as printed.
+fn print_banner(config: &Config, config_path: Option<&Path>, data_dir_flag: Option<&Path>) {
+    let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    println!("loggate {} is running", env!("CARGO_PKG_VERSION"));
+    for l in &config.listeners {
+        let adv = l.advertised.clone().unwrap_or_else(|| l.bind.to_string());
+        println!("  listener {:?} on {} (advertised {adv})", l.protocol, l.bind);
+    }
+    let uses_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
+    if uses_tls {
+        println!("  CA certificate: {}", abs(config.ca_path()).display());
+    }
+    let demo = config.access_keys.iter().find(|k| k.id == DEMO_KEY.0).filter(|k| {
+        SecretHash::parse(&k.secret_hash).map(|h| h.verify(DEMO_KEY.1)).unwrap_or(false)
+    });
+    let (Some(key), Some(listener)) =
+        (demo, config.listeners.iter().find(|l| l.protocol == SecurityProtocol::SaslSsl))
+    else {
+        return;
+    };
+    let project = config.projects.iter().find(|p| key.allow.iter().any(|a| a == &p.name || a.starts_with(&format!("{}/", p.name)) || a.starts_with('*')));
+    let Some(project) = project else { return };
+    let Some(store) = project.logstores.first() else { return };
+    let broker = listener.advertised.clone().unwrap_or_else(|| listener.bind.to_string());
+    let mut cfg = config_path.map(|p| format!(" --config {}", p.display())).unwrap_or_default();
+    if let Some(dir) = data_dir_flag {
+        cfg.push_str(&format!(" --data-dir {}", dir.display()));
+    }
+    println!("  demo access key {} is active: replace it before real use (loggate keygen)", key.id);
+    println!("Send a log:");
+    println!(
+        "  echo 'hello loggate' | kcat -P -b {broker} -t {} -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN -X sasl.username={} -X 'sasl.password={}#{}' -X ssl.ca.location={}",
+        store.name, project.name, DEMO_KEY.0, DEMO_KEY.1, abs(config.ca_path()).display()
+    );
+    println!("Read it back:");
+    println!("  loggate logs{cfg} --project {} --logstore {}", project.name, store.name);
+}
+
+fn logs(args: LogsArgs) -> Result<(), String> {
+    let (config, _) = load_config(&args.config)?;
+    let shards: Vec<u32> = match args.shard {
+        Some(s) => vec![s],
+        None => {
+            let n = config
+                .projects
+                .iter()
+                .find(|p| p.name == args.project)
+                .and_then(|p| p.logstores.iter().find(|l| l.name == args.logstore))
+                .map(|l| l.shards)
+                .ok_or_else(|| format!("no logstore {}/{} in the configuration", args.project, args.logstore))?;
+            (0..n).collect()
+        }
+    };
+    let store = LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?;
+    let stream = StreamId { project: args.project.clone(), logstore: args.logstore.clone() };
+    let rt = runtime()?;
+    rt.block_on(async {
+        use std::io::Write;
+        let mut next: Vec<u64> = vec![args.from_offset; shards.len()];
+        let stdout = std::io::stdout();
+        loop {
+            let mut printed = 0;
+            for (i, &shard) in shards.iter().enumerate() {
+                loop {
+                    let batch = store.read(&stream, shard, next[i], 10_000).await.map_err(|e| e.to_string())?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let mut out = stdout.lock();
+                    for log in &batch {
+                        let line = loggate::logs::to_json(&stream, shard, log);
+                        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                        next[i] = log.offset + 1;
+                    }
+                    out.flush().map_err(|e| e.to_string())?;
+                    printed += batch.len();
+                }
+            }
+            if !args.follow {
+                return Ok(());
+            }
+            if printed == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
+
+fn keygen(args: KeygenArgs) {
+    let key = generate_key(args.id, args.secret);
+    println!("# AccessKeyId:     {}", key.id);
+    println!("# AccessKeySecret: {}", key.secret);
+    println!("# The secret is shown only now; the configuration stores its hash.");
+    println!("# SASL/PLAIN password: {}#{}", key.id, key.secret);
+    println!("[[access_keys]]");
+    println!("id = {:?}", key.id);
+    println!("secret_hash = {:?}", key.hash.to_string());
+    println!("allow = [{}]", args.allow.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "));
+}

@@ -1,0 +1,166 @@
+//! The network side: listeners, TLS, connection limits and graceful shutdown.
+
+pub mod connection;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenerConfig};
+use crate::ingest::auth::Principal;
+use crate::kafka::session::Advertised;
+use crate::kafka::{AuthState, Broker, Session};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// A bound listener with what it needs to serve connections.
+struct Listener {
+    tcp: TcpListener,
+    config: ListenerConfig,
+    tls: Option<TlsAcceptor>,
+    advertised: Advertised,
+}
+
+/// Binds every configured listener; returns them with their actual local addresses.
+async fn bind(config: &Config) -> Result<Vec<Listener>, ServerError> {
+    let needs_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
+    let tls_config = if needs_tls { Some(tls::server_config(&config.cert_path(), &config.key_path())?) } else { None };
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let tcp = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind { addr: l.bind, source })?;
+        let local = tcp.local_addr().map_err(|source| ServerError::Bind { addr: l.bind, source })?;
+        let (host, port) = match &l.advertised {
+            Some(text) => parse_host_port(text).unwrap_or((local.ip().to_string(), local.port())),
+            None => (local.ip().to_string(), local.port()),
+        };
+        let tls = if l.protocol.uses_tls() { tls_config.clone().map(TlsAcceptor::from) } else { None };
+        listeners.push(Listener { tcp, config: l.clone(), tls, advertised: Advertised { host, port } });
+    }
+    Ok(listeners)
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains connections (up to 10 s).
+pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+    let listeners = bind(&config).await?;
+    for l in &listeners {
+        info!(bind = %l.config.bind, advertised = %format!("{}:{}", l.advertised.host, l.advertised.port),
+            protocol = ?l.config.protocol, "listening");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        accept_loops.spawn(accept_loop(listener, broker.clone(), slots.clone(), stop_rx.clone()));
+    }
+    shutdown.await;
+    info!("shutting down: no new connections; draining open ones");
+    let _ = stop_tx.send(true);
+    let drain = async { while accept_loops.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        warn!("connections still open after 10 s; closing them");
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: Listener, broker: Arc<Broker>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.tcp.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        // Reap finished connection tasks so the set stays bounded by live connections.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "max_connections reached; refusing connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let tls = listener.tls.clone();
+        let config = listener.config.clone();
+        let advertised = listener.advertised.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            handle(stream, peer, &broker, tls, &config, advertised, stop).await;
+            drop(permit);
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Broker,
+    tls: Option<TlsAcceptor>,
+    config: &ListenerConfig,
+    advertised: Advertised,
+    stop: watch::Receiver<bool>,
+) {
+    let auth_deadline = Instant::now() + Duration::from_secs(broker.limits.auth_timeout_secs);
+    let auth = match &config.project {
+        Some(project) if !config.protocol.uses_sasl() => {
+            AuthState::Authenticated(Principal { project: project.clone(), key_id: None })
+        }
+        _ => AuthState::AwaitHandshake,
+    };
+    let mut session = Session {
+        peer,
+        source: bytes::Bytes::from(peer.to_string()),
+        auth,
+        sasl_enabled: config.protocol.uses_sasl(),
+        sni: None,
+        sni_conflict: false,
+        advertised,
+    };
+    match tls {
+        None => connection::serve(stream, broker, session, auth_deadline, stop).await,
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    warn!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%peer, "TLS handshake not completed in time");
+                    return;
+                }
+            };
+            session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
+            connection::serve(tls_stream, broker, session, auth_deadline, stop).await
+        }
+    }
+}

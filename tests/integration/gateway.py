@@ -1,0 +1,134 @@
+"""Start a real loggate process for a test and read back what it stored."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("LOGGATE_BIN", ROOT / "target" / "release" / "loggate"))
+
+# Access keys used by the tests: (id, secret, allow-list).
+KEYS = {
+    "main": ("LGTESTMAIN", "main-secret#with-hash", ["demo/*"]),
+    "limited": ("LGTESTLIMITED", "limited-secret", ["demo/app"]),
+    "ops": ("LGTESTOPS", "ops-secret", ["ops/*"]),
+}
+
+# project -> [(logstore, shards, routing)]
+PROJECTS = {
+    "demo": [("app", 2, "round_robin"), ("pinned", 3, "partition"), ("one", 1, "round_robin"), ("other", 1, "round_robin")],
+    "ops": [("sys", 1, "round_robin")],
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def secret_hash(secret):
+    salt = os.urandom(16)
+    return "sha256:%s:%s" % (salt.hex(), hashlib.sha256(salt + secret.encode()).hexdigest())
+
+
+def password(key="main"):
+    key_id, secret, _ = KEYS[key]
+    return "%s#%s" % (key_id, secret)
+
+
+class Gateway:
+    """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
+
+    def __init__(self, workdir, limits=None):
+        self.dir = Path(workdir)
+        self.data = self.dir / "data"
+        self.config = self.dir / "loggate.toml"
+        self.ports = {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
+        self.ca = self.data / "tls" / "ca.pem"
+        self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
+        self.limits.update(limits or {})
+        self._write_config()
+        self.proc = None
+        self.stderr_path = self.dir / "loggate.stderr"
+
+    def _write_config(self):
+        lines = ['data_dir = "%s"' % self.data]
+        for proto, port in self.ports.items():
+            lines += ["[[listeners]]", 'bind = "127.0.0.1:%d"' % port, 'protocol = "%s"' % proto]
+            if "SASL" not in proto:
+                lines.append('project = "demo"')
+        lines.append("[limits]")
+        for k, v in self.limits.items():
+            lines.append("%s = %s" % (k, v))
+        for project, stores in PROJECTS.items():
+            lines += ["[[projects]]", 'name = "%s"' % project]
+            for name, shards, routing in stores:
+                lines += ["[[projects.logstores]]", 'name = "%s"' % name, "shards = %d" % shards, 'routing = "%s"' % routing]
+        for key_id, secret, allow in KEYS.values():
+            lines += ["[[access_keys]]", 'id = "%s"' % key_id, 'secret_hash = "%s"' % secret_hash(secret), "allow = %s" % json.dumps(allow)]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def bootstrap(self, proto="SASL_SSL"):
+        return "127.0.0.1:%d" % self.ports[proto]
+
+    def start(self):
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("loggate exited: " + self.log_text())
+            try:
+                for port in self.ports.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("loggate did not start: " + self.log_text())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def logs(self, logstore, project="demo", shard=None):
+        """Every stored log of a logstore, as `loggate logs` prints it."""
+        cmd = [str(BIN), "logs", "--config", str(self.config), "--project", project, "--logstore", logstore]
+        if shard is not None:
+            cmd += ["--shard", str(shard)]
+        out = subprocess.run(cmd, check=True, capture_output=True, timeout=60).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_logs(self, logstore, count, project="demo", timeout=30):
+        """Logs of a logstore once at least `count` arrived (or whatever is there at timeout)."""
+        deadline = time.time() + timeout
+        while True:
+            logs = self.logs(logstore, project)
+            if len(logs) >= count or time.time() > deadline:
+                return logs
+            time.sleep(0.2)
+
+
+def contents(logs, field="content"):
+    return sorted(l.get(field) for l in logs)
