@@ -26,7 +26,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 }
 
 /// Names the development server certificate is valid for.
-pub const DEV_HOSTS: &[&str] = &["localhost", "*.localhost", "127.0.0.1", "::1"];
+/// `*.loggate.localhost` lets tests and demos use SNI names `<project>.loggate.localhost`.
+pub const DEV_HOSTS: &[&str] = &["localhost", "*.loggate.localhost", "127.0.0.1", "::1"];
 
 /// Writes a new CA (`ca.pem`, `ca.key`) and a server certificate signed by it
 /// (`server.pem`, `server.key`) for `hosts` into `dir`.

@@ -76,7 +76,18 @@ class Gateway:
     def bootstrap(self, proto="SASL_SSL"):
         return "127.0.0.1:%d" % self.ports[proto]
 
-    def start(self):
+    def start(self, attempts=3):
+        """Starts loggate; picks new ports when another process took one meanwhile."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except RuntimeError as e:
+                if "cannot listen" not in str(e) or attempt == attempts - 1:
+                    raise
+                self.ports = {p: free_port() for p in self.ports}
+                self._write_config()
+
+    def _start_once(self):
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=self.stderr,

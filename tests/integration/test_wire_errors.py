@@ -142,12 +142,12 @@ def metadata_v1(sock, topics, corr=3):
 
 
 def test_sni_name_is_advertised_and_must_match_the_project(gateway):
-    s = connect(gateway.ports["SASL_SSL"], tls_ca=gateway.ca, server_hostname="demo.localhost")
+    s = connect(gateway.ports["SASL_SSL"], tls_ca=gateway.ca, server_hostname="demo.loggate.localhost")
     assert sasl_v1_login(s, "demo", password("main")) == 0
     frame = metadata_v1(s, ["app"])
-    assert b"demo.localhost" in frame
+    assert b"demo.loggate.localhost" in frame
     # a SNI naming another project hides every topic
-    s = connect(gateway.ports["SASL_SSL"], tls_ca=gateway.ca, server_hostname="ops.localhost")
+    s = connect(gateway.ports["SASL_SSL"], tls_ca=gateway.ca, server_hostname="ops.loggate.localhost")
     assert sasl_v1_login(s, "demo", password("main")) == 0
     frame = metadata_v1(s, ["app"])
     # brokers array, then cluster id, controller, topics: find the topic error code

@@ -87,7 +87,11 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordE
 }
 
 /// Decodes exactly `count` records filling `data` exactly.
-fn decode_records(data: Bytes, count: usize, base_timestamp: i64) -> Result<Vec<Record>, RecordError> {
+fn decode_records(
+    data: Bytes,
+    count: usize,
+    base_timestamp: i64,
+) -> Result<Vec<Record>, RecordError> {
     // Bound the allocation by what the bytes could hold, not by the declared count.
     let mut records = Vec::with_capacity(count.min(data.len() / MIN_RECORD_LEN));
     let mut r = Reader::new(data);
@@ -105,7 +109,10 @@ fn decode_records(data: Bytes, count: usize, base_timestamp: i64) -> Result<Vec<
         }
     }
     if !r.is_empty() {
-        return Err(RecordError::corrupt(format!("{} bytes after the last of {count} records", r.remaining())));
+        return Err(RecordError::corrupt(format!(
+            "{} bytes after the last of {count} records",
+            r.remaining()
+        )));
     }
     Ok(records)
 }
@@ -137,5 +144,10 @@ fn decode_record(r: &mut Reader, base_timestamp: i64) -> Result<Record, RecordEr
         let value = r.varint_bytes("header value")?;
         headers.push(Header { key, value });
     }
-    Ok(Record { timestamp_ms, key, value, headers })
+    Ok(Record {
+        timestamp_ms,
+        key,
+        value,
+        headers,
+    })
 }

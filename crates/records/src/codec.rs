@@ -18,13 +18,19 @@ pub(crate) enum Failure {
 }
 
 /// Decompresses `data` written with `codec` inside a message of `magic`, producing at
-/// most `limit` bytes.
-/// `Compression::None` returns `data` itself.
-pub(crate) fn decompress(codec: Compression, magic: u8, data: &Bytes, limit: usize) -> Result<Bytes, Failure> {
+/// most `limit` bytes. `Compression::None` returns `data` itself.
+pub(crate) fn decompress(
+    codec: Compression,
+    magic: u8,
+    data: &Bytes,
+    limit: usize,
+) -> Result<Bytes, Failure> {
     let input = &data[..];
     let out = match codec {
         Compression::None => return Ok(data.clone()),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(input), limit, input.len()),
+        Compression::Gzip => {
+            read_capped(flate2::read::MultiGzDecoder::new(input), limit, input.len())
+        }
         Compression::Snappy => snappy(input, limit),
         Compression::Lz4 => lz4(input, magic, limit),
         Compression::Zstd => zstd::stream::read::Decoder::with_buffer(input)
@@ -106,7 +112,9 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Fai
         .decompress(block, &mut out[start..])
         .map_err(|e| Failure::Corrupt(e.to_string()))?;
     if written != n {
-        return Err(Failure::Corrupt("snappy block shorter than declared".into()));
+        return Err(Failure::Corrupt(
+            "snappy block shorter than declared".into(),
+        ));
     }
     Ok(())
 }
@@ -120,7 +128,11 @@ fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
     match (magic, fix_lz4_header_checksum(data)) {
         (0, Some((header, rest))) => {
             let reader = io::Cursor::new(header).chain(rest);
-            read_capped(lz4_flex::frame::FrameDecoder::new(reader), limit, data.len())
+            read_capped(
+                lz4_flex::frame::FrameDecoder::new(reader),
+                limit,
+                data.len(),
+            )
         }
         _ => read_capped(lz4_flex::frame::FrameDecoder::new(data), limit, data.len()),
     }
@@ -159,10 +171,19 @@ mod tests {
     #[test]
     fn read_capped_stops_at_limit() {
         let zeros = io::repeat(0).take(10_000);
-        assert!(matches!(read_capped(zeros, 9_999, 10), Err(Failure::TooLarge)));
+        assert!(matches!(
+            read_capped(zeros, 9_999, 10),
+            Err(Failure::TooLarge)
+        ));
         let zeros = io::repeat(0).take(10_000);
-        assert_eq!(read_capped(zeros, 10_000, 10).ok().map(|v| v.len()), Some(10_000));
-        assert_eq!(read_capped(io::empty(), 0, 0).ok().map(|v| v.len()), Some(0));
+        assert_eq!(
+            read_capped(zeros, 10_000, 10).ok().map(|v| v.len()),
+            Some(10_000)
+        );
+        assert_eq!(
+            read_capped(io::empty(), 0, 0).ok().map(|v| v.len()),
+            Some(0)
+        );
     }
 
     #[test]
@@ -176,7 +197,10 @@ mod tests {
             }
         }
         let mut probe = Probe(0);
-        assert!(matches!(read_capped(&mut probe, 5000, 1), Err(Failure::TooLarge)));
+        assert!(matches!(
+            read_capped(&mut probe, 5000, 1),
+            Err(Failure::TooLarge)
+        ));
         assert!(probe.0 <= 5001);
     }
 

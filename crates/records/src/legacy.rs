@@ -63,7 +63,9 @@ fn decode_inner(set: Bytes, magic: u8, budget: &mut Budget) -> Result<Vec<Record
             )));
         }
         if message.compression != Compression::None {
-            return Err(RecordError::invalid("compressed wrapper holds a compressed inner message"));
+            return Err(RecordError::invalid(
+                "compressed wrapper holds a compressed inner message",
+            ));
         }
         budget.take_records(1)?;
         records.push(message.record);
@@ -90,9 +92,18 @@ fn parse(entry: Bytes) -> Result<Message, RecordError> {
     let magic = r.u8("magic")?;
     let attributes = r.u8("attributes")?;
     let compression = match Compression::from_attributes(attributes.into()) {
-        Some(Compression::Zstd) => return Err(RecordError::invalid(format!("zstd in a message of magic {magic}"))),
+        Some(Compression::Zstd) => {
+            return Err(RecordError::invalid(format!(
+                "zstd in a message of magic {magic}"
+            )))
+        }
         Some(c) => c,
-        None => return Err(RecordError::invalid(format!("unknown codec {}", attributes & 0x07))),
+        None => {
+            return Err(RecordError::invalid(format!(
+                "unknown codec {}",
+                attributes & 0x07
+            )))
+        }
     };
     let timestamp_ms = match magic {
         0 => None,
@@ -102,7 +113,19 @@ fn parse(entry: Bytes) -> Result<Message, RecordError> {
     let key = r.i32_bytes("key")?;
     let value = r.i32_bytes("value")?;
     if !r.is_empty() {
-        return Err(RecordError::corrupt(format!("{} bytes after the message value", r.remaining())));
+        return Err(RecordError::corrupt(format!(
+            "{} bytes after the message value",
+            r.remaining()
+        )));
     }
-    Ok(Message { magic, compression, record: Record { timestamp_ms, key, value, headers: Vec::new() } })
+    Ok(Message {
+        magic,
+        compression,
+        record: Record {
+            timestamp_ms,
+            key,
+            value,
+            headers: Vec::new(),
+        },
+    })
 }

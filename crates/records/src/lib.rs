@@ -68,7 +68,11 @@ pub struct DecodeOptions {
 impl Default for DecodeOptions {
     /// 64 MiB, one million records, zstd allowed.
     fn default() -> Self {
-        DecodeOptions { max_decompressed_bytes: 64 << 20, max_records: 1_000_000, allow_zstd: true }
+        DecodeOptions {
+            max_decompressed_bytes: 64 << 20,
+            max_records: 1_000_000,
+            allow_zstd: true,
+        }
     }
 }
 
@@ -152,7 +156,7 @@ pub fn decode_records(data: Bytes, opts: &DecodeOptions) -> Result<Vec<Batch>, R
 pub fn peek_format(data: &[u8]) -> Option<(u8, Compression)> {
     let magic = *data.get(MAGIC_OFFSET)?;
     let attributes = match magic {
-        0 | 1 => u16::from(*data.get(MAGIC_OFFSET + 5)?),
+        0 | 1 => u16::from(*data.get(MAGIC_OFFSET + 1)?),
         2 => u16::from_be_bytes([*data.get(21)?, *data.get(22)?]),
         _ => return None,
     };
@@ -191,25 +195,38 @@ pub(crate) struct Budget<'a> {
 
 impl<'a> Budget<'a> {
     fn new(opts: &'a DecodeOptions) -> Self {
-        Budget { opts, bytes_left: opts.max_decompressed_bytes, records_left: opts.max_records }
+        Budget {
+            opts,
+            bytes_left: opts.max_decompressed_bytes,
+            records_left: opts.max_records,
+        }
     }
 
     /// Claims `n` more records.
     pub(crate) fn take_records(&mut self, n: usize) -> Result<(), RecordError> {
-        self.records_left = self
-            .records_left
-            .checked_sub(n)
-            .ok_or(RecordError::TooManyRecords { limit: self.opts.max_records })?;
+        self.records_left =
+            self.records_left
+                .checked_sub(n)
+                .ok_or(RecordError::TooManyRecords {
+                    limit: self.opts.max_records,
+                })?;
         Ok(())
     }
 
     /// Decompresses `data`, charging its output to the byte budget.
-    pub(crate) fn decompress(&mut self, codec: Compression, magic: u8, data: &Bytes) -> Result<Bytes, RecordError> {
+    pub(crate) fn decompress(
+        &mut self,
+        codec: Compression,
+        magic: u8,
+        data: &Bytes,
+    ) -> Result<Bytes, RecordError> {
         if codec == Compression::Zstd && !self.opts.allow_zstd {
             return Err(RecordError::UnsupportedCompression(codec));
         }
         let out = codec::decompress(codec, magic, data, self.bytes_left).map_err(|f| match f {
-            codec::Failure::TooLarge => RecordError::DecompressedTooLarge { limit: self.opts.max_decompressed_bytes },
+            codec::Failure::TooLarge => RecordError::DecompressedTooLarge {
+                limit: self.opts.max_decompressed_bytes,
+            },
             codec::Failure::Corrupt(msg) => RecordError::Corrupt(msg),
         })?;
         if codec != Compression::None {

@@ -80,7 +80,12 @@ impl Reader {
     }
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes and `bits` significant bits.
-    fn unsigned_varint(&mut self, max_bytes: u32, bits: u32, what: &str) -> Result<u64, RecordError> {
+    fn unsigned_varint(
+        &mut self,
+        max_bytes: u32,
+        bits: u32,
+        what: &str,
+    ) -> Result<u64, RecordError> {
         let mut value: u64 = 0;
         for i in 0..max_bytes {
             let b = self.u8(what)?;
@@ -88,14 +93,18 @@ impl Reader {
             let chunk = u64::from(b & 0x7f);
             // The last byte may only carry the bits that are left.
             if bits - shift < 7 && chunk >> (bits - shift) != 0 {
-                return Err(RecordError::Corrupt(format!("{what}: varint overflows {bits} bits")));
+                return Err(RecordError::Corrupt(format!(
+                    "{what}: varint overflows {bits} bits"
+                )));
             }
             value |= chunk << shift;
             if b & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err(RecordError::Corrupt(format!("{what}: varint longer than {max_bytes} bytes")))
+        Err(RecordError::Corrupt(format!(
+            "{what}: varint longer than {max_bytes} bytes"
+        )))
     }
 
     /// A zigzag varint (int32, at most 5 bytes).
@@ -147,8 +156,14 @@ mod tests {
         assert_eq!(read_varint(&[0x01]).unwrap(), -1);
         assert_eq!(read_varint(&[0x02]).unwrap(), 1);
         assert_eq!(read_varint(&[0x96, 0x01]).unwrap(), 75);
-        assert_eq!(read_varint(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).unwrap(), i32::MAX);
-        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap(), i32::MIN);
+        assert_eq!(
+            read_varint(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).unwrap(),
+            i32::MAX
+        );
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap(),
+            i32::MIN
+        );
         assert_eq!(read_varlong(&[0x01]).unwrap(), -1);
         let max = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(read_varlong(&max).unwrap(), i64::MAX);
@@ -164,12 +179,16 @@ mod tests {
         assert!(read_varint(&[]).is_err());
         let eleven = [0x80; 10];
         assert!(read_varlong(&eleven).is_err());
-        assert!(read_varlong(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03]).is_err());
+        assert!(
+            read_varlong(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03]).is_err()
+        );
     }
 
     #[test]
     fn fixed_width_and_slices() {
-        let mut r = Reader::new(Bytes::from_static(&[0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff, 7]));
+        let mut r = Reader::new(Bytes::from_static(&[
+            0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff, 7,
+        ]));
         assert_eq!(r.i32_bytes("k").unwrap().as_deref(), Some(&b"hi"[..]));
         assert_eq!(r.i32_bytes("v").unwrap(), None);
         assert_eq!(r.u8("b").unwrap(), 7);

@@ -8,14 +8,19 @@ use std::io::Write;
 
 use bytes::Bytes;
 use common::*;
-use loggate_records::{decode_records, peek_format, Batch, Compression, DecodeOptions, RecordError};
+use loggate_records::{
+    decode_records, peek_format, Batch, Compression, DecodeOptions, RecordError,
+};
 
 fn decode(data: &[u8]) -> Result<Vec<Batch>, RecordError> {
     decode_records(Bytes::copy_from_slice(data), &DecodeOptions::default())
 }
 
 fn with_limit(bytes: usize) -> DecodeOptions {
-    DecodeOptions { max_decompressed_bytes: bytes, ..DecodeOptions::default() }
+    DecodeOptions {
+        max_decompressed_bytes: bytes,
+        ..DecodeOptions::default()
+    }
 }
 
 #[track_caller]
@@ -41,13 +46,18 @@ fn fixtures_decode_to_the_manifest() {
     for fx in fixtures() {
         let file = fx["file"].as_str().unwrap();
         let data = load(file);
-        let batches = decode_records(data, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let batches = decode_records(data, &DecodeOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         let expected = fx["batches"].as_array().unwrap();
         assert_eq!(batches.len(), expected.len(), "{file}: batch count");
         for (i, (got, want)) in batches.iter().zip(expected).enumerate() {
             assert_eq!(got.info, expected_info(want), "{file} batch {i}");
             let records = expected_records(want);
-            assert_eq!(got.records.len(), records.len(), "{file} batch {i}: record count");
+            assert_eq!(
+                got.records.len(),
+                records.len(),
+                "{file} batch {i}: record count"
+            );
             for (j, (g, w)) in got.records.iter().zip(&records).enumerate() {
                 assert_eq!(g, w, "{file} batch {i} record {j}");
             }
@@ -57,7 +67,10 @@ fn fixtures_decode_to_the_manifest() {
 
 #[test]
 fn manifest_covers_every_fixture_file_and_codec() {
-    let listed: BTreeSet<String> = fixtures().iter().map(|f| f["file"].as_str().unwrap().to_owned()).collect();
+    let listed: BTreeSet<String> = fixtures()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap().to_owned())
+        .collect();
     let on_disk: BTreeSet<String> = std::fs::read_dir(fixtures_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -68,7 +81,10 @@ fn manifest_covers_every_fixture_file_and_codec() {
     let mut seen = BTreeSet::new();
     for fx in fixtures() {
         for b in fx["batches"].as_array().unwrap() {
-            seen.insert((b["magic"].as_u64().unwrap(), b["compression"].as_str().unwrap().to_owned()));
+            seen.insert((
+                b["magic"].as_u64().unwrap(),
+                b["compression"].as_str().unwrap().to_owned(),
+            ));
         }
     }
     for magic in 0..=2u64 {
@@ -76,7 +92,10 @@ fn manifest_covers_every_fixture_file_and_codec() {
             if codec == "zstd" && magic < 2 {
                 continue;
             }
-            assert!(seen.contains(&(magic, codec.to_owned())), "no fixture for magic {magic} {codec}");
+            assert!(
+                seen.contains(&(magic, codec.to_owned())),
+                "no fixture for magic {magic} {codec}"
+            );
         }
     }
 }
@@ -85,7 +104,11 @@ fn manifest_covers_every_fixture_file_and_codec() {
 fn wrapper_value(data: &[u8]) -> &[u8] {
     let magic = data[16];
     let key_at = if magic == 0 { 18 } else { 26 };
-    assert_eq!(&data[key_at..key_at + 4], &(-1i32).to_be_bytes(), "wrapper key is null");
+    assert_eq!(
+        &data[key_at..key_at + 4],
+        &(-1i32).to_be_bytes(),
+        "wrapper key is null"
+    );
     &data[key_at + 8..]
 }
 
@@ -127,9 +150,17 @@ fn snappy_fixtures_use_both_framings() {
         ("m0_snappy_raw.bin", false),
         ("m1_snappy_raw.bin", false),
     ] {
-        assert_eq!(wrapper_value(&load(file)).starts_with(XERIAL), xerial, "{file}");
+        assert_eq!(
+            wrapper_value(&load(file)).starts_with(XERIAL),
+            xerial,
+            "{file}"
+        );
     }
-    for (file, xerial) in [("v2_snappy.bin", true), ("v2_big_snappy.bin", true), ("v2_snappy_raw.bin", false)] {
+    for (file, xerial) in [
+        ("v2_snappy.bin", true),
+        ("v2_big_snappy.bin", true),
+        ("v2_snappy_raw.bin", false),
+    ] {
         assert_eq!(load(file)[61..].starts_with(XERIAL), xerial, "{file}");
     }
     // The big value spans many 32 KiB xerial blocks.
@@ -164,13 +195,19 @@ fn peek_format_reads_the_first_entry() {
     for fx in fixtures() {
         let file = fx["file"].as_str().unwrap();
         let first = &fx["batches"][0];
-        let want = (first["magic"].as_u64().unwrap() as u8, compression(first["compression"].as_str().unwrap()));
+        let want = (
+            first["magic"].as_u64().unwrap() as u8,
+            compression(first["compression"].as_str().unwrap()),
+        );
         assert_eq!(peek_format(&load(file)), Some(want), "{file}");
     }
     assert_eq!(peek_format(&[]), None);
     assert_eq!(peek_format(&load("v2_gzip.bin")[..22]), None);
     assert_eq!(peek_format(&load("m1_gzip.bin")[..17]), None);
-    assert_eq!(peek_format(&load("m1_gzip.bin")[..18]), Some((1, Compression::Gzip)));
+    assert_eq!(
+        peek_format(&load("m1_gzip.bin")[..18]),
+        Some((1, Compression::Gzip))
+    );
 }
 
 #[test]
@@ -184,11 +221,21 @@ fn values_are_zero_copy_slices_of_the_input() {
     let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
     let batches = decode_records(data.clone(), &DecodeOptions::default()).unwrap();
     for r in &batches[0].records {
-        for b in [&r.key, &r.value].into_iter().flatten().filter(|b| !b.is_empty()) {
-            assert!(range.contains(&(b.as_ptr() as usize)), "a copied key or value");
+        for b in [&r.key, &r.value]
+            .into_iter()
+            .flatten()
+            .filter(|b| !b.is_empty())
+        {
+            assert!(
+                range.contains(&(b.as_ptr() as usize)),
+                "a copied key or value"
+            );
         }
         for h in &r.headers {
-            assert!(h.key.is_empty() || range.contains(&(h.key.as_ptr() as usize)), "a copied header key");
+            assert!(
+                h.key.is_empty() || range.contains(&(h.key.as_ptr() as usize)),
+                "a copied header key"
+            );
         }
     }
 }
@@ -239,7 +286,7 @@ fn trailing_bytes_are_corrupt() {
         for extra in [&[0u8][..], &[0; 11], &[0; 12], &[0xff; 40]] {
             let mut data = load(file).to_vec();
             data.extend_from_slice(extra);
-            assert!(decode(&data).is_err(), "{file} + {} bytes", extra.len());
+            assert_corrupt(decode(&data), &format!("{file} + {} bytes", extra.len()));
         }
     }
 }
@@ -251,7 +298,9 @@ const MIB: usize = 1 << 20;
 /// 16 records of a 1 MiB zero value: 16 MiB that compress to almost nothing.
 fn bomb_records() -> Vec<u8> {
     let zeros = vec![0u8; MIB];
-    (0..16).flat_map(|i| v2_record(i, None, Some(&zeros))).collect()
+    (0..16)
+        .flat_map(|i| v2_record(i, None, Some(&zeros)))
+        .collect()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -287,7 +336,8 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 #[test]
 fn decompression_bombs_stop_at_the_limit() {
     let records = bomb_records();
-    let codecs: [(i16, &str, fn(&[u8]) -> Vec<u8>); 5] = [
+    type Compress = fn(&[u8]) -> Vec<u8>;
+    let codecs: [(i16, &str, Compress); 5] = [
         (1, "gzip", gzip),
         (2, "snappy xerial", snappy_xerial),
         (2, "snappy raw", snappy_raw),
@@ -296,7 +346,11 @@ fn decompression_bombs_stop_at_the_limit() {
     ];
     for (codec, name, compress) in codecs {
         let batch = v2_batch(codec, 16, 0, &compress(&records));
-        assert!(batch.len() < MIB, "{name}: the bomb is not small ({} bytes)", batch.len());
+        assert!(
+            batch.len() < MIB,
+            "{name}: the bomb is not small ({} bytes)",
+            batch.len()
+        );
         let small = decode_records(Bytes::from(batch.clone()), &with_limit(MIB));
         assert!(
             matches!(small, Err(RecordError::DecompressedTooLarge { limit: MIB })),
@@ -304,21 +358,39 @@ fn decompression_bombs_stop_at_the_limit() {
         );
         // Just under the output size still fails; exactly the size succeeds.
         let under = decode_records(Bytes::from(batch.clone()), &with_limit(records.len() - 1));
-        assert!(matches!(under, Err(RecordError::DecompressedTooLarge { .. })), "{name}: {under:?}");
+        assert!(
+            matches!(under, Err(RecordError::DecompressedTooLarge { .. })),
+            "{name}: {under:?}"
+        );
         let ok = decode_records(Bytes::from(batch), &with_limit(records.len())).unwrap();
         assert_eq!(ok[0].records.len(), 16, "{name}");
-        assert!(ok[0].records.iter().all(|r| r.value.as_ref().unwrap().len() == MIB), "{name}");
+        assert!(
+            ok[0]
+                .records
+                .iter()
+                .all(|r| r.value.as_ref().unwrap().len() == MIB),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn legacy_decompression_bombs_stop_at_the_limit() {
     let zeros = vec![0u8; MIB];
-    let inner: Vec<u8> = (0..16).flat_map(|_| legacy_message(1, 0, 5, None, Some(&zeros))).collect();
-    for (codec, compressed) in [(1u8, gzip(&inner)), (2, snappy_xerial(&inner)), (3, lz4(&inner))] {
+    let inner: Vec<u8> = (0..16)
+        .flat_map(|_| legacy_message(1, 0, 5, None, Some(&zeros)))
+        .collect();
+    for (codec, compressed) in [
+        (1u8, gzip(&inner)),
+        (2, snappy_xerial(&inner)),
+        (3, lz4(&inner)),
+    ] {
         let wrapper = legacy_message(1, codec, 5, None, Some(&compressed));
         let small = decode_records(Bytes::from(wrapper.clone()), &with_limit(MIB));
-        assert!(matches!(small, Err(RecordError::DecompressedTooLarge { limit: MIB })), "codec {codec}: {small:?}");
+        assert!(
+            matches!(small, Err(RecordError::DecompressedTooLarge { limit: MIB })),
+            "codec {codec}: {small:?}"
+        );
         let ok = decode_records(Bytes::from(wrapper), &with_limit(inner.len())).unwrap();
         assert_eq!(ok[0].records.len(), 16, "codec {codec}");
     }
@@ -326,24 +398,47 @@ fn legacy_decompression_bombs_stop_at_the_limit() {
 
 #[test]
 fn the_decompressed_budget_covers_the_whole_call() {
-    let one = v2_batch(1, 1, 0, &gzip(&v2_record(0, None, Some(&vec![7u8; 600 * 1024]))));
+    let one = v2_batch(
+        1,
+        1,
+        0,
+        &gzip(&v2_record(0, None, Some(&vec![7u8; 600 * 1024]))),
+    );
     let two = [one.clone(), one.clone()].concat();
     assert!(decode_records(Bytes::from(one), &with_limit(MIB)).is_ok());
     let r = decode_records(Bytes::from(two), &with_limit(MIB));
-    assert!(matches!(r, Err(RecordError::DecompressedTooLarge { limit: MIB })), "{r:?}");
+    assert!(
+        matches!(r, Err(RecordError::DecompressedTooLarge { limit: MIB })),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn zstd_can_be_refused() {
-    let opts = DecodeOptions { allow_zstd: false, ..DecodeOptions::default() };
+    let opts = DecodeOptions {
+        allow_zstd: false,
+        ..DecodeOptions::default()
+    };
     for file in ["v2_zstd.bin", "v2_many_zstd.bin"] {
         let r = decode_records(load(file), &opts);
-        assert!(matches!(r, Err(RecordError::UnsupportedCompression(Compression::Zstd))), "{file}: {r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(RecordError::UnsupportedCompression(Compression::Zstd))
+            ),
+            "{file}: {r:?}"
+        );
     }
     // Refused before decompressing: garbage behind a valid CRC gives the same error.
     let garbage = v2_batch(4, 1, 0, b"not zstd at all");
     let r = decode_records(Bytes::from(garbage.clone()), &opts);
-    assert!(matches!(r, Err(RecordError::UnsupportedCompression(Compression::Zstd))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(RecordError::UnsupportedCompression(Compression::Zstd))
+        ),
+        "{r:?}"
+    );
     assert_corrupt(decode(&garbage), "garbage zstd");
     // Other codecs are unaffected.
     assert!(decode_records(load("v2_gzip.bin"), &opts).is_ok());
@@ -351,15 +446,40 @@ fn zstd_can_be_refused() {
 
 #[test]
 fn too_many_records() {
-    for (file, count) in [("v2_many_none.bin", 10_000), ("v2_many_zstd.bin", 10_000), ("m1_many_snappy.bin", 3000), ("m0_none.bin", 30)] {
-        let at = |max_records| decode_records(load(file), &DecodeOptions { max_records, ..DecodeOptions::default() });
+    for (file, count) in [
+        ("v2_many_none.bin", 10_000),
+        ("v2_many_zstd.bin", 10_000),
+        ("m1_many_snappy.bin", 3000),
+        ("m0_none.bin", 30),
+    ] {
+        let at = |max_records| {
+            decode_records(
+                load(file),
+                &DecodeOptions {
+                    max_records,
+                    ..DecodeOptions::default()
+                },
+            )
+        };
         let r = at(count - 1);
-        assert!(matches!(r, Err(RecordError::TooManyRecords { limit }) if limit == count - 1), "{file}: {r:?}");
+        assert!(
+            matches!(r, Err(RecordError::TooManyRecords { limit }) if limit == count - 1),
+            "{file}: {r:?}"
+        );
         assert!(at(count).is_ok(), "{file}");
     }
     // Counted across batches.
-    let r = decode_records(load("v2_two_batches.bin"), &DecodeOptions { max_records: 20, ..DecodeOptions::default() });
-    assert!(matches!(r, Err(RecordError::TooManyRecords { limit: 20 })), "{r:?}");
+    let r = decode_records(
+        load("v2_two_batches.bin"),
+        &DecodeOptions {
+            max_records: 20,
+            ..DecodeOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(RecordError::TooManyRecords { limit: 20 })),
+        "{r:?}"
+    );
 }
 
 // ------------------------------------------------------------------ semantics
@@ -369,7 +489,10 @@ fn base_offset_and_leader_epoch_are_ignored() {
     let mut data = load("v2_none.bin").to_vec();
     data[..8].copy_from_slice(&12345i64.to_be_bytes());
     data[12..16].copy_from_slice(&7i32.to_be_bytes());
-    assert_eq!(decode(&data).unwrap(), decode(&load("v2_none.bin")).unwrap());
+    assert_eq!(
+        decode(&data).unwrap(),
+        decode(&load("v2_none.bin")).unwrap()
+    );
     let mut m0 = load("m0_none.bin").to_vec();
     m0[..8].copy_from_slice(&999i64.to_be_bytes());
     assert_eq!(decode(&m0).unwrap(), decode(&load("m0_none.bin")).unwrap());
@@ -384,16 +507,26 @@ fn control_and_transactional_bits_are_reported() {
     assert!(info.transactional && info.control);
     let info = &decode(&load("v2_transactional.bin")).unwrap()[0].info;
     assert!(info.transactional && !info.control);
-    assert_eq!((info.producer_id, info.producer_epoch, info.base_sequence), (4242, 7, 100));
+    assert_eq!(
+        (info.producer_id, info.producer_epoch, info.base_sequence),
+        (4242, 7, 100)
+    );
 }
 
 #[test]
 fn no_base_timestamp_means_no_timestamps() {
-    let records: Vec<u8> = [v2_record(0, Some(b"a"), None), v2_record(1, None, Some(b"b"))].concat();
+    let records: Vec<u8> = [
+        v2_record(0, Some(b"a"), None),
+        v2_record(1, None, Some(b"b")),
+    ]
+    .concat();
     let batch = decode(&v2_batch(0, 2, -1, &records)).unwrap();
     assert!(batch[0].records.iter().all(|r| r.timestamp_ms.is_none()));
     let batch = decode(&v2_batch(0, 2, 1000, &records)).unwrap();
-    assert!(batch[0].records.iter().all(|r| r.timestamp_ms == Some(1000)));
+    assert!(batch[0]
+        .records
+        .iter()
+        .all(|r| r.timestamp_ms == Some(1000)));
 }
 
 #[test]
@@ -402,7 +535,10 @@ fn invalid_record_batches() {
     let data = v2_batch(0, 1, 0, &one);
     assert!(decode(&data).is_ok());
     for codec in 5..=7 {
-        assert_invalid(decode(&v2_batch(codec, 1, 0, &one)), &format!("codec {codec}"));
+        assert_invalid(
+            decode(&v2_batch(codec, 1, 0, &one)),
+            &format!("codec {codec}"),
+        );
     }
     // lastOffsetDelta does not match the count.
     let mut bad = data.clone();
@@ -423,13 +559,19 @@ fn invalid_record_batches() {
     let mut body = v2_record_body(0, 0, None, None, &[]);
     body.pop();
     put_varint(&mut body, -2);
-    assert_invalid(decode(&v2_batch(0, 1, 0, &with_length(body))), "negative header count");
+    assert_invalid(
+        decode(&v2_batch(0, 1, 0, &with_length(body))),
+        "negative header count",
+    );
     let mut body = v2_record_body(0, 0, None, None, &[]);
     body.pop();
     put_varint(&mut body, 1);
     put_varint(&mut body, -1);
     put_varint(&mut body, -1);
-    assert_invalid(decode(&v2_batch(0, 1, 0, &with_length(body))), "null header key");
+    assert_invalid(
+        decode(&v2_batch(0, 1, 0, &with_length(body))),
+        "null header key",
+    );
 }
 
 #[test]
@@ -438,36 +580,60 @@ fn corrupt_record_batches() {
     // A record length one byte longer or shorter than its fields.
     let mut longer = one.clone();
     longer.push(0);
-    assert_corrupt(decode(&v2_batch(0, 1, 0, &with_length(longer))), "record longer than its fields");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 0, &with_length(longer))),
+        "record longer than its fields",
+    );
     let shorter = &one[..one.len() - 1];
     let mut blob = with_length(shorter.to_vec());
     blob.push(0);
-    assert_corrupt(decode(&v2_batch(0, 1, 0, &blob)), "record shorter than its fields");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 0, &blob)),
+        "record shorter than its fields",
+    );
     // Bytes after the last record; fewer records than counted.
     let mut blob = with_length(one.clone());
     blob.push(0);
-    assert_corrupt(decode(&v2_batch(0, 1, 0, &blob)), "trailing byte after the records");
-    assert_corrupt(decode(&v2_batch(0, 2, 0, &with_length(one.clone()))), "one record of two");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 0, &blob)),
+        "trailing byte after the records",
+    );
+    assert_corrupt(
+        decode(&v2_batch(0, 2, 0, &with_length(one.clone()))),
+        "one record of two",
+    );
     // An overlong varint, a key longer than the record, a negative record length.
     let mut body = vec![0u8];
     body.extend([0x80; 11]);
-    assert_corrupt(decode(&v2_batch(0, 1, 0, &with_length(body))), "overlong timestamp varint");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 0, &with_length(body))),
+        "overlong timestamp varint",
+    );
     let mut body = vec![0u8, 0, 0];
     put_varint(&mut body, 100);
-    assert_corrupt(decode(&v2_batch(0, 1, 0, &with_length(body))), "key past the record");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 0, &with_length(body))),
+        "key past the record",
+    );
     let mut blob = vec![];
     put_varint(&mut blob, -3);
     assert_corrupt(decode(&v2_batch(0, 1, 0, &blob)), "negative record length");
     // Timestamp overflow.
     let body = v2_record_body(i64::MAX, 0, None, None, &[]);
-    assert_corrupt(decode(&v2_batch(0, 1, 1, &with_length(body))), "timestamp overflow");
+    assert_corrupt(
+        decode(&v2_batch(0, 1, 1, &with_length(body))),
+        "timestamp overflow",
+    );
     // A batch length below the header size.
     let mut short = v2_batch(0, 1, 0, &with_length(one));
     short[8..12].copy_from_slice(&40i32.to_be_bytes());
     assert_corrupt(decode(&short[..52]), "batch length 40");
     // Undecodable compressed data behind a valid CRC.
     for codec in 1..=4 {
-        assert_corrupt(decode(&v2_batch(codec, 1, 0, b"\x00\x01garbage, not compressed")), &format!("codec {codec}"));
+        assert_corrupt(
+            decode(&v2_batch(codec, 1, 0, b"\x00\x01garbage, not compressed")),
+            &format!("codec {codec}"),
+        );
     }
 }
 
@@ -475,19 +641,37 @@ fn corrupt_record_batches() {
 fn invalid_message_sets() {
     let plain = legacy_message(1, 0, 1, None, Some(b"inner"));
     assert!(decode(&plain).is_ok());
-    assert_invalid(decode(&legacy_message(1, 4, 1, None, Some(&zstd(&plain)))), "zstd in magic 1");
+    assert_invalid(
+        decode(&legacy_message(1, 4, 1, None, Some(&zstd(&plain)))),
+        "zstd in magic 1",
+    );
     for codec in 5..=7 {
-        assert_invalid(decode(&legacy_message(0, codec, 0, None, Some(b"x"))), &format!("codec {codec}"));
+        assert_invalid(
+            decode(&legacy_message(0, codec, 0, None, Some(b"x"))),
+            &format!("codec {codec}"),
+        );
     }
     // A compressed inner message.
     let nested = legacy_message(1, 1, 1, None, Some(&gzip(&plain)));
-    assert_invalid(decode(&legacy_message(1, 1, 1, None, Some(&gzip(&nested)))), "compressed inner message");
+    assert_invalid(
+        decode(&legacy_message(1, 1, 1, None, Some(&gzip(&nested)))),
+        "compressed inner message",
+    );
     // Inner magic differs from the wrapper's.
     let inner0 = legacy_message(0, 0, 0, None, Some(b"inner"));
-    assert_invalid(decode(&legacy_message(1, 1, 1, None, Some(&gzip(&inner0)))), "magic 0 inside magic 1");
+    assert_invalid(
+        decode(&legacy_message(1, 1, 1, None, Some(&gzip(&inner0)))),
+        "magic 0 inside magic 1",
+    );
     // Empty inner set; null wrapper value.
-    assert_invalid(decode(&legacy_message(1, 1, 1, None, Some(&gzip(b"")))), "empty wrapper");
-    assert_invalid(decode(&legacy_message(1, 1, 1, None, None)), "null wrapper value");
+    assert_invalid(
+        decode(&legacy_message(1, 1, 1, None, Some(&gzip(b"")))),
+        "empty wrapper",
+    );
+    assert_invalid(
+        decode(&legacy_message(1, 1, 1, None, None)),
+        "null wrapper value",
+    );
 }
 
 #[test]
@@ -496,14 +680,26 @@ fn corrupt_message_sets() {
     // An inner CRC is verified.
     let mut bad_inner = inner.clone();
     *bad_inner.last_mut().unwrap() ^= 1;
-    assert_corrupt(decode(&legacy_message(1, 1, 1, None, Some(&gzip(&bad_inner))))
-, "inner CRC");
+    assert_corrupt(
+        decode(&legacy_message(1, 1, 1, None, Some(&gzip(&bad_inner)))),
+        "inner CRC",
+    );
     // A truncated inner message.
-    assert_corrupt(decode(&legacy_message(1, 1, 1, None, Some(&gzip(&inner[..inner.len() - 1])))), "truncated inner");
+    assert_corrupt(
+        decode(&legacy_message(
+            1,
+            1,
+            1,
+            None,
+            Some(&gzip(&inner[..inner.len() - 1])),
+        )),
+        "truncated inner",
+    );
     // Bytes after the value, inside the message.
     let mut extra = inner.clone();
     extra.push(0);
-    extra[8..12].copy_from_slice(&((extra.len() - 12) as i32).to_be_bytes());
+    let size = (extra.len() - 12) as i32;
+    extra[8..12].copy_from_slice(&size.to_be_bytes());
     fix_legacy_crc(&mut extra);
     assert_corrupt(decode(&extra), "byte after the value");
     // A key length past the message; a negative size.

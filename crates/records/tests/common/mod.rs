@@ -19,13 +19,17 @@ pub fn load(name: &str) -> Bytes {
 }
 
 pub fn manifest() -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join("expected.json")).expect("expected.json");
+    let text =
+        std::fs::read_to_string(fixtures_dir().join("expected.json")).expect("expected.json");
     serde_json::from_str(&text).expect("expected.json parses")
 }
 
 /// Every fixture entry of the manifest.
 pub fn fixtures() -> Vec<Value> {
-    manifest()["fixtures"].as_array().expect("fixtures array").clone()
+    manifest()["fixtures"]
+        .as_array()
+        .expect("fixtures array")
+        .clone()
 }
 
 /// The bytes `(i * 31 + 7) % 251` the generator uses for large values.
@@ -34,8 +38,11 @@ pub fn pattern(n: usize) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    assert!(s.len().is_multiple_of(2), "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 /// A manifest byte string: null, {"text"}, {"hex"} or {"pattern": n}.
@@ -108,7 +115,10 @@ pub fn expected_records(b: &Value) -> Vec<Record> {
                 .as_array()
                 .expect("headers")
                 .iter()
-                .map(|h| Header { key: spec_bytes(&h["key"]).expect("header key"), value: spec_bytes(&h["value"]) })
+                .map(|h| Header {
+                    key: spec_bytes(&h["key"]).expect("header key"),
+                    value: spec_bytes(&h["value"]),
+                })
                 .collect(),
         })
         .collect()
@@ -211,7 +221,13 @@ pub fn fix_v2_crc(b: &mut [u8]) {
 }
 
 /// One magic-0/1 entry (offset, size, CRC-32, message).
-pub fn legacy_message(magic: u8, attributes: u8, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
+pub fn legacy_message(
+    magic: u8,
+    attributes: u8,
+    timestamp: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Vec<u8> {
     let mut m = vec![magic, attributes];
     if magic == 1 {
         m.extend(timestamp.to_be_bytes());
