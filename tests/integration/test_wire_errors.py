@@ -160,3 +160,61 @@ def test_failed_login_is_logged_without_secret(gateway):
     assert is_closed(s)
     log = gateway.log_text()
     assert "SASL authentication failed" in log and "TopSecretGuess" not in log
+
+
+def test_silent_client_is_closed_after_auth_timeout(tmp_path):
+    gw = Gateway(tmp_path, limits={"auth_timeout_secs": 1, "idle_timeout_secs": 2}).start()
+    try:
+        started = time.time()
+        s = connect(gw.ports["SASL_PLAINTEXT"])
+        assert is_closed(s, timeout=10)
+        assert time.time() - started < 5
+        # TLS listener: a client that never starts the handshake
+        s = connect(gw.ports["SSL"])
+        assert is_closed(s, timeout=10)
+        # an authenticated (PLAINTEXT) connection that goes quiet is closed after the idle timeout
+        s = connect(gw.ports["PLAINTEXT"])
+        s.sendall(produce_v2("one", 0, message_v1(b"then-silence")))
+        read_frame(s)
+        assert is_closed(s, timeout=10)
+        assert "authentication not completed in time" in gw.log_text()
+        assert "idle timeout" in gw.log_text()
+    finally:
+        gw.stop()
+
+
+def test_max_connections_refuses_extra_clients(tmp_path):
+    gw = Gateway(tmp_path, limits={"max_connections": 2}).start()
+    try:
+        time.sleep(0.5)  # the start-up probe connections are gone
+        held = [connect(gw.ports["PLAINTEXT"]) for _ in range(2)]
+        time.sleep(0.2)
+        extra = connect(gw.ports["PLAINTEXT"])
+        assert is_closed(extra)
+        assert "max_connections reached" in gw.log_text()
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        produce_ok(gw, "after-limit")
+    finally:
+        gw.stop()
+
+
+def test_zstd_below_produce_v7_is_unsupported_compression(gateway):
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=4, is_transactional=False,
+                                  producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    value = b"zstd-too-early " * 50  # kafka-python leaves tiny batches uncompressed
+    b.append(0, timestamp=None, key=None, value=value, headers=[])
+    batch = bytes(b.build())
+    assert batch[22] & 7 == 4  # really zstd
+    for version, expected in ((3, 76), (7, 0)):
+        body = struct.pack(">h", -1) + struct.pack(">hi", 1, 10000) + struct.pack(">i", 1) + string("one")
+        body += struct.pack(">i", 1) + struct.pack(">ii", 0, len(batch)) + batch
+        s = connect(gateway.ports["PLAINTEXT"])
+        s.sendall(request(0, version, 9, body))
+        frame = read_frame(s)
+        # correlation, topics=1, name, partitions=1, partition, error
+        off = 4 + 4 + 2 + len("one") + 4 + 4
+        assert struct.unpack(">h", frame[off:off + 2])[0] == expected, version
+    assert contents(gateway.wait_logs("one", 1)) == [value.decode()]
