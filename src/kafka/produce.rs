@@ -21,11 +21,14 @@ use crate::ingest::ResolveError;
 /// Highest Produce version served (v9 is the first flexible one).
 pub const MAX_VERSION: i16 = 9;
 
+/// One partition's data: its index and record bytes.
+type PartitionData = (i32, Option<Bytes>);
+
 /// A Produce request, whatever its version.
 struct Request {
     acks: i16,
     transactional: bool,
-    topics: Vec<(String, Vec<(i32, Option<Bytes>)>)>,
+    topics: Vec<(String, Vec<PartitionData>)>,
 }
 
 /// Outcome of one partition.

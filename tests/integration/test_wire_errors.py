@@ -218,3 +218,20 @@ def test_zstd_below_produce_v7_is_unsupported_compression(gateway):
         off = 4 + 4 + 2 + len("one") + 4 + 4
         assert struct.unpack(">h", frame[off:off + 2])[0] == expected, version
     assert contents(gateway.wait_logs("one", 1)) == [value.decode()]
+
+
+def test_record_count_limit_and_unknown_partition(tmp_path):
+    gw = Gateway(tmp_path, limits={"max_records_per_batch": 5}).start()
+    try:
+        s = connect(gw.ports["PLAINTEXT"])
+        ten = b"".join(message_v1(b"r%d" % i) for i in range(10))
+        s.sendall(produce_v2("one", 0, ten))
+        assert parse_produce_v2_response(read_frame(s))[1] == [("one", 0, 10, -1)]  # MESSAGE_TOO_LARGE
+        s.sendall(produce_v2("one", 7, message_v1(b"nowhere"), correlation_id=2))
+        assert parse_produce_v2_response(read_frame(s))[1] == [("one", 7, 3, -1)]  # no such shard
+        five = b"".join(message_v1(b"r%d" % i) for i in range(5))
+        s.sendall(produce_v2("one", 0, five, correlation_id=3))
+        assert parse_produce_v2_response(read_frame(s))[1] == [("one", 0, 0, 0)]
+        assert contents(gw.wait_logs("one", 5)) == ["r%d" % i for i in range(5)]
+    finally:
+        gw.stop()
