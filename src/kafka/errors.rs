@@ -6,6 +6,7 @@ pub mod code {
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
@@ -32,6 +33,8 @@ pub enum ProduceError {
     UnsupportedCompression,
     StorageError,
     TransactionsNotSupported,
+    /// Storage did not confirm the write within the request's timeout (it may still land).
+    Timeout,
 }
 
 impl ProduceError {
@@ -54,6 +57,7 @@ impl ProduceError {
             Self::StorageError if version < 4 => NOT_LEADER_OR_FOLLOWER,
             Self::StorageError => KAFKA_STORAGE_ERROR,
             Self::TransactionsNotSupported => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Self::Timeout => REQUEST_TIMED_OUT,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! Versions 0-2 (message sets of magic 0/1) are parsed here by hand; versions 3+ by the
 //! `kafka-protocol` crate. Either way the records bytes stay zero-copy slices of the frame.
 
+use std::time::Duration;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -27,6 +29,8 @@ type PartitionData = (i32, Option<Bytes>);
 /// A Produce request, whatever its version.
 struct Request {
     acks: i16,
+    /// How long the client waits for the write (bounds the wait for storage).
+    timeout_ms: i32,
     transactional: bool,
     topics: Vec<(String, Vec<PartitionData>)>,
 }
@@ -64,6 +68,8 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
         Ok(_) => None,
     };
     let durability = durability.unwrap_or(Durability::Written);
+    // Storage gets at least a second, whatever the client asked for.
+    let deadline = Duration::from_millis(request.timeout_ms.max(1000) as u64);
 
     let mut results = Vec::with_capacity(request.topics.len());
     let mut failures = 0usize;
@@ -74,7 +80,11 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
                 let outcome = match blanket_error {
                     Some(e) => Err((e, "request-level error".to_string())),
                     None => {
-                        write_partition(broker, session, principal, version, topic_name, index, records, durability).await
+                        let write = write_partition(broker, session, principal, version, topic_name, index, records, durability);
+                        match tokio::time::timeout(deadline, write).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Err((ProduceError::Timeout, format!("storage did not answer within {deadline:?}"))),
+                        }
                     }
                 };
                 match outcome {
@@ -198,12 +208,12 @@ fn parse(version: i16, mut body: Bytes) -> Result<Request, String> {
             .into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_data.into_iter().map(|p| (p.index, p.records)).collect()))
             .collect();
-        return Ok(Request { acks: r.acks, transactional: r.transactional_id.is_some(), topics });
+        return Ok(Request { acks: r.acks, timeout_ms: r.timeout_ms, transactional: r.transactional_id.is_some(), topics });
     }
     // v0-v2: acks int16, timeout int32, [topic string, [partition int32, message set bytes]]
     let b = &mut body;
     let acks = get_i16(b)?;
-    let _timeout_ms = get_i32(b)?;
+    let timeout_ms = get_i32(b)?;
     let topic_count = get_count(b)?;
     let mut topics = Vec::with_capacity(topic_count.min(1024));
     for _ in 0..topic_count {
@@ -220,7 +230,7 @@ fn parse(version: i16, mut body: Bytes) -> Result<Request, String> {
         }
         topics.push((name, partitions));
     }
-    Ok(Request { acks, transactional: false, topics })
+    Ok(Request { acks, timeout_ms, transactional: false, topics })
 }
 
 fn get_i16(b: &mut Bytes) -> Result<i16, String> {

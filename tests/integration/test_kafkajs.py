@@ -17,7 +17,7 @@ COUNT = 20
 def kafkajs(gw, codec, acks, prefix, topic="pinned", count=COUNT, pw=None, extra=()):
     cmd = ["node", node_script(), "--brokers", gw.bootstrap("SASL_SSL"), "--ca", gw.ca,
            "--user", "demo", "--password", pw or password("main"), "--topic", topic,
-           "--codec", codec, "--acks", str(acks), "--count", str(count), "--prefix", prefix, *extra]
+           "--codec", codec, "--acks=%d" % acks, "--count", str(count), "--prefix", prefix, *extra]
     return run_client(cmd)
 
 

@@ -95,7 +95,8 @@ def test_lua_resty_kafka_produce(gateway, nginx, api_version):
     status, body = nginx.produce(topic="pinned", count=COUNT, prefix=prefix, api_version=api_version)
     assert status == 200 and body["ok"], "%s %s\n%s" % (status, body, details(nginx, gateway))
     expected = ["%s-%d" % (prefix, i) for i in range(COUNT)]
-    logs = check_stored(gateway, "pinned", expected, t0)
+    # lua-resty-kafka 0.07 writes a missing key as an empty key (length 0, not -1/null)
+    logs = check_stored(gateway, "pinned", expected, t0, key="")
     # "pinned": partition p is shard p. A sync send returns the base offset + 1 (the
     # number of messages in its request): the stored offset is one less.
     stored = {l["content"]: (l["__shard__"], l["__offset__"]) for l in logs}
