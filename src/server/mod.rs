@@ -150,6 +150,11 @@ async fn handle(
         Some(acceptor) => {
             let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // Port probes and health checks connect and leave.
+                    tracing::debug!(%peer, "connection closed before the TLS handshake");
+                    return;
+                }
                 Ok(Err(e)) => {
                     warn!(%peer, error = %e, "TLS handshake failed");
                     return;

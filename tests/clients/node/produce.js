@@ -12,8 +12,9 @@
 // ({"topicName","partition","errorCode","baseOffset",...}); on any failure prints the
 // error on stderr and exits 1.
 //
-// Codecs: gzip is built in; snappy comes from kafkajs-snappy, lz4 from kafkajs-lz4 (its
-// `lz4` dependency falls back to pure JS when its native addon is not built), zstd from
+// Codecs: gzip is built in; snappy comes from kafkajs-snappy, lz4 from kafkajs-lz4 (on the
+// `lz4` package; its pure-JS implementation is used when its native addon does not load,
+// see lz4Codec below), zstd from
 // the small codec below on zstd-codec (WebAssembly; @kafkajs/zstd needs a native build
 // that fails on Node 20 here).
 'use strict'
@@ -24,7 +25,6 @@ const fs = require('fs')
 const { parseArgs } = require('util')
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs')
 const SnappyCodec = require('kafkajs-snappy')
-const LZ4Codec = require('kafkajs-lz4')
 const { ZstdCodec } = require('zstd-codec')
 
 // zstd codec for kafkajs on zstd-codec: kafkajs calls compress(encoder) with a kafkajs
@@ -48,8 +48,30 @@ function zstdCodec(level = 3) {
   })
 }
 
+// kafkajs-lz4 codec. The `lz4` package (0.6.5) loads native addons from build/Release via
+// lib/utils.js; its npm tarball ships macOS binaries there, replaced only by its install
+// script (`node-gyp rebuild`, skipped by tests/install-deps.sh since it needs Node headers).
+// When they do not load, register lz4's own pure-JS lib/utils-js.js (same exports, on
+// xxhashjs) in its place before kafkajs-lz4 pulls lz4 in.
+function lz4Codec() {
+  const utils = require.resolve('lz4/lib/utils.js')
+  try {
+    require(utils)
+  } catch (e) {
+    const Module = require('module')
+    const m = new Module(utils, module)
+    m.filename = utils
+    m.loaded = true
+    m.exports = require('lz4/lib/utils-js.js')
+    require.cache[utils] = m
+    lz4Codec.pureJS = true
+  }
+  const LZ4Codec = require('kafkajs-lz4')
+  return new LZ4Codec().codec
+}
+
 CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec
-CompressionCodecs[CompressionTypes.LZ4] = new LZ4Codec().codec
+CompressionCodecs[CompressionTypes.LZ4] = lz4Codec()
 CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec()
 
 const CODECS = {
@@ -85,6 +107,7 @@ async function main() {
     },
   })
   if (!(a.codec in CODECS)) fail(`bad --codec ${a.codec}`)
+  if (a.verbose) process.stderr.write(`produce.js: lz4 ${lz4Codec.pureJS ? 'pure JS' : 'native addon'}\n`)
   const count = parseInt(a.count, 10)
   const batch = a.batch ? parseInt(a.batch, 10) : Math.max(count, 1)
   const timeout = parseInt(a.timeout, 10)
