@@ -93,3 +93,20 @@ def test_default_config_starts_and_banner_command_works(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_logs_follow_prints_new_logs_as_they_arrive(tmp_path):
+    gw = Gateway(tmp_path).start()
+    follower = subprocess.Popen([str(BIN), "logs", "--config", str(gw.config), "--project", "demo",
+                                 "--logstore", "app", "--follow"], stdout=subprocess.PIPE, text=True)
+    try:
+        produce_all(gw, ["followed-1"], "1")
+        first = follower.stdout.readline()
+        produce_all(gw, ["followed-2"], "1")
+        second = follower.stdout.readline()
+        assert '"content":"followed-1"' in first and '"content":"followed-2"' in second
+        assert follower.poll() is None  # still following
+    finally:
+        follower.kill()
+        follower.wait()
+        gw.stop()
