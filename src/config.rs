@@ -106,6 +106,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Delay before answering a failed authentication.
     pub auth_failure_delay_ms: u64,
+    /// Idempotent producers whose sequence state is kept per partition; beyond this the
+    /// one idle longest is forgotten.
+    pub max_producers_per_partition: usize,
+    /// An idempotent producer's state is dropped after this long without a write.
+    pub producer_expiry_secs: u64,
 }
 
 impl Default for Limits {
@@ -119,6 +124,8 @@ impl Default for Limits {
             auth_timeout_secs: 10,
             max_connections: 10_000,
             auth_failure_delay_ms: 500,
+            max_producers_per_partition: 10_000,
+            producer_expiry_secs: 86_400,
         }
     }
 }

@@ -161,8 +161,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let storage = LocalStore::open(&config.data_dir, LocalStoreOptions::default()).map_err(|e| e.to_string())?;
     let storage: Arc<dyn LogStorage> = Arc::new(storage);
     let keys = KeyStore::from_config(&config.access_keys)?;
-    let ingest = Arc::new(Ingest::new(Catalog::from_config(&config.projects), keys, storage.clone()));
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id: 1 });
+    let catalog = Catalog::from_config(&config.projects, &config.limits);
+    let node_id = 1;
+    let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id });
     let rt = runtime()?;
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());

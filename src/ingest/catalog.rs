@@ -7,7 +7,12 @@ use std::sync::Arc;
 use loggate_storage::StreamId;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ProjectConfig, Routing};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::producers::PartitionProducers;
+use crate::config::{Limits, ProjectConfig, Routing};
 
 /// Suffix that asks for each record value to be parsed as JSON.
 pub const JSON_SUFFIX: &str = ".json";
@@ -23,6 +28,9 @@ pub struct Logstore {
     pub topic_id: [u8; 16],
     /// The storage stream this logstore writes to.
     pub stream: StreamId,
+    /// Idempotent producer state per partition (the partition the client chose, which
+    /// differs from the shard under round-robin routing).
+    pub producers: Vec<Mutex<PartitionProducers>>,
     next_shard: AtomicU32,
 }
 
@@ -62,7 +70,8 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds the catalog from configuration (validated already).
-    pub fn from_config(projects: &[ProjectConfig]) -> Self {
+    pub fn from_config(projects: &[ProjectConfig], limits: &Limits) -> Self {
+        let expiry = Duration::from_secs(limits.producer_expiry_secs);
         let projects = projects
             .iter()
             .map(|p| {
@@ -77,6 +86,9 @@ impl Catalog {
                             routing: l.routing,
                             topic_id: topic_id(&p.name, &l.name),
                             stream: StreamId { project: p.name.clone(), logstore: l.name.clone() },
+                            producers: (0..l.shards)
+                                .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
+                                .collect(),
                             next_shard: AtomicU32::new(0),
                         };
                         (l.name.clone(), Arc::new(store))
@@ -132,7 +144,7 @@ mod tests {
         Catalog::from_config(&[ProjectConfig {
             name: "demo".into(),
             logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing }],
-        }])
+        }], &Limits::default())
     }
 
     #[test]

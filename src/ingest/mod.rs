@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod convert;
+pub mod producers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use loggate_records::Record;
 use loggate_storage::{Durability, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
+use producers::{ProducerIdAllocator, SequenceCheck, WrittenBatch};
 use catalog::{Catalog, Topic};
 use convert::{BatchContext, ConvertStats};
 
@@ -38,6 +40,25 @@ pub struct Written {
     pub logs: usize,
 }
 
+/// The idempotence fields of a batch (producer id >= 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The batch's sequence numbers were refused (or it is an old duplicate).
+    #[error("sequence check: {0:?}")]
+    Sequence(SequenceCheck),
+}
+
 /// Counters of the ingest path.
 #[derive(Debug, Default)]
 pub struct IngestStats {
@@ -50,12 +71,18 @@ pub struct Ingest {
     catalog: Catalog,
     keys: KeyStore,
     storage: Arc<dyn LogStorage>,
+    producer_ids: ProducerIdAllocator,
     pub stats: IngestStats,
 }
 
 impl Ingest {
-    pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>) -> Self {
-        Self { catalog, keys, storage, stats: IngestStats::default() }
+    pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>, node_id: i32) -> Self {
+        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id), stats: IngestStats::default() }
+    }
+
+    /// A new idempotent producer id.
+    pub fn new_producer_id(&self) -> i64 {
+        self.producer_ids.next()
     }
 
     /// The access keys, for SASL authentication.
@@ -89,8 +116,42 @@ impl Ingest {
         Ok(resolved)
     }
 
-    /// Converts `records` into logs and appends them to the shard chosen for `shard`.
+    /// Writes one partition's records to `shard`. An idempotent batch is first checked
+    /// against the producer's sequence state for `partition`: a retry of a written batch
+    /// gets its original offset and is not stored again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn write(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        shard: u32,
+        records: Vec<Record>,
+        source: Bytes,
+        durability: Durability,
+        producer: Option<ProducerBatch>,
+    ) -> Result<Written, WriteError> {
+        let Some(p) = producer else {
+            return Ok(self.append(topic, shard, records, source, durability).await?);
+        };
+        let Some(state) = usize::try_from(partition).ok().and_then(|i| topic.logstore.producers.get(i)) else {
+            return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
+        };
+        // Held across the append so that check, write and record are one step per partition.
+        let mut state = state.lock().await;
+        match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
+            SequenceCheck::Append => {
+                let written = self.append(topic, shard, records, source, durability).await?;
+                let batch = WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
+                state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
+                Ok(written)
+            }
+            SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
+            refused => Err(WriteError::Sequence(refused)),
+        }
+    }
+
+    /// Converts `records` into logs and appends them to `shard`.
+    async fn append(
         &self,
         topic: &Topic,
         shard: u32,

@@ -25,6 +25,7 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (SASL_HANDSHAKE, 0, 1),
     (API_VERSIONS, 0, MAX_VERSION),
     (SASL_AUTHENTICATE, 0, 2),
+    (INIT_PRODUCER_ID, 0, super::init_producer_id::MAX_VERSION),
 ];
 
 /// Whether `version` of `api_key` is one this gateway answers.

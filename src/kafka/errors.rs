@@ -14,10 +14,14 @@ pub mod code {
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
     pub const ILLEGAL_SASL_STATE: i16 = 34;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -35,6 +39,15 @@ pub enum ProduceError {
     TransactionsNotSupported,
     /// Storage did not confirm the write within the request's timeout (it may still land).
     Timeout,
+    /// Idempotent producer: a sequence gap or reordering.
+    OutOfOrderSequence,
+    /// Idempotent producer: a duplicate older than the batches remembered (clients treat
+    /// it as success).
+    DuplicateSequence,
+    /// Idempotent producer: an epoch older than the current one (fenced).
+    InvalidProducerEpoch,
+    /// Idempotent producer with no state here and a sequence other than 0.
+    UnknownProducerId,
 }
 
 impl ProduceError {
@@ -58,6 +71,12 @@ impl ProduceError {
             Self::StorageError => KAFKA_STORAGE_ERROR,
             Self::TransactionsNotSupported => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             Self::Timeout => REQUEST_TIMED_OUT,
+            Self::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Self::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
+            Self::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
+            // UNKNOWN_PRODUCER_ID exists from Kafka 1.0 (Produce v5); 0.11 clients know 45.
+            Self::UnknownProducerId if version < 5 => OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Self::UnknownProducerId => UNKNOWN_PRODUCER_ID,
         }
     }
 }

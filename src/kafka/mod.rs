@@ -9,6 +9,7 @@ pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod header;
+pub mod init_producer_id;
 pub mod metadata;
 pub mod produce;
 pub mod sasl_authenticate;
@@ -33,6 +34,7 @@ pub mod api_key {
     pub const METADATA: i16 = 3;
     pub const FIND_COORDINATOR: i16 = 10;
     pub const SASL_HANDSHAKE: i16 = 17;
+    pub const INIT_PRODUCER_ID: i16 = 22;
     pub const API_VERSIONS: i16 = 18;
     pub const SASL_AUTHENTICATE: i16 = 36;
 }
@@ -101,6 +103,7 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
         api_key::PRODUCE => produce::handle(broker, session, &header, body).await,
         api_key::FETCH => fetch::handle(&header),
         api_key::FIND_COORDINATOR => find_coordinator::handle(&header, body),
+        api_key::INIT_PRODUCER_ID => init_producer_id::handle(broker, session, &header, body),
         other => {
             warn!(peer = %session.peer, api_key = other, version = header.api_version,
                 client_id = header.client_id.as_deref().unwrap_or(""), "unsupported API; closing");

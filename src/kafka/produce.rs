@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 use super::errors::{code, ProduceError};
 use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::Principal;
-use crate::ingest::ResolveError;
+use crate::ingest::producers::{last_seq, SequenceCheck};
+use crate::ingest::{ProducerBatch, ResolveError, WriteError};
 
 /// Highest Produce version served (v9 is the first flexible one).
 pub const MAX_VERSION: i16 = 9;
@@ -151,12 +152,16 @@ async fn write_partition(
         allow_zstd: version >= 7,
     };
     let batches = decode_records(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+    let producer = producer_batch(&batches)?;
     let records = check_batches(version, batches)?;
     let written = broker
         .ingest
-        .write(&topic, shard, records, session.source.clone(), durability)
+        .write(&topic, partition, shard, records, session.source.clone(), durability, producer)
         .await
-        .map_err(|e| (ProduceError::StorageError, format!("storage: {e}")))?;
+        .map_err(|e| match e {
+            WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
+            WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
+        })?;
     debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
         base_offset = written.base_offset, "stored");
     Ok(written.base_offset)
@@ -178,6 +183,37 @@ fn check_batches(version: i16, batches: Vec<Batch>) -> Result<Vec<Record>, (Prod
         1 => batches.into_iter().next().map(|b| b.records).unwrap_or_default(),
         _ => batches.into_iter().flat_map(|b| b.records).collect(),
     })
+}
+
+/// The idempotence fields of a single magic-2 batch with a producer id.
+fn producer_batch(batches: &[Batch]) -> Result<Option<ProducerBatch>, (ProduceError, String)> {
+    let [batch] = batches else {
+        return Ok(None);
+    };
+    let info = &batch.info;
+    if info.magic != 2 || info.producer_id < 0 {
+        return Ok(None);
+    }
+    if info.base_sequence < 0 || info.producer_epoch < 0 {
+        return Err((ProduceError::InvalidRecord, "producer id without sequence or epoch".into()));
+    }
+    Ok(Some(ProducerBatch {
+        producer_id: info.producer_id,
+        epoch: info.producer_epoch,
+        first_seq: info.base_sequence,
+        last_seq: last_seq(info.base_sequence, info.last_offset_delta.saturating_add(1)),
+    }))
+}
+
+fn sequence_error(check: SequenceCheck) -> ProduceError {
+    match check {
+        SequenceCheck::OldDuplicate => ProduceError::DuplicateSequence,
+        SequenceCheck::StaleEpoch => ProduceError::InvalidProducerEpoch,
+        SequenceCheck::UnknownProducer => ProduceError::UnknownProducerId,
+        SequenceCheck::OutOfOrder | SequenceCheck::Append | SequenceCheck::Duplicate { .. } => {
+            ProduceError::OutOfOrderSequence
+        }
+    }
 }
 
 fn record_error(e: &RecordError) -> ProduceError {

@@ -44,7 +44,7 @@ def password(key="main"):
 class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 
-    def __init__(self, workdir, limits=None):
+    def __init__(self, workdir, limits=None, advertised=None):
         self.dir = Path(workdir)
         self.data = self.dir / "data"
         self.config = self.dir / "loggate.toml"
@@ -52,6 +52,7 @@ class Gateway:
         self.ca = self.data / "tls" / "ca.pem"
         self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
         self.limits.update(limits or {})
+        self.advertised = advertised or {}  # protocol -> "host:port" Metadata advertises
         self._write_config()
         self.proc = None
         self.stderr_path = self.dir / "loggate.stderr"
@@ -62,6 +63,8 @@ class Gateway:
             lines += ["[[listeners]]", 'bind = "127.0.0.1:%d"' % port, 'protocol = "%s"' % proto]
             if "SASL" not in proto:
                 lines.append('project = "demo"')
+            if proto in self.advertised:
+                lines.append('advertised = "%s"' % self.advertised[proto])
         lines.append("[limits]")
         for k, v in self.limits.items():
             lines.append("%s = %s" % (k, v))

@@ -104,6 +104,7 @@ async function main() {
       batch: { type: 'string' },
       timeout: { type: 'string', default: '10000' },
       verbose: { type: 'boolean', default: false },
+      idempotent: { type: 'boolean', default: false },
     },
   })
   if (!(a.codec in CODECS)) fail(`bad --codec ${a.codec}`)
@@ -131,7 +132,11 @@ async function main() {
     headers[h.slice(0, i)] = h.slice(i + 1)
   }
 
-  const producer = new Kafka(config).producer({ allowAutoTopicCreation: false, idempotent: false })
+  const producer = new Kafka(config).producer({
+    allowAutoTopicCreation: false,
+    idempotent: a.idempotent,
+    ...(a.idempotent ? { maxInFlightRequests: 1 } : {}),
+  })
   await producer.connect()
   try {
     for (let start = 0; start < count; start += batch) {

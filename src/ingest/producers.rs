@@ -1,0 +1,274 @@
+//! Idempotent producers: producer ids, and per (producer, partition) sequence tracking so
+//! that a retried batch is answered with its original offset instead of stored twice.
+//!
+//! The rules follow the Kafka broker: per producer and partition keep the epoch and the
+//! last five batches' sequence ranges (clients keep at most five requests in flight).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Batches remembered per producer and partition.
+pub const BATCHES_KEPT: usize = 5;
+
+/// One written idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenBatch {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    /// Offset the client was given for the batch's first record.
+    pub base_offset: i64,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Next in sequence (or the first of a new epoch): write it, then [`PartitionProducers::record`].
+    Append,
+    /// Already written: answer success with the original offset, write nothing.
+    Duplicate { base_offset: i64 },
+    /// Older than every remembered batch of this epoch: a duplicate whose offset is gone
+    /// (DUPLICATE_SEQUENCE_NUMBER, which clients treat as success).
+    OldDuplicate,
+    /// A gap or a reordering (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder,
+    /// The epoch is older than the known one: the producer was fenced (INVALID_PRODUCER_EPOCH).
+    StaleEpoch,
+    /// No state for this producer and a sequence other than 0 (UNKNOWN_PRODUCER_ID).
+    UnknownProducer,
+}
+
+#[derive(Debug)]
+struct ProducerState {
+    epoch: i16,
+    batches: VecDeque<WrittenBatch>,
+    last_used: Instant,
+}
+
+/// Sequence state of every producer writing one partition, bounded in size and expiring
+/// with inactivity.
+#[derive(Debug)]
+pub struct PartitionProducers {
+    producers: HashMap<i64, ProducerState>,
+    max_producers: usize,
+    expiry: Duration,
+}
+
+/// `seq + 1` with Kafka's wrap from i32::MAX to 0.
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+/// Last sequence of a batch of `count` records starting at `first` (wrapping).
+pub fn last_seq(first: i32, count: i32) -> i32 {
+    let last = i64::from(first) + i64::from(count) - 1;
+    if last > i64::from(i32::MAX) {
+        (last - i64::from(i32::MAX) - 1) as i32
+    } else {
+        last as i32
+    }
+}
+
+impl PartitionProducers {
+    pub fn new(max_producers: usize, expiry: Duration) -> Self {
+        Self { producers: HashMap::new(), max_producers: max_producers.max(1), expiry }
+    }
+
+    /// Decides what to do with a batch `first_seq..=last_seq` from `producer_id`/`epoch`.
+    pub fn check(&self, producer_id: i64, epoch: i16, first_seq: i32, last_seq: i32) -> SequenceCheck {
+        let Some(state) = self.producers.get(&producer_id) else {
+            return if first_seq == 0 { SequenceCheck::Append } else { SequenceCheck::UnknownProducer };
+        };
+        if epoch < state.epoch {
+            return SequenceCheck::StaleEpoch;
+        }
+        if epoch > state.epoch {
+            // Clients bump the epoch themselves and restart sequences at 0.
+            return if first_seq == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder };
+        }
+        if let Some(b) = state.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+            return SequenceCheck::Duplicate { base_offset: b.base_offset };
+        }
+        match (state.batches.front(), state.batches.back()) {
+            (_, Some(last)) if first_seq == next_seq(last.last_seq) => SequenceCheck::Append,
+            (Some(oldest), Some(last)) if first_seq < oldest.first_seq && oldest.first_seq <= last.last_seq => {
+                SequenceCheck::OldDuplicate
+            }
+            (None, None) if first_seq == 0 => SequenceCheck::Append,
+            _ => SequenceCheck::OutOfOrder,
+        }
+    }
+
+    /// Remembers a batch written after [`check`](Self::check) said [`SequenceCheck::Append`].
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: WrittenBatch, now: Instant) {
+        self.expire(now);
+        if !self.producers.contains_key(&producer_id) && self.producers.len() >= self.max_producers {
+            // Full: forget the producer idle the longest.
+            if let Some(oldest) = self.producers.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) {
+                self.producers.remove(&oldest);
+            }
+        }
+        let state = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerState { epoch, batches: VecDeque::with_capacity(BATCHES_KEPT), last_used: now });
+        if epoch != state.epoch {
+            state.epoch = epoch;
+            state.batches.clear();
+        }
+        if state.batches.len() == BATCHES_KEPT {
+            state.batches.pop_front();
+        }
+        state.batches.push_back(batch);
+        state.last_used = now;
+    }
+
+    /// Drops producers idle for longer than the expiry.
+    pub fn expire(&mut self, now: Instant) {
+        let expiry = self.expiry;
+        self.producers.retain(|_, s| now.saturating_duration_since(s.last_used) <= expiry);
+    }
+
+    /// Number of producers tracked.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Whether no producer is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+/// Hands out producer ids that are unique across restarts and across nodes: the
+/// millisecond clock in the high bits, the node id and a counter below it, never going
+/// backwards within a process.
+#[derive(Debug)]
+pub struct ProducerIdAllocator {
+    node_id: i64,
+    last: AtomicI64,
+}
+
+const NODE_BITS: u32 = 8;
+const COUNTER_BITS: u32 = 12;
+
+impl ProducerIdAllocator {
+    pub fn new(node_id: i32) -> Self {
+        Self { node_id: i64::from(node_id) & ((1 << NODE_BITS) - 1), last: AtomicI64::new(0) }
+    }
+
+    /// A new producer id (always positive).
+    pub fn next(&self) -> i64 {
+        let now_ms = super::now_ms().max(0);
+        let base = (now_ms << (NODE_BITS + COUNTER_BITS)) | (self.node_id << COUNTER_BITS);
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            // Within one millisecond (or if the clock stepped back) count upwards in this
+            // node's slots: skip to the next millisecond's slot block when needed.
+            let candidate = if base > last {
+                base
+            } else if (last & ((1 << COUNTER_BITS) - 1)) < (1 << COUNTER_BITS) - 1 {
+                last + 1
+            } else {
+                ((last >> (NODE_BITS + COUNTER_BITS)) + 1) << (NODE_BITS + COUNTER_BITS) | (self.node_id << COUNTER_BITS)
+            };
+            match self.last.compare_exchange_weak(last, candidate, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return candidate & i64::MAX,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(first: i32, last: i32, offset: i64) -> WrittenBatch {
+        WrittenBatch { first_seq: first, last_seq: last, base_offset: offset }
+    }
+
+    #[test]
+    fn in_order_batches_append_and_retries_get_their_offsets() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        assert_eq!(p.check(7, 0, 0, 9), SequenceCheck::Append);
+        p.record(7, 0, written(0, 9, 100), now);
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Append);
+        p.record(7, 0, written(10, 19, 110), now);
+        assert_eq!(p.check(7, 0, 0, 9), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Duplicate { base_offset: 110 });
+        assert_eq!(p.check(7, 0, 25, 30), SequenceCheck::OutOfOrder);
+        assert_eq!(p.check(7, 0, 5, 9), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        for i in 0..7 {
+            p.record(1, 0, written(i * 10, i * 10 + 9, i64::from(i) * 10), now);
+        }
+        assert_eq!(p.check(1, 0, 20, 29), SequenceCheck::Duplicate { base_offset: 20 });
+        assert_eq!(p.check(1, 0, 0, 9), SequenceCheck::OldDuplicate);
+        assert_eq!(p.check(1, 0, 70, 79), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn epochs_fence_and_reset() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        p.record(1, 3, written(0, 4, 0), now);
+        assert_eq!(p.check(1, 2, 5, 9), SequenceCheck::StaleEpoch);
+        assert_eq!(p.check(1, 4, 5, 9), SequenceCheck::OutOfOrder);
+        assert_eq!(p.check(1, 4, 0, 4), SequenceCheck::Append);
+        p.record(1, 4, written(0, 4, 50), now);
+        assert_eq!(p.check(1, 4, 0, 4), SequenceCheck::Duplicate { base_offset: 50 });
+    }
+
+    #[test]
+    fn unknown_producers_must_start_at_zero() {
+        let p = PartitionProducers::new(100, Duration::from_secs(60));
+        assert_eq!(p.check(9, 0, 0, 0), SequenceCheck::Append);
+        assert_eq!(p.check(9, 0, 5, 6), SequenceCheck::UnknownProducer);
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        assert_eq!(last_seq(i32::MAX - 1, 4), 1);
+        p.record(1, 0, written(i32::MAX - 1, i32::MAX, 0), now);
+        assert_eq!(p.check(1, 0, 0, 3), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn state_is_bounded_and_expires() {
+        let start = Instant::now();
+        let mut p = PartitionProducers::new(2, Duration::from_secs(10));
+        p.record(1, 0, written(0, 0, 0), start);
+        p.record(2, 0, written(0, 0, 1), start + Duration::from_secs(1));
+        p.record(3, 0, written(0, 0, 2), start + Duration::from_secs(2));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.check(1, 0, 1, 1), SequenceCheck::UnknownProducer);
+        p.expire(start + Duration::from_secs(12));
+        assert_eq!(p.len(), 1);
+        p.expire(start + Duration::from_secs(13));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn producer_ids_are_unique_and_increasing() {
+        let a = ProducerIdAllocator::new(1);
+        let ids: Vec<i64> = (0..10_000).map(|_| a.next()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.iter().all(|&id| id > 0));
+        let b = ProducerIdAllocator::new(2);
+        let other = b.next();
+        assert!(!ids.contains(&other));
+    }
+}
