@@ -15,6 +15,10 @@ pub struct Config {
     /// Directory holding the local logstore and the generated development certificates.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// This node's id (0-255): the broker id in Metadata, and part of every producer id,
+    /// so nodes sharing storage must each have their own.
+    #[serde(default = "one_i32")]
+    pub node_id: i32,
     /// Kafka listeners; one SASL_SSL listener on 127.0.0.1:10012 when empty.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -184,6 +188,9 @@ fn yes() -> bool {
 fn one() -> u32 {
     1
 }
+fn one_i32() -> i32 {
+    1
+}
 
 /// Errors reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +207,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: default_data_dir(),
+            node_id: 1,
             listeners: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
@@ -236,6 +244,9 @@ impl Config {
 
     /// Checks names, shard counts and limits for mistakes a user would want to hear about.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0..=255).contains(&self.node_id) {
+            return Err(ConfigError::Invalid(format!("node_id {} must be 0..=255", self.node_id)));
+        }
         let mut seen = std::collections::HashSet::new();
         for project in &self.projects {
             check_name("project", &project.name)?;

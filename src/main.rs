@@ -162,7 +162,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let storage: Arc<dyn LogStorage> = Arc::new(storage);
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
-    let node_id = 1;
+    let node_id = config.node_id;
     let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id });
     let rt = runtime()?;
