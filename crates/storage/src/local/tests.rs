@@ -127,15 +127,15 @@ async fn failed_sync_fails_written_requests_of_the_same_group() {
 async fn full_queue_that_stays_full_is_overloaded() {
     let dir = tempfile::tempdir().unwrap();
     let s = StreamId::new("p", "l");
-    let mut store = LocalStore::open(
+    let store = LocalStore::open_with(
         dir.path(),
         LocalStoreOptions {
             queue_depth: 1,
             ..Default::default()
         },
+        std::time::Duration::from_millis(200),
     )
     .unwrap();
-    Arc::get_mut(&mut store.inner).unwrap().enqueue_timeout = std::time::Duration::from_millis(200);
     let store = Arc::new(store);
     store
         .append(&s, 0, vec![entry(0)], Durability::Written)
