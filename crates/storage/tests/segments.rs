@@ -164,8 +164,7 @@ async fn torn_tail_of_the_last_segment_is_cut_and_offsets_continue() {
     }
     let last = files(dir.path())
         .into_iter()
-        .filter(|n| n.ends_with(".log"))
-        .next_back()
+        .rfind(|n| n.ends_with(".log"))
         .unwrap();
     let last_base: u64 = last.trim_end_matches(".log").parse().unwrap();
     let path = shard_dir(dir.path()).join(&last);
