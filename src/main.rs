@@ -172,11 +172,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
     let storage = LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?;
+    let rt = runtime()?;
+    // Recover every shard (cutting torn tails) and apply retention before taking clients.
+    rt.block_on(async {
+        for project in &config.projects {
+            for store in &project.logstores {
+                let stream = StreamId::new(&project.name, &store.name);
+                storage.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?;
+            }
+        }
+        Ok::<_, String>(())
+    })?;
     let storage: Arc<dyn LogStorage> = Arc::new(storage);
     let keys = KeyStore::from_config(&config.access_keys)?;
     let ingest = Arc::new(Ingest::new(Catalog::from_config(&config.projects), keys, storage.clone()));
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id: 1 });
-    let rt = runtime()?;
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;

@@ -278,6 +278,15 @@ impl LocalStore {
         }
     }
 
+    /// Opens the existing shards `0..shards` of a stream now rather than at first use, so
+    /// that a server recovers them (and applies retention) as it starts.
+    pub async fn open_stream(&self, stream: &StreamId, shards: u32) -> Result<(), StorageError> {
+        for shard in 0..shards {
+            self.shard(stream, shard, false).await?;
+        }
+        Ok(())
+    }
+
     /// Reads one shard's logs matching `q`, seeking with the segment indexes. Reading an
     /// absent shard gives an empty batch.
     pub async fn query(
