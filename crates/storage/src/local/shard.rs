@@ -860,15 +860,18 @@ fn preallocate(file: &File, at: u64, len: u64) -> io::Result<()> {
     let (Ok(at), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
-    loop {
+    let mut last = io::Error::from(io::ErrorKind::Interrupted);
+    // Retried only when a signal interrupted it, a bounded number of times.
+    for _ in 0..16 {
         // SAFETY: a plain system call on a file descriptor this `File` owns.
         let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at, len) };
         if r == 0 {
             return Ok(());
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        last = io::Error::last_os_error();
+        if last.kind() != io::ErrorKind::Interrupted {
+            break;
         }
     }
+    Err(last)
 }
