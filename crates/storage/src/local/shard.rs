@@ -605,6 +605,9 @@ impl Writer {
                 if !dues.is_empty() || !self.buf.is_empty() {
                     tracing::error!(dir = %self.core.dir.display(), error = %e,
                         "logstore write failed; group rejected");
+                } else {
+                    tracing::warn!(dir = %self.core.dir.display(), error = %e,
+                        "logstore background fsync failed; retried at the next tick");
                 }
                 if !self.buf.is_empty() {
                     self.restore(start_len);
