@@ -3,9 +3,13 @@
 //! Every setting has a default so that `loggate serve` runs with no file at all; the
 //! shipped `config/loggate.toml` adds the demo project, logstore and access key.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use loggate_storage::local::{LocalStoreOptions, StreamOptions};
+use loggate_storage::StreamId;
 use serde::Deserialize;
 
 /// Whole configuration file.
@@ -26,6 +30,8 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub storage: StorageConfig,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
     #[serde(default)]
@@ -134,6 +140,28 @@ impl Default for Limits {
     }
 }
 
+/// The local logstore's segment files and how often acks=1 data is synced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// A shard starts a new segment file once the current one holds this many bytes.
+    pub segment_bytes: u64,
+    /// ...or once the current one is this old (ms). Retention deletes whole segments, so
+    /// this bounds how long data outlives `retention_hours`.
+    pub segment_ms: u64,
+    /// acks=1 (and acks=0) data is fsynced at most this long after it was written (ms);
+    /// 0 leaves it to the OS.
+    pub flush_interval_ms: u64,
+    /// ...or as soon as this many bytes of it wait in a shard; 0 means no byte limit.
+    pub flush_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { segment_bytes: 256 * 1024 * 1024, segment_ms: 3_600_000, flush_interval_ms: 1000, flush_bytes: 0 }
+    }
+}
+
 /// A project: a namespace of logstores, the SASL username.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +191,12 @@ pub struct LogstoreConfig {
     pub shards: u32,
     #[serde(default)]
     pub routing: Routing,
+    /// Logs older than this (by arrival time) are deleted, a whole segment at a time.
+    #[serde(default)]
+    pub retention_hours: Option<f64>,
+    /// The oldest segments are deleted while the logstore (all its shards) holds more bytes.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
 }
 
 /// An access key: id, hashed secret, and the `project/logstore` patterns it may write.
@@ -211,6 +245,7 @@ impl Default for Config {
             listeners: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            storage: StorageConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
         }
@@ -274,6 +309,18 @@ impl Config {
                         project.name, store.name
                     )));
                 }
+                if store.retention_hours.is_some_and(|h| !(h.is_finite() && h > 0.0 && h <= 1e6)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "logstore {}/{}: retention_hours must be a positive number of hours",
+                        project.name, store.name
+                    )));
+                }
+                if store.retention_bytes == Some(0) {
+                    return Err(ConfigError::Invalid(format!(
+                        "logstore {}/{}: retention_bytes must be positive (leave it out for no limit)",
+                        project.name, store.name
+                    )));
+                }
             }
         }
         for key in &self.access_keys {
@@ -307,7 +354,40 @@ impl Config {
         if l.max_request_bytes < 1024 || l.max_batch_bytes == 0 || l.max_decompressed_batch_bytes == 0 {
             return Err(ConfigError::Invalid("limits are too small".into()));
         }
+        let st = &self.storage;
+        if !(4096..=1 << 30).contains(&st.segment_bytes) {
+            return Err(ConfigError::Invalid("[storage] segment_bytes must be 4096..=1073741824".into()));
+        }
+        if st.segment_ms < 1000 {
+            return Err(ConfigError::Invalid("[storage] segment_ms must be at least 1000".into()));
+        }
         Ok(())
+    }
+
+    /// What the local logstore needs to know: segment, flush and per-logstore retention
+    /// settings (the size limit split evenly over the shards).
+    pub fn local_store_options(&self) -> LocalStoreOptions {
+        let st = &self.storage;
+        let mut streams = HashMap::new();
+        for project in &self.projects {
+            for store in &project.logstores {
+                let options = StreamOptions {
+                    retention_age: store.retention_hours.map(|h| Duration::from_secs_f64(h * 3600.0)),
+                    retention_bytes_per_shard: store.retention_bytes.map(|b| b.div_ceil(u64::from(store.shards.max(1)))),
+                };
+                if options != StreamOptions::default() {
+                    streams.insert(StreamId::new(&project.name, &store.name), options);
+                }
+            }
+        }
+        LocalStoreOptions {
+            segment_bytes: st.segment_bytes,
+            segment_age: Duration::from_millis(st.segment_ms),
+            flush_interval: (st.flush_interval_ms > 0).then(|| Duration::from_millis(st.flush_interval_ms)),
+            flush_bytes: (st.flush_bytes > 0).then_some(st.flush_bytes),
+            streams,
+            ..LocalStoreOptions::default()
+        }
     }
 
     /// Path of the server certificate chain.
@@ -337,5 +417,56 @@ fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
         Err(ConfigError::Invalid(format!(
             "{what} name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn storage_settings_reach_the_store_options() {
+        let c = parse(
+            "[storage]\nsegment_bytes = 65536\nsegment_ms = 60000\nflush_interval_ms = 0\nflush_bytes = 1000\n\
+             [[projects]]\nname = \"p\"\n\
+             [[projects.logstores]]\nname = \"a\"\nshards = 3\nretention_hours = 0.5\nretention_bytes = 1000\n\
+             [[projects.logstores]]\nname = \"b\"\nretention_hours = 24\n\
+             [[projects.logstores]]\nname = \"c\"\n",
+        )
+        .unwrap();
+        let o = c.local_store_options();
+        assert_eq!(o.segment_bytes, 65536);
+        assert_eq!(o.segment_age, Duration::from_secs(60));
+        assert_eq!((o.flush_interval, o.flush_bytes), (None, Some(1000)));
+        let a = o.streams[&StreamId::new("p", "a")];
+        assert_eq!(a.retention_age, Some(Duration::from_secs(1800)));
+        assert_eq!(a.retention_bytes_per_shard, Some(334));
+        let b = o.streams[&StreamId::new("p", "b")];
+        assert_eq!((b.retention_age, b.retention_bytes_per_shard), (Some(Duration::from_secs(86400)), None));
+        assert!(!o.streams.contains_key(&StreamId::new("p", "c")));
+
+        let d = Config::default().local_store_options();
+        assert_eq!((d.segment_bytes, d.flush_interval), (256 << 20, Some(Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn bad_storage_settings_are_refused() {
+        for bad in [
+            "[storage]\nsegment_bytes = 10\n",
+            "[storage]\nsegment_ms = 5\n",
+            "[storage]\nflush_every = 5\n",
+            "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = 0\n",
+            "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = -1\n",
+            "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_bytes = 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

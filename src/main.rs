@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loggate::config::{Config, SecurityProtocol};
@@ -13,7 +12,7 @@ use loggate::ingest::catalog::Catalog;
 use loggate::ingest::Ingest;
 use loggate::kafka::Broker;
 use loggate::server::{self, tls};
-use loggate_storage::local::{LocalStore, LocalStoreOptions};
+use loggate_storage::local::LocalStore;
 use loggate_storage::{LogStorage, StreamId};
 
 /// Kafka-protocol log ingestion gateway.
@@ -28,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default command).
     Serve(ServeArgs),
-    /// Print stored logs as JSON lines.
+    /// Print stored logs (JSON lines or a table), filtered by offset, time and fields.
     Logs(LogsArgs),
     /// Create an access key: prints the secret once and the config lines with its hash.
     Keygen(KeygenArgs),
@@ -60,15 +59,29 @@ struct LogsArgs {
     project: String,
     #[arg(long)]
     logstore: String,
-    /// One shard only (default: every shard of the logstore, one after another).
+    /// One shard only (default: every shard of the logstore, merged by event time).
     #[arg(long)]
     shard: Option<u32>,
-    /// First offset to print (per shard).
-    #[arg(long, default_value_t = 0)]
-    from_offset: u64,
+    /// Start here: an offset (of every shard) or an event time: 2024-05-01T12:00:00Z,
+    /// 2024-05-01, -15m, now-2h, @<epoch ms>.
+    #[arg(long, alias = "from-offset", allow_hyphen_values = true)]
+    from: Option<String>,
+    /// Stop here (inclusive): an offset or an event time, as for --from.
+    #[arg(long, allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Only logs whose field equals a value (`field=value`) or matches a regex
+    /// (`field~regex`); meta fields such as __source__ count; repeatable (all must hold).
+    #[arg(long = "where", value_name = "CONDITION")]
+    wheres: Vec<String>,
+    /// Stop after printing this many logs.
+    #[arg(long)]
+    limit: Option<u64>,
     /// Keep printing logs as they arrive.
     #[arg(long)]
     follow: bool,
+    /// `json` (one object per line) or `table`.
+    #[arg(long, default_value = "json", value_parser = ["json", "table"])]
+    output: String,
 }
 
 #[derive(clap::Args)]
@@ -158,14 +171,24 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tls::generate(&dir, &hosts).map_err(|e| e.to_string())?;
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
-    let storage = LocalStore::open(&config.data_dir, LocalStoreOptions::default()).map_err(|e| e.to_string())?;
+    let storage = LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?;
+    let rt = runtime()?;
+    // Recover every shard (cutting torn tails) and apply retention before taking clients.
+    rt.block_on(async {
+        for project in &config.projects {
+            for store in &project.logstores {
+                let stream = StreamId::new(&project.name, &store.name);
+                storage.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?;
+            }
+        }
+        Ok::<_, String>(())
+    })?;
     let storage: Arc<dyn LogStorage> = Arc::new(storage);
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
     let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id });
-    let rt = runtime()?;
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
@@ -227,6 +250,7 @@ fn print_banner(config: &Config, config_path: Option<&Path>, data_dir_flag: Opti
 }
 
 fn logs(args: LogsArgs) -> Result<(), String> {
+    use loggate::logs::{parse_bound, print_logs, Format, LogsRequest, Where};
     let (config, _) = load_config(&args.config)?;
     let shards: Vec<u32> = match args.shard {
         Some(s) => vec![s],
@@ -241,37 +265,27 @@ fn logs(args: LogsArgs) -> Result<(), String> {
             (0..n).collect()
         }
     };
+    let now = loggate::ingest::now_ms();
+    let req = LogsRequest {
+        stream: StreamId { project: args.project.clone(), logstore: args.logstore.clone() },
+        shards,
+        from: args.from.as_deref().map(|t| parse_bound(t, now)).transpose()?,
+        to: args.to.as_deref().map(|t| parse_bound(t, now)).transpose()?,
+        wheres: args.wheres.iter().map(|w| Where::parse(w)).collect::<Result<_, _>>()?,
+        limit: args.limit,
+        follow: args.follow,
+        format: if args.output == "table" { Format::Table } else { Format::Json },
+    };
     let store = LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?;
-    let stream = StreamId { project: args.project.clone(), logstore: args.logstore.clone() };
     let rt = runtime()?;
     rt.block_on(async {
-        use std::io::Write;
-        let mut next: Vec<u64> = vec![args.from_offset; shards.len()];
         let stdout = std::io::stdout();
-        loop {
-            let mut printed = 0;
-            for (i, &shard) in shards.iter().enumerate() {
-                loop {
-                    let batch = store.read(&stream, shard, next[i], 10_000).await.map_err(|e| e.to_string())?;
-                    if batch.is_empty() {
-                        break;
-                    }
-                    let mut out = stdout.lock();
-                    for log in &batch {
-                        let line = loggate::logs::to_json(&stream, shard, log);
-                        writeln!(out, "{line}").map_err(|e| e.to_string())?;
-                        next[i] = log.offset + 1;
-                    }
-                    out.flush().map_err(|e| e.to_string())?;
-                    printed += batch.len();
-                }
-            }
-            if !args.follow {
-                return Ok(());
-            }
-            if printed == 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        match print_logs(&store, &req, &mut out).await {
+            Ok(_) => Ok(()),
+            // `loggate logs | head` closes the pipe: not an error.
+            Err(e) if e.contains("Broken pipe") => Ok(()),
+            Err(e) => Err(e),
         }
     })
 }

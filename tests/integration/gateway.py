@@ -44,9 +44,14 @@ def password(key="main"):
 class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 
-    def __init__(self, workdir, limits=None, advertised=None):
+    def __init__(self, workdir, limits=None, storage=None, logstore_options=None, data=None, advertised=None):
+        """`storage`: the [storage] table; `logstore_options`: extra keys per demo logstore,
+        e.g. {"one": {"retention_bytes": 20000}}; `data`: the data directory; `advertised`:
+        protocol -> "host:port" that Metadata advertises."""
         self.dir = Path(workdir)
-        self.data = self.dir / "data"
+        self.data = Path(data) if data else self.dir / "data"
+        self.storage = storage or {}
+        self.logstore_options = logstore_options or {}
         self.config = self.dir / "loggate.toml"
         self.ports = {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
         self.ca = self.data / "tls" / "ca.pem"
@@ -68,10 +73,15 @@ class Gateway:
         lines.append("[limits]")
         for k, v in self.limits.items():
             lines.append("%s = %s" % (k, v))
+        if self.storage:
+            lines.append("[storage]")
+            lines += ["%s = %s" % kv for kv in self.storage.items()]
         for project, stores in PROJECTS.items():
             lines += ["[[projects]]", 'name = "%s"' % project]
             for name, shards, routing in stores:
                 lines += ["[[projects.logstores]]", 'name = "%s"' % name, "shards = %d" % shards, 'routing = "%s"' % routing]
+                if project == "demo":
+                    lines += ["%s = %s" % kv for kv in self.logstore_options.get(name, {}).items()]
         for key_id, secret, allow in KEYS.values():
             lines += ["[[access_keys]]", 'id = "%s"' % key_id, 'secret_hash = "%s"' % secret_hash(secret), "allow = %s" % json.dumps(allow)]
         self.config.write_text("\n".join(lines) + "\n")
@@ -126,12 +136,17 @@ class Gateway:
         except OSError:
             return ""
 
-    def logs(self, logstore, project="demo", shard=None):
-        """Every stored log of a logstore, as `loggate logs` prints it."""
+    def logs_cmd(self, logstore, project="demo", shard=None, args=()):
+        """The `loggate logs` command line for a logstore."""
         cmd = [str(BIN), "logs", "--config", str(self.config), "--project", project, "--logstore", logstore]
         if shard is not None:
             cmd += ["--shard", str(shard)]
-        out = subprocess.run(cmd, check=True, capture_output=True, timeout=60).stdout
+        return cmd + [str(a) for a in args]
+
+    def logs(self, logstore, project="demo", shard=None, args=()):
+        """Stored logs of a logstore (all, or as `args` select), as `loggate logs` prints them."""
+        out = subprocess.run(self.logs_cmd(logstore, project, shard, args), check=True, capture_output=True,
+                             timeout=120).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_logs(self, logstore, count, project="demo", timeout=30):

@@ -140,7 +140,8 @@ pub trait LogStorage: Send + Sync {
         durability: Durability,
     ) -> Result<AppendAck, StorageError>;
 
-    /// Reads up to `max_entries` logs of one shard starting at `from_offset` (empty when none yet).
+    /// Reads up to `max_entries` logs of one shard starting at `from_offset` (empty when none
+    /// yet); offsets already deleted by retention are skipped.
     async fn read(
         &self,
         stream: &StreamId,

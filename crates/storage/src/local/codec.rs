@@ -168,13 +168,31 @@ pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
     ))
 }
 
-/// Checks that a payload is well formed without building the entry; returns its offset.
-pub(crate) fn validate(payload: &[u8]) -> Result<u64, CodecError> {
+/// Offset and times of a frame, as validation finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameMeta {
+    pub offset: u64,
+    pub event_time_ms: i64,
+    pub arrival_time_ms: i64,
+}
+
+/// Event and arrival time of a payload written by this code (version 1), read without
+/// decoding the rest; `None` when the payload is too short.
+pub(crate) fn times(payload: &[u8]) -> Option<(i64, i64)> {
+    let t = |at: usize| -> Option<i64> {
+        let b: [u8; 8] = payload.get(at..at + 8)?.try_into().ok()?;
+        Some(i64::from_le_bytes(b))
+    };
+    Some((t(OFFSET_POS + 8)?, t(OFFSET_POS + 16)?))
+}
+
+/// Checks that a payload is well formed without building the entry.
+pub(crate) fn validate(payload: &[u8]) -> Result<FrameMeta, CodecError> {
     let mut c = Cursor {
         buf: payload,
         pos: 0,
     };
-    let (offset, _, _) = c.fixed_part()?;
+    let (offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
     c.skip_bytes(false)?;
     c.skip_bytes(true)?;
     for _ in 0..c.u32()? {
@@ -186,7 +204,11 @@ pub(crate) fn validate(payload: &[u8]) -> Result<u64, CodecError> {
         c.skip_bytes(false)?;
     }
     c.finish()?;
-    Ok(offset)
+    Ok(FrameMeta {
+        offset,
+        event_time_ms,
+        arrival_time_ms,
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -323,7 +345,8 @@ mod tests {
         assert_eq!(h.frame_len() as usize, buf.len());
         let payload = Bytes::copy_from_slice(&buf[8..]);
         assert!(checksum_ok(&payload, h.crc));
-        assert_eq!(validate(&payload), Ok(42));
+        assert_eq!(validate(&payload).map(|m| m.offset), Ok(42));
+        assert_eq!(times(&payload), Some((e.event_time_ms, e.arrival_time_ms)));
         assert_eq!(decode(&payload).unwrap(), (42, e));
     }
 
@@ -338,10 +361,10 @@ mod tests {
         }
         let mut p = payload.to_vec();
         p[0] = 9;
-        assert_eq!(validate(&p), Err(CodecError::Version(9)));
+        assert_eq!(validate(&p).map(|m| m.offset), Err(CodecError::Version(9)));
         let mut p = payload.to_vec();
         p.push(0);
-        assert_eq!(validate(&p), Err(CodecError::Trailing(1)));
+        assert_eq!(validate(&p).map(|m| m.offset), Err(CodecError::Trailing(1)));
     }
 
     #[test]

@@ -1,18 +1,27 @@
 //! The local logstore: append-only segment files per shard on a local disk.
 //!
-//! Layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`
-//! (one segment per shard for now). Each entry is framed as
+//! Layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`,
+//! a new segment started when the current one reaches [`LocalStoreOptions::segment_bytes`] or
+//! [`LocalStoreOptions::segment_age`]; each sealed segment gets an index file (`.index`) with
+//! the file position and event-time range of every block of entries. Each entry is framed as
 //! `u32 LE payload_len | u32 LE crc32c(payload) | payload`, the payload being a versioned
-//! binary encoding of the offset and the [`LogEntry`]. Each shard has one writer thread fed by a bounded queue; it drains all queued
-//! requests, writes them with one `write`, and issues one `fdatasync` for the group when any of
-//! them asked for [`Durability::Synced`] (group commit).
+//! binary encoding of the offset and the [`LogEntry`].
+//!
+//! Each shard has one writer thread fed by a bounded queue; it drains all queued requests,
+//! reserves their disk space, writes them with one `write`, and issues one `fdatasync` for
+//! the group when any of them asked for [`Durability::Synced`] (group commit) or the flush
+//! policy says so. A failed group is cut off the file before anything else is written, so
+//! readers never see it. Retention deletes whole sealed segments, never the active one.
 
 mod codec;
 mod index;
 mod paths;
 mod read;
 mod recovery;
+mod segment;
 mod shard;
+
+pub use read::{ReadBatch, ReadQuery};
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +35,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use crate::{AppendAck, Durability, LogEntry, LogStorage, StorageError, StoredLog, StreamId};
-use shard::{Counters, EncodedBatch, Request, Shard};
+use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 
 /// How long an append or flush waits for room in a full shard queue before failing with
 /// [`StorageError::Overloaded`].
@@ -40,6 +49,16 @@ pub struct LocalStoreOptions {
     pub max_entry_bytes: usize,
     /// Capacity of each shard's bounded request queue, in requests.
     pub queue_depth: usize,
+    /// A new segment is started once the current one holds this many bytes.
+    pub segment_bytes: u64,
+    /// ...or once it is this old (and not empty).
+    pub segment_age: Duration,
+    /// [`Durability::Written`] data is fsynced at most this long after it was written.
+    pub flush_interval: Option<Duration>,
+    /// ...or as soon as this many bytes of it are waiting.
+    pub flush_bytes: Option<u64>,
+    /// Options of particular streams; others get [`StreamOptions::default`].
+    pub streams: HashMap<StreamId, StreamOptions>,
 }
 
 impl Default for LocalStoreOptions {
@@ -47,9 +66,27 @@ impl Default for LocalStoreOptions {
         LocalStoreOptions {
             max_entry_bytes: 1 << 20,
             queue_depth: 256,
+            segment_bytes: 256 << 20,
+            segment_age: Duration::from_secs(3600),
+            flush_interval: Some(Duration::from_secs(1)),
+            flush_bytes: None,
+            streams: HashMap::new(),
         }
     }
 }
+
+/// Options of one stream (applied to each of its shards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamOptions {
+    /// Sealed segments whose newest entry arrived longer ago than this are deleted.
+    pub retention_age: Option<Duration>,
+    /// The oldest sealed segments of a shard are deleted while the shard holds more bytes.
+    pub retention_bytes_per_shard: Option<u64>,
+}
+
+/// How often the housekeeper wakes writers at most (and at least, when the flush interval is shorter).
+const MAX_TICK: Duration = Duration::from_secs(1);
+const MIN_TICK: Duration = Duration::from_millis(10);
 
 /// Counters of a [`LocalStore`] since it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +103,10 @@ pub struct LocalStoreStats {
     pub fsyncs: u64,
     /// Groups whose write or sync failed.
     pub failed_groups: u64,
+    /// Segments sealed and replaced by a new one.
+    pub segments_rolled: u64,
+    /// Segments deleted by retention.
+    pub segments_deleted: u64,
 }
 
 /// The local logstore. See the [module docs](self).
@@ -93,6 +134,8 @@ struct Inner {
     stats: Arc<Counters>,
     /// How long to wait for room in a full queue ([`ENQUEUE_TIMEOUT`]; shorter in tests).
     enqueue_timeout: Duration,
+    /// Dropping it stops the housekeeper thread.
+    housekeeper: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Held while the store may write: one writer per data dir.
     _lock: Option<File>,
 }
@@ -120,6 +163,14 @@ impl LocalStore {
     /// Opens (creating if needed) a data dir for writing. Shards are recovered lazily on first
     /// use. Fails if another `LocalStore` holds the data dir for writing.
     pub fn open(data_dir: &Path, opts: LocalStoreOptions) -> Result<Self, StorageError> {
+        Self::open_with(data_dir, opts, ENQUEUE_TIMEOUT)
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        opts: LocalStoreOptions,
+        enqueue_timeout: Duration,
+    ) -> Result<Self, StorageError> {
         let root = data_dir.join(paths::LOGSTORES_DIR);
         fs::create_dir_all(&root)?;
         let lock = OpenOptions::new()
@@ -143,8 +194,42 @@ impl LocalStore {
         let opts = LocalStoreOptions {
             max_entry_bytes: opts.max_entry_bytes.min(codec::MAX_PAYLOAD_LEN),
             queue_depth: opts.queue_depth.max(1),
+            segment_bytes: opts.segment_bytes.max(1),
+            ..opts
         };
-        Ok(Self::with(root, opts, false, Some(lock)))
+        let tick = opts
+            .flush_interval
+            .map_or(MAX_TICK, |i| i.clamp(MIN_TICK, MAX_TICK));
+        let mut store = Self::with(root, opts, false, Some(lock));
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.enqueue_timeout = enqueue_timeout;
+        }
+        store.start_housekeeper(tick)?;
+        Ok(store)
+    }
+
+    /// Starts the thread that wakes every writer every `tick` (flush interval, segment age,
+    /// retention, retrying a failed cut), so that they act even when no one writes.
+    fn start_housekeeper(&self, tick: Duration) -> Result<(), StorageError> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let weak = Arc::downgrade(&self.inner);
+        let thread = std::thread::Builder::new()
+            .name("loggate-housekeeper".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(tick) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                for shard in inner.open_shards() {
+                    if let Some(tx) = shard.sender() {
+                        // A full queue means a busy writer, which applies its policies anyway.
+                        drop(tx.try_send(Request::Tick));
+                    }
+                }
+            })?;
+        *self.inner.housekeeper_slot() = Some((stop, thread));
+        Ok(())
     }
 
     /// Opens a data dir for reading only, e.g. while a server writes to it. Never truncates or
@@ -172,6 +257,7 @@ impl LocalStore {
                 }),
                 stats: Arc::new(Counters::default()),
                 enqueue_timeout: ENQUEUE_TIMEOUT,
+                housekeeper: Mutex::new(None),
                 _lock: lock,
             }),
         }
@@ -187,7 +273,40 @@ impl LocalStore {
             writes: c.writes.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             failed_groups: c.failed_groups.load(Ordering::Relaxed),
+            segments_rolled: c.segments_rolled.load(Ordering::Relaxed),
+            segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
         }
+    }
+
+    /// Opens the existing shards `0..shards` of a stream now rather than at first use, so
+    /// that a server recovers them (and applies retention) as it starts.
+    pub async fn open_stream(&self, stream: &StreamId, shards: u32) -> Result<(), StorageError> {
+        for shard in 0..shards {
+            self.shard(stream, shard, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one shard's logs matching `q`, seeking with the segment indexes. Reading an
+    /// absent shard gives an empty batch.
+    pub async fn query(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        q: ReadQuery,
+    ) -> Result<ReadBatch, StorageError> {
+        let Some(shard) = self.shard(stream, shard, false).await? else {
+            return Ok(ReadBatch {
+                logs: Vec::new(),
+                next_offset: q.from_offset,
+                start_offset: 0,
+                end_offset: 0,
+                frames_scanned: 0,
+            });
+        };
+        tokio::task::spawn_blocking(move || shard.query(&q))
+            .await
+            .map_err(|e| StorageError::Io(io::Error::other(e)))?
     }
 
     /// The open shard, opening (and for a writer, recovering) it on first use. `Ok(None)` when
@@ -210,9 +329,10 @@ impl LocalStore {
                 .clone()
         };
         let inner = self.inner.clone();
+        let stream = stream.clone();
         let opened = cell
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || inner.open_shard(dir, create))
+                tokio::task::spawn_blocking(move || inner.open_shard(&stream, dir, create))
                     .await
                     .map_err(|e| OpenError::Storage(io::Error::other(e).into()))?
             })
@@ -230,33 +350,53 @@ impl Inner {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn housekeeper_slot(
+        &self,
+    ) -> MutexGuard<'_, Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>> {
+        self.housekeeper.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer settings of one stream's shards.
+    fn writer_config(&self, stream: &StreamId) -> WriterConfig {
+        let so = self.opts.streams.get(stream).copied().unwrap_or_default();
+        WriterConfig {
+            queue_depth: self.opts.queue_depth,
+            segment_bytes: self.opts.segment_bytes,
+            segment_age: self.opts.segment_age,
+            flush_interval: self.opts.flush_interval,
+            flush_bytes: self.opts.flush_bytes,
+            retention_age: so.retention_age,
+            retention_bytes: so.retention_bytes_per_shard,
+        }
+    }
+
     /// Opens one shard (blocking): recovery and writer thread for a writer, a lazily refreshed
     /// view for a reader.
-    fn open_shard(&self, dir: PathBuf, create: bool) -> Result<Arc<Shard>, OpenError> {
-        const BASE_OFFSET: u64 = 0;
-        let path = dir.join(paths::segment_file_name(BASE_OFFSET));
+    fn open_shard(
+        &self,
+        stream: &StreamId,
+        dir: PathBuf,
+        create: bool,
+    ) -> Result<Arc<Shard>, OpenError> {
         if self.read_only {
-            return match File::open(&path) {
-                Ok(file) => Ok(Arc::new(Shard::read_only(path, file, BASE_OFFSET))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OpenError::Absent),
-                Err(e) => Err(e.into()),
+            return match Shard::open_read_only(dir)? {
+                Some(s) => Ok(Arc::new(s)),
+                None => Err(OpenError::Absent),
             };
         }
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
-                return Err(OpenError::Absent)
+        if segment::list(&dir)?.is_empty() {
+            if !create {
+                return Err(OpenError::Absent);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_segment(&dir, &path)?,
-            Err(e) => return Err(e.into()),
-        };
-        let shard = Shard::recovered(path, file, BASE_OFFSET)?;
+            self.create_segment(&dir, &dir.join(paths::segment_file_name(0)))?;
+        }
+        let shard = Shard::open_writable(dir, self.writer_config(stream), self.stats.clone())?;
         // Checked under the registry lock so `close` either sees this shard or it never starts.
         let reg = self.registry();
         if reg.closed {
             return Err(StorageError::Closed.into());
         }
-        shard.start_writer(self.opts.queue_depth, self.stats.clone())?;
+        shard.start_writer()?;
         drop(reg);
         Ok(Arc::new(shard))
     }
@@ -312,6 +452,8 @@ impl Drop for Inner {
     /// Stops writers the store was dropped without closing: they drain their queues, sync and
     /// exit; this waits for them so the data-dir lock is released only afterwards.
     fn drop(&mut self) {
+        // Stops the housekeeper (it exits at its next tick; not joined: it may be this thread).
+        drop(self.housekeeper_slot().take());
         let shards: Vec<_> = self
             .registry()
             .shards
@@ -421,15 +563,24 @@ impl LogStorage for LocalStore {
         from_offset: u64,
         max_entries: usize,
     ) -> Result<Vec<StoredLog>, StorageError> {
-        let Some(shard) = self.shard(stream, shard, false).await? else {
-            return Ok(Vec::new());
-        };
         if max_entries == 0 {
+            self.shard(stream, shard, false).await?;
             return Ok(Vec::new());
         }
-        tokio::task::spawn_blocking(move || shard.read(from_offset, max_entries))
-            .await
-            .map_err(|e| StorageError::Io(io::Error::other(e)))?
+        let mut out = Vec::new();
+        let mut q = ReadQuery::from_offset(from_offset, max_entries);
+        // A batch may stop early after a bounded scan; go on until enough or the end.
+        loop {
+            let batch = self.query(stream, shard, q).await?;
+            let done =
+                batch.is_done(&q) || (batch.logs.is_empty() && batch.next_offset == q.from_offset);
+            q.from_offset = batch.next_offset;
+            q.max_entries -= batch.logs.len();
+            out.extend(batch.logs);
+            if done || q.max_entries == 0 {
+                return Ok(out);
+            }
+        }
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -447,6 +598,11 @@ impl LogStorage for LocalStore {
     }
 
     async fn close(&self) -> Result<(), StorageError> {
+        let housekeeper = self.inner.housekeeper_slot().take();
+        if let Some((stop, thread)) = housekeeper {
+            drop(stop);
+            drop(tokio::task::spawn_blocking(move || thread.join()).await);
+        }
         let cells: Vec<ShardCell> = {
             let mut reg = self.inner.registry();
             reg.closed = true;

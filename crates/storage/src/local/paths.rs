@@ -1,4 +1,5 @@
-//! On-disk layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`.
+//! On-disk layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`
+//! (plus `.index` beside each sealed segment).
 
 use std::fs::File;
 use std::io;
@@ -58,6 +59,15 @@ pub(crate) fn segment_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.log")
 }
 
+/// The base offset named by a segment file name (`<20 digits>.log`).
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Fsyncs a directory so entries created in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -76,5 +86,14 @@ mod tests {
             assert!(validate_name("project", good).is_ok(), "{good:?}");
         }
         assert_eq!(segment_file_name(7), "00000000000000000007.log");
+        assert_eq!(parse_segment_file_name(&segment_file_name(123)), Some(123));
+        for bad in [
+            "1.log",
+            "00000000000000000007.index",
+            "0000000000000000000x.log",
+            "00000000000000000007.log.tmp",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Reading frames back from a segment file with positional reads.
+//! Reading frames back from segment files with positional reads, seeking via the index.
 
 use std::fs::File;
 use std::io;
@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use bytes::Bytes;
 
 use super::codec::{self, FrameHeader, FRAME_HEADER_LEN};
+use super::segment::SegmentState;
 use crate::StoredLog;
 
 /// Reads a file through one buffer of positional reads, never past `end`.
@@ -58,55 +59,177 @@ impl<'a> ChunkReader<'a> {
     }
 }
 
-/// Where a read starts and ends: a known frame boundary and the end of valid data.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadPlan {
-    /// Offset of the frame at `start_pos`.
+/// Which logs of one shard a [`LocalStore::query`](super::LocalStore::query) returns. All
+/// bounds are inclusive; times are event times (ms since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// First offset to look at (earlier offsets deleted by retention are skipped).
+    pub from_offset: u64,
+    /// Last offset to look at.
+    pub to_offset: Option<u64>,
+    /// Only logs with an event time at or after this.
+    pub from_time_ms: Option<i64>,
+    /// Only logs with an event time at or before this.
+    pub to_time_ms: Option<i64>,
+    /// Most logs to return.
+    pub max_entries: usize,
+}
+
+impl ReadQuery {
+    /// Up to `max_entries` logs from `from_offset` on, no other bounds.
+    pub fn from_offset(from_offset: u64, max_entries: usize) -> Self {
+        ReadQuery {
+            from_offset,
+            to_offset: None,
+            from_time_ms: None,
+            to_time_ms: None,
+            max_entries,
+        }
+    }
+
+    fn time_bounds(&self) -> Option<(i64, i64)> {
+        (self.from_time_ms.is_some() || self.to_time_ms.is_some()).then(|| {
+            (
+                self.from_time_ms.unwrap_or(i64::MIN),
+                self.to_time_ms.unwrap_or(i64::MAX),
+            )
+        })
+    }
+}
+
+/// Result of a query: the logs found, and where to go on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadBatch {
+    /// Matching logs in offset order.
+    pub logs: Vec<StoredLog>,
+    /// Offset to continue from: every offset before it was looked at (or skipped via the
+    /// index). A query stops early after scanning a bounded amount, so a batch may be empty
+    /// while `next_offset < end_offset`.
+    pub next_offset: u64,
+    /// First offset still stored in the shard.
     pub start_offset: u64,
-    /// A frame boundary at or before the wanted offset.
-    pub start_pos: u64,
-    /// End of validated data.
-    pub end: u64,
+    /// Offset after the last stored log, when the query started.
+    pub end_offset: u64,
+    /// Frames read from disk to answer (index lookups skip the rest).
+    pub frames_scanned: u64,
+}
+
+impl ReadBatch {
+    /// Whether nothing is left to look at: the end of the shard (so far) or past `to_offset`.
+    pub fn is_done(&self, q: &ReadQuery) -> bool {
+        self.next_offset >= self.end_offset || q.to_offset.is_some_and(|t| self.next_offset > t)
+    }
 }
 
 /// Bytes read per positional read when reading logs.
 const READ_CHUNK: usize = 256 * 1024;
+/// A query stops after scanning this many frames...
+const SCAN_MAX_FRAMES: u64 = 1 << 17;
+/// ...or this many bytes.
+const SCAN_MAX_BYTES: u64 = 64 << 20;
 
-/// Reads up to `max` logs from `from` on, within `plan`. A frame that does not match what
-/// recovery validated is an `Err(description)`.
-pub(crate) fn read_range(
-    file: &File,
-    plan: ReadPlan,
-    from: u64,
-    max: usize,
-) -> Result<Vec<StoredLog>, String> {
-    let mut r = ChunkReader::new(file, plan.end, READ_CHUNK);
-    let mut out = Vec::new();
-    let mut pos = plan.start_pos;
-    let mut offset = plan.start_offset;
-    while pos < plan.end && out.len() < max {
-        let h = r
-            .header(pos)
-            .map_err(|e| format!("frame header at byte {pos}: {e}"))?;
-        if !h.plausible() || pos + h.frame_len() > plan.end {
-            return Err(format!("bad frame length {} at byte {pos}", h.payload_len));
+/// What remains of a query's scanning allowance.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    frames: u64,
+    bytes: u64,
+    pub scanned: u64,
+}
+
+impl Budget {
+    pub(crate) fn new() -> Self {
+        Budget {
+            frames: SCAN_MAX_FRAMES,
+            bytes: SCAN_MAX_BYTES,
+            scanned: 0,
         }
-        if offset >= from {
-            let payload = r
-                .get(pos + FRAME_HEADER_LEN as u64, h.payload_len)
-                .map_err(|e| format!("frame at byte {pos}: {e}"))?;
-            if !codec::checksum_ok(&payload, h.crc) {
-                return Err(format!("checksum mismatch at byte {pos}"));
-            }
-            let (got, entry) =
-                codec::decode(&payload).map_err(|e| format!("frame at byte {pos}: {e}"))?;
-            if got != offset {
-                return Err(format!("offset {got} at byte {pos}, expected {offset}"));
-            }
-            out.push(StoredLog { offset, entry });
-        }
-        pos += h.frame_len();
-        offset += 1;
     }
-    Ok(out)
+}
+
+/// Why [`read_segment`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Everything of the segment from the cursor on was looked at.
+    EndOfSegment,
+    /// Enough logs, scanned enough, or past `to_offset`.
+    Done,
+}
+
+/// Reads matching logs of one segment from `*cursor` on into `out`, advancing `*cursor` past
+/// everything looked at. Blocks whose times cannot match are skipped without reading. A frame
+/// that does not match what was validated before is an `Err(description)`.
+pub(crate) fn read_segment(
+    seg: &SegmentState,
+    cursor: &mut u64,
+    q: &ReadQuery,
+    out: &mut Vec<StoredLog>,
+    budget: &mut Budget,
+) -> Result<Stop, String> {
+    *cursor = (*cursor).max(seg.base);
+    let times = q.time_bounds();
+    let blocks = seg.index.blocks();
+    let first = blocks
+        .partition_point(|b| b.offset <= *cursor)
+        .saturating_sub(1);
+    let mut r = ChunkReader::new(&seg.file, seg.len, READ_CHUNK);
+    for (i, b) in blocks.iter().enumerate().skip(first) {
+        let (end_offset, end_pos) = blocks
+            .get(i + 1)
+            .map_or((seg.next_offset, seg.len), |n| (n.offset, n.pos));
+        if let Some((from, to)) = times {
+            if !b.may_hold(from, to) {
+                *cursor = (*cursor).max(end_offset);
+                continue;
+            }
+        }
+        let (mut pos, mut offset) = (b.pos, b.offset);
+        while pos < end_pos {
+            if q.to_offset.is_some_and(|t| offset > t) {
+                *cursor = (*cursor).max(offset);
+                return Ok(Stop::Done);
+            }
+            if offset >= *cursor
+                && (out.len() >= q.max_entries || budget.frames == 0 || budget.bytes == 0)
+            {
+                return Ok(Stop::Done);
+            }
+            let h = r
+                .header(pos)
+                .map_err(|e| format!("frame header at byte {pos}: {e}"))?;
+            if !h.plausible() || pos + h.frame_len() > end_pos {
+                return Err(format!("bad frame length {} at byte {pos}", h.payload_len));
+            }
+            if offset >= *cursor {
+                budget.frames -= 1;
+                budget.bytes = budget.bytes.saturating_sub(h.frame_len());
+                budget.scanned += 1;
+                let payload = r
+                    .get(pos + FRAME_HEADER_LEN as u64, h.payload_len)
+                    .map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                if !codec::checksum_ok(&payload, h.crc) {
+                    return Err(format!("checksum mismatch at byte {pos}"));
+                }
+                let wanted = match times {
+                    Some((from, to)) => {
+                        codec::times(&payload).is_some_and(|(t, _)| from <= t && t <= to)
+                    }
+                    None => true,
+                };
+                if wanted {
+                    let (got, entry) =
+                        codec::decode(&payload).map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                    if got != offset {
+                        return Err(format!("offset {got} at byte {pos}, expected {offset}"));
+                    }
+                    out.push(StoredLog { offset, entry });
+                }
+                *cursor = offset + 1;
+            }
+            pos += h.frame_len();
+            offset += 1;
+        }
+        *cursor = (*cursor).max(end_offset);
+    }
+    *cursor = (*cursor).max(seg.next_offset);
+    Ok(Stop::EndOfSegment)
 }

@@ -1,4 +1,4 @@
-//! Scanning a segment on open: validate every frame, find where valid data ends.
+//! Scanning a segment: validate every frame, find where valid data ends.
 
 use std::fs::File;
 use std::io;
@@ -29,12 +29,14 @@ pub(crate) struct Scanned {
     pub valid_len: u64,
     /// Offset the next frame would get.
     pub next_offset: u64,
+    /// Largest arrival time seen (`i64::MIN` when no frame was scanned).
+    pub max_arrival_ms: i64,
     /// What stopped the scan.
     pub tail: Tail,
 }
 
 /// Validates frames of `file` from `pos` (a frame boundary whose frame has `offset`) up to
-/// `file_len`, adding index points to `index`. Never fails on bad data, only on I/O errors.
+/// `file_len`, adding them to `index`. Never fails on bad data, only on I/O errors.
 pub(crate) fn scan(
     file: &File,
     file_len: u64,
@@ -43,6 +45,7 @@ pub(crate) fn scan(
     index: &mut SparseIndex,
 ) -> io::Result<Scanned> {
     let mut r = ChunkReader::new(file, file_len, SCAN_CHUNK);
+    let mut max_arrival_ms = i64::MIN;
     let tail = loop {
         if pos >= file_len {
             break Tail::Clean;
@@ -73,25 +76,31 @@ pub(crate) fn scan(
             break Tail::Corrupt(format!("checksum mismatch at byte {pos}"));
         }
         match codec::validate(&payload) {
-            Ok(o) if o == offset => {}
-            Ok(o) => {
-                break Tail::Corrupt(format!("offset {o} at byte {pos}, expected {offset}"));
+            Ok(m) if m.offset == offset => {
+                index.observe(offset, pos, m.event_time_ms);
+                max_arrival_ms = max_arrival_ms.max(m.arrival_time_ms);
+            }
+            Ok(m) => {
+                break Tail::Corrupt(format!(
+                    "offset {} at byte {pos}, expected {offset}",
+                    m.offset
+                ));
             }
             Err(e) => break Tail::Corrupt(format!("undecodable frame at byte {pos}: {e}")),
         }
-        index.observe(offset, pos);
         pos += h.frame_len();
         offset += 1;
     };
     Ok(Scanned {
         valid_len: pos,
         next_offset: offset,
+        max_arrival_ms,
         tail,
     })
 }
 
-/// Writer-side recovery of a whole segment whose first frame has `base_offset`: scans it and
-/// truncates anything after the last valid frame, logging how much was cut.
+/// Writer-side recovery of the last segment of a shard, whose first frame has `base_offset`:
+/// scans it and truncates anything after the last valid frame, logging what was cut.
 pub(crate) fn recover(
     path: &Path,
     file: &File,
@@ -108,7 +117,8 @@ pub(crate) fn recover(
             valid_len = scanned.valid_len,
             next_offset = scanned.next_offset,
             tail = ?scanned.tail,
-            "logstore recovery: truncating {cut} bytes after the last valid entry"
+            "logstore recovery: truncating {cut} bytes after the last valid entry; the next entry gets offset {}",
+            scanned.next_offset
         );
         file.set_len(scanned.valid_len)?;
         file.sync_all()?;

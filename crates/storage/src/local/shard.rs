@@ -1,20 +1,25 @@
-//! One shard: its segment file, the view readers see, and its writer thread (group commit).
+//! One shard: its segments, the view readers see, and its writer thread (group commit,
+//! flush policy, segment rolling, retention).
 
-use std::fs::File;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec;
-use super::index::{next_point, SparseIndex};
-use super::read::{read_range, ReadPlan};
+use super::index::SparseIndex;
+use super::paths;
+use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
 use super::recovery;
-use crate::{AppendAck, Durability, StorageError, StoredLog};
+use super::segment::{self, SegmentState};
+use crate::{AppendAck, Durability, StorageError};
 
 /// Counters shared by all shards of a store.
 #[derive(Debug, Default)]
@@ -25,6 +30,8 @@ pub(crate) struct Counters {
     pub writes: AtomicU64,
     pub fsyncs: AtomicU64,
     pub failed_groups: AtomicU64,
+    pub segments_rolled: AtomicU64,
+    pub segments_deleted: AtomicU64,
 }
 
 /// Entries encoded by the appender, offsets and checksums still to be filled in.
@@ -47,36 +54,29 @@ pub(crate) enum Request {
     Flush {
         reply: oneshot::Sender<Result<(), StorageError>>,
     },
+    /// Time passed: apply the flush interval, roll by age, retention, retry a failed cut.
+    Tick,
 }
 
-/// What readers may see of a segment: only data that is complete (and synced, when its
-/// writer was asked to sync).
+/// What a shard writer needs to know about its limits and policies.
 #[derive(Debug, Clone)]
-pub(crate) struct View {
-    /// End of valid data.
-    pub len: u64,
-    /// Offset of the next entry.
-    pub next_offset: u64,
-    /// Sparse index of `0..len`.
-    pub index: SparseIndex,
+pub(crate) struct WriterConfig {
+    pub queue_depth: usize,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    pub flush_interval: Option<Duration>,
+    pub flush_bytes: Option<u64>,
+    pub retention_age: Option<Duration>,
+    pub retention_bytes: Option<u64>,
 }
 
-impl View {
-    fn empty(base_offset: u64) -> Self {
-        View {
-            len: 0,
-            next_offset: base_offset,
-            index: SparseIndex::new(base_offset),
-        }
-    }
-}
-
-/// Test-only fault injection: how many upcoming writes / syncs fail.
+/// Test-only fault injection: how many upcoming operations fail.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pub fail_writes: std::sync::atomic::AtomicU32,
     pub fail_syncs: std::sync::atomic::AtomicU32,
+    pub fail_truncates: std::sync::atomic::AtomicU32,
     /// While set, the writer waits before committing its next group.
     pub stall: std::sync::atomic::AtomicBool,
     /// Set while the writer holds a group back because of `stall`.
@@ -94,16 +94,24 @@ impl Faults {
 
 /// The state a shard's readers and writer share.
 pub(crate) struct Core {
-    pub path: PathBuf,
-    pub file: File,
-    base_offset: u64,
-    view: Mutex<View>,
+    pub dir: PathBuf,
+    /// Segments in offset order; the last one is the one written to.
+    view: Mutex<Vec<SegmentState>>,
     #[cfg(test)]
     pub faults: Faults,
 }
 
 impl Core {
-    fn view(&self) -> MutexGuard<'_, View> {
+    fn new(dir: PathBuf, segments: Vec<SegmentState>) -> Self {
+        Core {
+            dir,
+            view: Mutex::new(segments),
+            #[cfg(test)]
+            faults: Faults::default(),
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, Vec<SegmentState>> {
         // A poisoned lock only means a panic elsewhere; the view itself is always consistent.
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -120,69 +128,132 @@ pub(crate) struct Shard {
     pub core: Arc<Core>,
     read_only: bool,
     writer: Mutex<Option<WriterHandle>>,
+    /// The writer, built by `open_writable` and moved to its thread by `start_writer`.
+    pending: Mutex<Option<Writer>>,
+}
+
+/// Opens a segment file for reading (and writing).
+fn open_file(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new().read(true).write(write).open(path)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Shard {
-    /// A shard of the read-only mode: its view is refreshed from the file on every read.
-    pub(crate) fn read_only(path: PathBuf, file: File, base_offset: u64) -> Self {
-        Shard {
-            core: Arc::new(Core {
-                path,
-                file,
-                base_offset,
-                view: Mutex::new(View::empty(base_offset)),
-                #[cfg(test)]
-                faults: Faults::default(),
-            }),
+    /// A shard of the read-only mode: `None` when it has no segment; refreshed on every read.
+    pub(crate) fn open_read_only(dir: PathBuf) -> io::Result<Option<Self>> {
+        if segment::list(&dir)?.is_empty() {
+            return Ok(None);
+        }
+        let shard = Shard {
+            core: Arc::new(Core::new(dir, Vec::new())),
             read_only: true,
             writer: Mutex::new(None),
-        }
+            pending: Mutex::new(None),
+        };
+        shard.refresh()?;
+        Ok(Some(shard))
     }
 
-    /// A writable shard whose file was just recovered; `start_writer` must follow.
-    pub(crate) fn recovered(path: PathBuf, file: File, base_offset: u64) -> io::Result<Self> {
-        let (scanned, index) = recovery::recover(&path, &file, base_offset)?;
+    /// A writable shard of at least one segment: loads the sealed segments (their index
+    /// files, or a scan), recovers the last one (cutting a torn tail); `start_writer` must follow.
+    pub(crate) fn open_writable(
+        dir: PathBuf,
+        cfg: WriterConfig,
+        stats: Arc<Counters>,
+    ) -> io::Result<Self> {
+        let bases = segment::list(&dir)?;
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut sealed = VecDeque::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(paths::segment_file_name(base));
+            let last = i + 1 == bases.len();
+            let file = open_file(&path, last)?;
+            let mut st = SegmentState::empty(base, path, Arc::new(file));
+            if last {
+                let (scanned, index) = recovery::recover(&st.path, &st.file, base)?;
+                st.len = scanned.valid_len;
+                st.next_offset = scanned.next_offset;
+                st.max_arrival_ms = scanned.max_arrival_ms;
+                st.index = Arc::new(index);
+            } else {
+                st.load_sealed(true)?;
+                sealed.push_back(Sealed::of(&st));
+            }
+            if let Some(prev) = segments.last() {
+                let prev: &SegmentState = prev;
+                if prev.next_offset != base {
+                    tracing::warn!(dir = %dir.display(), previous_end = prev.next_offset, next_base = base,
+                        "logstore segments do not line up; offsets between them cannot be read");
+                }
+            }
+            segments.push(st);
+        }
+        let Some(last) = segments.last().cloned() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no segment", dir.display()),
+            ));
+        };
+        let created = last
+            .file
+            .metadata()
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .unwrap_or_else(|_| SystemTime::now());
+        let writer = Writer {
+            core: Arc::new(Core::new(dir, segments)),
+            stats,
+            active: Active {
+                base: last.base,
+                path: last.path.clone(),
+                file: last.file.clone(),
+                len: last.len,
+                index: (*last.index).clone(),
+                max_arrival_ms: last.max_arrival_ms,
+                created,
+            },
+            sealed,
+            next_offset: last.next_offset,
+            dirty: false,
+            dirty_bytes: 0,
+            dirty_since: None,
+            restore_to: None,
+            preallocate: true,
+            last_retention: None,
+            roll_retry_at: None,
+            buf: Vec::new(),
+            cfg,
+        };
         Ok(Shard {
-            core: Arc::new(Core {
-                path,
-                file,
-                base_offset,
-                view: Mutex::new(View {
-                    len: scanned.valid_len,
-                    next_offset: scanned.next_offset,
-                    index,
-                }),
-                #[cfg(test)]
-                faults: Faults::default(),
-            }),
+            core: writer.core.clone(),
             read_only: false,
             writer: Mutex::new(None),
+            pending: Mutex::new(Some(writer)),
         })
     }
 
-    /// Spawns the writer thread, fed by a queue of `queue_depth` requests.
-    pub(crate) fn start_writer(&self, queue_depth: usize, stats: Arc<Counters>) -> io::Result<()> {
-        let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        let view = self.core.view().clone();
-        let writer = Writer {
-            core: self.core.clone(),
-            stats,
-            len: view.len,
-            next_offset: view.next_offset,
-            last_point: view.index.last(),
-            dirty: false,
-            poisoned: None,
-            buf: Vec::new(),
+    /// Spawns the writer thread of a shard from `open_writable`.
+    pub(crate) fn start_writer(&self) -> io::Result<()> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut writer) = pending.take() else {
+            return Ok(());
         };
+        let (tx, rx) = mpsc::channel(writer.cfg.queue_depth.max(1));
         let name = format!(
             "loggate-wr-{}",
             self.core
-                .path
-                .parent()
-                .and_then(|p| p.file_name())
+                .dir
+                .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
+        // Apply retention right away rather than only at the first tick.
+        writer.enforce_retention();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || writer.run(rx))?;
@@ -204,75 +275,176 @@ impl Shard {
         self.writer_slot().take()
     }
 
-    /// Reads up to `max` logs from offset `from` (blocking).
-    pub(crate) fn read(&self, from: u64, max: usize) -> Result<Vec<StoredLog>, StorageError> {
+    /// Answers a query (blocking).
+    pub(crate) fn query(&self, q: &ReadQuery) -> Result<ReadBatch, StorageError> {
         if self.read_only {
             self.refresh()?;
         }
-        match self.read_once(from, max) {
-            Ok(logs) => Ok(logs),
-            // The writer process may have truncated and rewritten the tail (after a failed
-            // write, or in its recovery): forget what we knew and look again.
-            Err(_) if self.read_only => {
-                *self.core.view() = View::empty(self.core.base_offset);
-                self.refresh()?;
-                self.read_once(from, max).map_err(StorageError::Corrupt)
-            }
-            Err(e) => Err(StorageError::Corrupt(format!(
-                "{}: {e}",
-                self.core.path.display()
-            ))),
-        }
-    }
-
-    fn read_once(&self, from: u64, max: usize) -> Result<Vec<StoredLog>, String> {
-        let plan = {
+        let (start_offset, end_offset) = {
             let v = self.core.view();
-            if from >= v.next_offset || max == 0 {
-                return Ok(Vec::new());
-            }
-            let (start_offset, start_pos) = v.index.lookup(from);
-            ReadPlan {
-                start_offset,
-                start_pos,
-                end: v.len,
-            }
+            (
+                v.first().map_or(0, |s| s.base),
+                v.last().map_or(0, |s| s.next_offset),
+            )
         };
-        read_range(&self.core.file, plan, from, max)
+        let mut out = Vec::new();
+        let mut budget = Budget::new();
+        let mut cursor = q.from_offset.max(start_offset);
+        let mut retried = false;
+        loop {
+            let Some(seg) = pick(&self.core.view(), cursor) else {
+                break;
+            };
+            let at = cursor;
+            match read_segment(&seg, &mut cursor, q, &mut out, &mut budget) {
+                Ok(Stop::EndOfSegment) => {}
+                Ok(Stop::Done) => break,
+                // The writer process may have cut and rewritten the tail (after a failed
+                // write, or in its recovery): look at that segment again, once.
+                Err(_) if self.read_only && !retried => {
+                    retried = true;
+                    cursor = at;
+                    self.rescan(seg.base)?;
+                }
+                Err(e) => {
+                    return Err(StorageError::Corrupt(format!(
+                        "{}: {e}",
+                        seg.path.display()
+                    )))
+                }
+            }
+        }
+        Ok(ReadBatch {
+            logs: out,
+            next_offset: cursor,
+            start_offset,
+            end_offset,
+            frames_scanned: budget.scanned,
+        })
     }
 
-    /// Read-only mode: takes in whatever complete frames another process appended since.
+    /// Read-only mode: takes in segments created and deleted, and complete frames appended,
+    /// by the writing process since the last look.
     fn refresh(&self) -> io::Result<()> {
+        let bases = segment::list(&self.core.dir)?;
         let mut v = self.core.view();
-        let file_len = self.core.file.metadata()?.len();
-        if file_len < v.len {
-            *v = View::empty(self.core.base_offset);
+        v.retain(|s| bases.binary_search(&s.base).is_ok());
+        for &base in &bases {
+            if v.iter().any(|s| s.base == base) {
+                continue;
+            }
+            let path = self.core.dir.join(paths::segment_file_name(base));
+            match open_file(&path, false) {
+                Ok(f) => v.push(SegmentState::empty(base, path, Arc::new(f))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
-        if file_len > v.len {
-            let (pos, offset) = (v.len, v.next_offset);
-            let scanned = recovery::scan(&self.core.file, file_len, pos, offset, &mut v.index)?;
-            v.len = scanned.valid_len;
-            v.next_offset = scanned.next_offset;
+        v.sort_by_key(|s| s.base);
+        let n = v.len();
+        for (i, s) in v.iter_mut().enumerate() {
+            if s.sealed {
+                continue;
+            }
+            if i + 1 < n {
+                s.load_sealed(false)?;
+            } else {
+                let len = s.file.metadata()?.len();
+                s.extend_to(len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read-only mode: forgets what was known of one segment and reads it again.
+    fn rescan(&self, base: u64) -> io::Result<()> {
+        let mut v = self.core.view();
+        if let Some(s) = v.iter_mut().find(|s| s.base == base) {
+            let sealed = s.sealed;
+            *s = SegmentState::empty(s.base, s.path.clone(), s.file.clone());
+            if sealed {
+                s.load_sealed(false)?;
+            } else {
+                let len = s.file.metadata()?.len();
+                s.extend_to(len)?;
+            }
         }
         Ok(())
     }
 }
 
+/// The segment holding `cursor`, or the first one after it (offsets deleted by retention, or
+/// a gap); `None` at the end.
+fn pick(segments: &[SegmentState], cursor: u64) -> Option<SegmentState> {
+    let i = segments.partition_point(|s| s.base <= cursor);
+    if i == 0 {
+        return segments.first().cloned();
+    }
+    let s = &segments[i - 1];
+    if cursor < s.next_offset {
+        return Some(s.clone());
+    }
+    segments.get(i).cloned()
+}
+
 /// Group buffers larger than this are freed after use rather than kept for the next group.
 const MAX_IDLE_BUF: usize = 4 << 20;
+/// Retention is checked at most this often (and after every roll).
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// A roll that failed is tried again after this long.
+const ROLL_RETRY: Duration = Duration::from_secs(1);
+
+/// The segment being written.
+struct Active {
+    base: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// End of data in the file (written, maybe not yet synced).
+    len: u64,
+    index: SparseIndex,
+    max_arrival_ms: i64,
+    created: SystemTime,
+}
+
+/// What the writer remembers of a sealed segment, for retention.
+struct Sealed {
+    base: u64,
+    path: PathBuf,
+    len: u64,
+    max_arrival_ms: i64,
+}
+
+impl Sealed {
+    fn of(s: &SegmentState) -> Self {
+        Sealed {
+            base: s.base,
+            path: s.path.clone(),
+            len: s.len,
+            max_arrival_ms: s.max_arrival_ms,
+        }
+    }
+}
 
 /// The writer thread's state.
 struct Writer {
     core: Arc<Core>,
     stats: Arc<Counters>,
-    /// End of data in the file (written, maybe not yet synced).
-    len: u64,
+    cfg: WriterConfig,
+    active: Active,
+    /// Oldest first.
+    sealed: VecDeque<Sealed>,
     next_offset: u64,
-    last_point: (u64, u64),
     /// Written since the last sync.
     dirty: bool,
-    /// Set when the file could not be restored after a failure; every later request fails.
-    poisoned: Option<String>,
+    dirty_bytes: u64,
+    dirty_since: Option<Instant>,
+    /// After a failed group whose bytes could not be cut off: the length to cut back to
+    /// before anything else is written (retried on every group and tick).
+    restore_to: Option<u64>,
+    /// Whether to reserve disk space before writing (off when the filesystem cannot).
+    preallocate: bool,
+    last_retention: Option<Instant>,
+    roll_retry_at: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -280,6 +452,17 @@ struct Writer {
 enum Due {
     Append(oneshot::Sender<Result<AppendAck, StorageError>>, AppendAck),
     Flush(oneshot::Sender<Result<(), StorageError>>),
+}
+
+impl Due {
+    fn fail(self, e: &io::Error) {
+        let err = || StorageError::Io(io::Error::new(e.kind(), e.to_string()));
+        // A requester that gave up no longer listens; nothing to do about it.
+        match self {
+            Due::Append(tx, _) => drop(tx.send(Err(err()))),
+            Due::Flush(tx) => drop(tx.send(Err(err()))),
+        }
+    }
 }
 
 impl Writer {
@@ -292,8 +475,12 @@ impl Writer {
                 self.core.faults.stalling.store(true, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            while let Ok(more) = rx.try_recv() {
-                group.push(more);
+            // Bounded by the queue's capacity plus what arrives meanwhile; cap it anyway.
+            while group.len() < 4 * self.cfg.queue_depth.max(1) {
+                match rx.try_recv() {
+                    Ok(more) => group.push(more),
+                    Err(_) => break,
+                }
             }
             self.commit_group(&mut group);
             if self.buf.capacity() > MAX_IDLE_BUF {
@@ -301,8 +488,8 @@ impl Writer {
             }
         }
         // Every sender is gone: the store is closing or dropped. Leave nothing unsynced.
-        if self.dirty && self.poisoned.is_none() {
-            self.core.file.sync_data()?;
+        if self.dirty && self.restore_to.is_none() {
+            self.core.file_sync(&self.active.file)?;
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -310,10 +497,33 @@ impl Writer {
 
     /// Writes a drained group with one write and at most one sync, then replies to each.
     fn commit_group(&mut self, group: &mut Vec<Request>) {
-        let start_len = self.len;
+        if let Err(e) = self.retry_restore() {
+            self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+            for req in group.drain(..) {
+                match req {
+                    Request::Append { reply, .. } => {
+                        self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
+                        Due::Append(
+                            reply,
+                            AppendAck {
+                                base_offset: 0,
+                                count: 0,
+                            },
+                        )
+                        .fail(&e)
+                    }
+                    Request::Flush { reply } => Due::Flush(reply).fail(&e),
+                    Request::Tick => {}
+                }
+            }
+            return;
+        }
+        self.maybe_roll();
+
+        let start_len = self.active.len;
+        let mark = self.active.index.mark();
+        let max_arrival_before = self.active.max_arrival_ms;
         let mut next = self.next_offset;
-        let mut last_point = self.last_point;
-        let mut points = Vec::new();
         let mut dues = Vec::with_capacity(group.len());
         let mut need_sync = false;
         let mut entries = 0u64;
@@ -333,12 +543,12 @@ impl Writer {
                     self.buf.extend_from_slice(&batch.bytes);
                     let mut p = at;
                     while p < self.buf.len() {
-                        let pos = start_len + p as u64;
-                        if let Some(pt) = next_point(last_point, next, pos) {
-                            points.push(pt);
-                            last_point = pt;
-                        }
-                        p += codec::seal_frame(&mut self.buf[p..], next);
+                        let frame_len = codec::seal_frame(&mut self.buf[p..], next);
+                        let payload = &self.buf[p + codec::FRAME_HEADER_LEN..p + frame_len];
+                        let (event, arrival) = codec::times(payload).unwrap_or((0, 0));
+                        self.active.index.observe(next, start_len + p as u64, event);
+                        self.active.max_arrival_ms = self.active.max_arrival_ms.max(arrival);
+                        p += frame_len;
                         next += 1;
                     }
                     if durability == Durability::Synced {
@@ -346,39 +556,42 @@ impl Writer {
                         self.stats.synced_requests.fetch_add(1, Ordering::Relaxed);
                     }
                     entries += u64::from(batch.count);
+                    self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
                     dues.push(Due::Append(reply, ack));
                 }
                 Request::Flush { reply } => {
                     need_sync = true;
                     dues.push(Due::Flush(reply));
                 }
+                Request::Tick => {}
             }
         }
-        self.stats.append_requests.fetch_add(
-            dues.iter().filter(|d| matches!(d, Due::Append(..))).count() as u64,
-            Ordering::Relaxed,
-        );
+        // The flush policy for data nobody asked to sync.
+        let pending = self.dirty_bytes + self.buf.len() as u64;
+        if self
+            .cfg
+            .flush_bytes
+            .is_some_and(|b| pending > 0 && pending >= b)
+            || self
+                .cfg
+                .flush_interval
+                .zip(self.dirty_since)
+                .is_some_and(|(every, since)| since.elapsed() >= every)
+        {
+            need_sync = true;
+        }
 
-        let result = match &self.poisoned {
-            Some(reason) => Err(io::Error::other(reason.clone())),
-            None => self.write_and_sync(start_len, need_sync),
-        };
-        match result {
+        match self.write_and_sync(start_len, need_sync) {
             Ok(()) => {
-                self.len = start_len + self.buf.len() as u64;
+                self.active.len = start_len + self.buf.len() as u64;
                 self.next_offset = next;
-                self.last_point = last_point;
                 self.stats
                     .appended_entries
                     .fetch_add(entries, Ordering::Relaxed);
-                {
-                    let mut v = self.core.view();
-                    v.len = self.len;
-                    v.next_offset = next;
-                    v.index.extend(&points);
+                if !self.buf.is_empty() {
+                    self.publish();
                 }
                 for due in dues {
-                    // A requester that gave up no longer listens; nothing to do about it.
                     match due {
                         Due::Append(tx, ack) => drop(tx.send(Ok(ack))),
                         Due::Flush(tx) => drop(tx.send(Ok(()))),
@@ -387,32 +600,56 @@ impl Writer {
             }
             Err(e) => {
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
-                if self.poisoned.is_none() {
-                    tracing::error!(path = %self.core.path.display(), error = %e, "logstore write failed; group rejected");
+                self.active.index.rollback(mark);
+                self.active.max_arrival_ms = max_arrival_before;
+                if !dues.is_empty() || !self.buf.is_empty() {
+                    tracing::error!(dir = %self.core.dir.display(), error = %e,
+                        "logstore write failed; group rejected");
+                } else {
+                    tracing::warn!(dir = %self.core.dir.display(), error = %e,
+                        "logstore background fsync failed; retried at the next tick");
+                }
+                if !self.buf.is_empty() {
                     self.restore(start_len);
                 }
                 for due in dues {
-                    let err = || StorageError::Io(io::Error::new(e.kind(), e.to_string()));
-                    match due {
-                        Due::Append(tx, _) => drop(tx.send(Err(err()))),
-                        Due::Flush(tx) => drop(tx.send(Err(err()))),
-                    }
+                    due.fail(&e);
                 }
             }
+        }
+        if self
+            .last_retention
+            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+        {
+            self.enforce_retention();
+        }
+    }
+
+    /// Shows readers what the last group added to the active segment.
+    fn publish(&self) {
+        let mut v = self.core.view();
+        if let Some(seg) = v.last_mut().filter(|s| s.base == self.active.base) {
+            seg.len = self.active.len;
+            seg.next_offset = self.next_offset;
+            seg.max_arrival_ms = self.active.max_arrival_ms;
+            Arc::make_mut(&mut seg.index).catch_up(&self.active.index);
         }
     }
 
     fn write_and_sync(&mut self, at: u64, need_sync: bool) -> io::Result<()> {
         if !self.buf.is_empty() {
+            self.reserve(at, self.buf.len() as u64)?;
             self.dirty = true;
+            self.dirty_bytes += self.buf.len() as u64;
+            self.dirty_since.get_or_insert_with(Instant::now);
             #[cfg(test)]
             if Faults::take(&self.core.faults.fail_writes) {
                 // A torn write: half the group reaches the file.
                 let half = &self.buf[..self.buf.len() / 2];
-                self.core.file.write_all_at(half, at)?;
+                self.active.file.write_all_at(half, at)?;
                 return Err(io::Error::other("injected write failure"));
             }
-            self.core.file.write_all_at(&self.buf, at)?;
+            self.active.file.write_all_at(&self.buf, at)?;
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         if need_sync && self.dirty {
@@ -420,23 +657,224 @@ impl Writer {
             if Faults::take(&self.core.faults.fail_syncs) {
                 return Err(io::Error::other("injected sync failure"));
             }
-            self.core.file.sync_data()?;
+            self.core.file_sync(&self.active.file)?;
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.dirty = false;
+            self.dirty_bytes = 0;
+            self.dirty_since = None;
         }
         Ok(())
     }
 
-    /// Cuts the file back to `len` after a failed group; poisons the shard if that fails too,
-    /// since later writes could otherwise leave stale frames behind them.
-    fn restore(&mut self, len: u64) {
-        if let Err(e) = self.core.file.set_len(len) {
-            let reason = format!(
-                "{}: could not truncate to {len} after a failed write: {e}",
-                self.core.path.display()
-            );
-            tracing::error!("{reason}; shard refuses writes until restarted");
-            self.poisoned = Some(reason);
+    /// Reserves the disk blocks of `at..at + len` without changing the file size, so that a
+    /// full disk fails the group before any byte of it is written.
+    fn reserve(&mut self, at: u64, len: u64) -> io::Result<()> {
+        if !self.preallocate {
+            return Ok(());
+        }
+        match preallocate(&self.active.file, at, len) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                ) =>
+            {
+                tracing::info!(dir = %self.core.dir.display(), "filesystem cannot preallocate; writing without");
+                self.preallocate = false;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
+
+    /// Cuts the active segment back to `len` after a failed group; when that fails too, no
+    /// write happens until a later attempt (next group or tick) succeeds.
+    fn restore(&mut self, len: u64) {
+        self.restore_to = Some(len);
+        if let Err(e) = self.retry_restore() {
+            tracing::error!(dir = %self.core.dir.display(), error = %e,
+                "could not cut off a failed write; the shard refuses writes until that succeeds (retried every tick)");
+        }
+    }
+
+    fn retry_restore(&mut self) -> io::Result<()> {
+        let Some(len) = self.restore_to else {
+            return Ok(());
+        };
+        #[cfg(test)]
+        if Faults::take(&self.core.faults.fail_truncates) {
+            return Err(io::Error::other("injected truncate failure"));
+        }
+        self.active.file.set_len(len)?;
+        if self.restore_to.is_some() {
+            tracing::info!(dir = %self.core.dir.display(), len, "cut off a failed write; writing again");
+        }
+        self.restore_to = None;
+        Ok(())
+    }
+
+    /// Starts a new segment when the active one is full or old enough.
+    fn maybe_roll(&mut self) {
+        if self.active.len == 0 || self.roll_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let full = self.active.len >= self.cfg.segment_bytes;
+        let old = self
+            .active
+            .created
+            .elapsed()
+            .is_ok_and(|age| age >= self.cfg.segment_age);
+        if !(full || old) {
+            return;
+        }
+        match self.roll() {
+            Ok(()) => {
+                self.roll_retry_at = None;
+                self.last_retention = None;
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.core.dir.display(), error = %e,
+                    "could not start a new segment; writing on in the current one");
+                self.roll_retry_at = Some(Instant::now() + ROLL_RETRY);
+            }
+        }
+    }
+
+    /// Seals the active segment (synced, index written) and starts the next one.
+    fn roll(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.core.file_sync(&self.active.file)?;
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.dirty = false;
+            self.dirty_bytes = 0;
+            self.dirty_since = None;
+        }
+        let sealed_state = {
+            let v = self.core.view();
+            v.last().filter(|s| s.base == self.active.base).cloned()
+        };
+        if let Some(st) = &sealed_state {
+            if let Err(e) = segment::write_index(st) {
+                tracing::warn!(path = %st.path.display(), error = %e,
+                    "could not write the segment index; it is rebuilt by a scan when needed");
+            }
+        }
+        let base = self.next_offset;
+        let path = self.core.dir.join(paths::segment_file_name(base));
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // Left by an earlier attempt whose directory sync failed.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let f = open_file(&path, true)?;
+                f.set_len(0)?;
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = paths::sync_dir(&self.core.dir) {
+            drop(fs::remove_file(&path));
+            return Err(e);
+        }
+        let file = Arc::new(file);
+        let old = std::mem::replace(
+            &mut self.active,
+            Active {
+                base,
+                path: path.clone(),
+                file: file.clone(),
+                len: 0,
+                index: SparseIndex::new(base),
+                max_arrival_ms: i64::MIN,
+                created: SystemTime::now(),
+            },
+        );
+        self.sealed.push_back(Sealed {
+            base: old.base,
+            path: old.path,
+            len: old.len,
+            max_arrival_ms: old.max_arrival_ms,
+        });
+        self.core.view().push(SegmentState::empty(base, path, file));
+        self.stats.segments_rolled.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(dir = %self.core.dir.display(), base, "started a new segment");
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments while they are older than the retention age or the
+    /// shard is larger than the retention size. Never the active segment.
+    fn enforce_retention(&mut self) {
+        self.last_retention = Some(Instant::now());
+        if self.cfg.retention_age.is_none() && self.cfg.retention_bytes.is_none() {
+            return;
+        }
+        let oldest_kept = self
+            .cfg
+            .retention_age
+            .map(|a| now_ms().saturating_sub(a.as_millis() as i64));
+        let mut total: u64 = self.sealed.iter().map(|s| s.len).sum::<u64>() + self.active.len;
+        let mut deleted = false;
+        while let Some(s) = self.sealed.front() {
+            let expired = oldest_kept.is_some_and(|t| s.max_arrival_ms < t);
+            let too_big = self.cfg.retention_bytes.is_some_and(|b| total > b);
+            if !(expired || too_big) {
+                break;
+            }
+            match fs::remove_file(&s.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %s.path.display(), error = %e, "could not delete an expired segment");
+                    break;
+                }
+            }
+            drop(fs::remove_file(segment::index_path(&s.path)));
+            let base = s.base;
+            self.core.view().retain(|v| v.base != base);
+            tracing::info!(path = %s.path.display(), bytes = s.len, expired, too_big, "retention deleted a segment");
+            total -= s.len;
+            self.sealed.pop_front();
+            self.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+            deleted = true;
+        }
+        if deleted {
+            if let Err(e) = paths::sync_dir(&self.core.dir) {
+                tracing::warn!(dir = %self.core.dir.display(), error = %e, "could not sync the shard directory");
+            }
+        }
+    }
+}
+
+impl Core {
+    /// `fdatasync` of a segment file.
+    fn file_sync(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+}
+
+/// `fallocate(FALLOC_FL_KEEP_SIZE)`: allocates blocks for `at..at + len`, size unchanged.
+fn preallocate(file: &File, at: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(at), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let mut last = io::Error::from(io::ErrorKind::Interrupted);
+    // Retried only when a signal interrupted it, a bounded number of times.
+    for _ in 0..16 {
+        // SAFETY: a plain system call on a file descriptor this `File` owns.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        last = io::Error::last_os_error();
+        if last.kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    Err(last)
 }

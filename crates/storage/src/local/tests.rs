@@ -127,15 +127,15 @@ async fn failed_sync_fails_written_requests_of_the_same_group() {
 async fn full_queue_that_stays_full_is_overloaded() {
     let dir = tempfile::tempdir().unwrap();
     let s = StreamId::new("p", "l");
-    let mut store = LocalStore::open(
+    let store = LocalStore::open_with(
         dir.path(),
         LocalStoreOptions {
             queue_depth: 1,
             ..Default::default()
         },
+        std::time::Duration::from_millis(200),
     )
     .unwrap();
-    Arc::get_mut(&mut store.inner).unwrap().enqueue_timeout = std::time::Duration::from_millis(200);
     let store = Arc::new(store);
     store
         .append(&s, 0, vec![entry(0)], Durability::Written)
@@ -172,4 +172,71 @@ async fn full_queue_that_stays_full_is_overloaded() {
     let a = first.await.unwrap().unwrap();
     let b = second.await.unwrap().unwrap();
     assert_eq!((a.base_offset, b.base_offset), (1, 2));
+}
+
+#[tokio::test]
+async fn failed_cut_after_a_torn_write_heals_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    store
+        .append(&s, 0, (0..3).map(entry).collect(), Durability::Synced)
+        .await
+        .unwrap();
+    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
+    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    // A torn write whose cut fails, and fails once more on the next try.
+    shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
+    shard.core.faults.fail_truncates.store(2, Ordering::SeqCst);
+    let append = |i: u64| store.append(&s, 0, vec![entry(i)], Durability::Synced);
+    assert!(append(10).await.is_err());
+    // Half a group is in the file, but no reader sees it.
+    assert!(fs::metadata(segment(dir.path(), &s)).unwrap().len() > good_len);
+    assert_eq!(store.read(&s, 0, 0, 100).await.unwrap().len(), 3);
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.read(&s, 0, 0, 100).await.unwrap().len(), 3);
+    // The next write retries the cut, which fails again: refused, nothing written.
+    let err = append(11).await.unwrap_err();
+    assert!(
+        err.to_string().contains("injected truncate failure"),
+        "{err}"
+    );
+    // Then it works: the cut succeeds before the write, offsets continue without a gap.
+    assert_eq!(append(12).await.unwrap().base_offset, 3);
+    let logs = store.read(&s, 0, 0, 100).await.unwrap();
+    assert_eq!(logs.len(), 4);
+    assert_eq!(logs[3].entry, entry(12));
+    assert_eq!(reader.read(&s, 0, 0, 100).await.unwrap().len(), 4);
+    store.close().await.unwrap();
+    drop(store);
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    assert_eq!(store.read(&s, 0, 0, 100).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn failed_cut_heals_on_a_tick_without_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let opts = LocalStoreOptions {
+        flush_interval: Some(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let store = LocalStore::open(dir.path(), opts).unwrap();
+    store
+        .append(&s, 0, vec![entry(0)], Durability::Synced)
+        .await
+        .unwrap();
+    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
+    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
+    shard.core.faults.fail_truncates.store(1, Ordering::SeqCst);
+    assert!(store
+        .append(&s, 0, vec![entry(1)], Durability::Synced)
+        .await
+        .is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::metadata(segment(dir.path(), &s)).unwrap().len() != good_len {
+        assert!(std::time::Instant::now() < deadline, "torn bytes never cut");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -1,0 +1,119 @@
+"""`loggate logs` against a running server's data: every flag, on logs sent by a real client."""
+
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from gateway import Gateway
+
+# 2024-05-01T12:00:00Z
+T0 = 1_714_564_800_000
+
+
+def iso(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    gw = Gateway(tmp_path_factory.mktemp("logs-cli")).start()
+    p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "all", "linger.ms": 0})
+    # "pinned" has 3 shards chosen by partition; shard k holds event times T0 + 3n + k, so a
+    # merge by time interleaves them; every 10th log is an error.
+    for n in range(200):
+        for shard in range(3):
+            level = "ERROR" if n % 10 == 0 else "INFO"
+            p.produce("pinned.json", partition=shard, timestamp=T0 + 3 * n + shard,
+                      value=b'{"level": "%s", "msg": "request %d on shard %d"}' % (level.encode(), n, shard))
+        p.poll(0)
+    assert p.flush(30) == 0
+    yield gw
+    gw.stop()
+
+
+def msgs(logs):
+    return [l["msg"] for l in logs]
+
+
+def test_all_shards_merged_by_time(gw):
+    logs = gw.logs("pinned")
+    assert len(logs) == 600
+    times = [l["__time_ms__"] for l in logs]
+    assert times == sorted(times) and times[0] == T0 and times[-1] == T0 + 599
+    assert msgs(logs[:4]) == ["request 0 on shard 0", "request 0 on shard 1", "request 0 on shard 2",
+                              "request 1 on shard 0"]
+
+
+def test_shard(gw):
+    logs = gw.logs("pinned", shard=2)
+    assert len(logs) == 200 and {l["__shard__"] for l in logs} == {2}
+    assert [l["__offset__"] for l in logs] == list(range(200))
+
+
+def test_from_and_to_offsets(gw):
+    logs = gw.logs("pinned", args=["--from", 198])
+    assert sorted((l["__shard__"], l["__offset__"]) for l in logs) == [(s, o) for s in range(3) for o in (198, 199)]
+    logs = gw.logs("pinned", shard=1, args=["--from", 10, "--to", 12])
+    assert [l["__offset__"] for l in logs] == [10, 11, 12]
+    # The old spelling still works.
+    assert len(gw.logs("pinned", shard=1, args=["--from-offset", 190])) == 10
+
+
+def test_from_and_to_times(gw):
+    logs = gw.logs("pinned", args=["--from", iso(T0 + 30), "--to", iso(T0 + 35)])
+    assert [l["__time_ms__"] for l in logs] == list(range(T0 + 30, T0 + 36))
+    assert msgs(logs[:2]) == ["request 10 on shard 0", "request 10 on shard 1"]
+    # Epoch milliseconds and a time zone offset mean the same instants.
+    same = gw.logs("pinned", args=["--from", "@%d" % (T0 + 30), "--to", "2024-05-01T14:00:00.035+02:00"])
+    assert same == logs
+    # Relative times: everything was stamped in 2024, so nothing is in the last hour.
+    assert gw.logs("pinned", args=["--from", "-1h"]) == []
+    assert len(gw.logs("pinned", args=["--to", "now"])) == 600
+
+
+def test_where_equals_and_regex(gw):
+    errors = gw.logs("pinned", args=["--where", "level=ERROR"])
+    assert len(errors) == 60 and {l["level"] for l in errors} == {"ERROR"}
+    logs = gw.logs("pinned", args=["--where", "msg~^request 1[0-9] on shard [02]$", "--where", "level=ERROR"])
+    assert msgs(logs) == ["request 10 on shard 0", "request 10 on shard 2"]
+    assert gw.logs("pinned", args=["--where", "__shard__=1", "--where", "level=INFO"])[0]["__shard__"] == 1
+    assert gw.logs("pinned", args=["--where", "nosuchfield=x"]) == []
+
+
+def test_limit(gw):
+    assert msgs(gw.logs("pinned", args=["--limit", 2])) == ["request 0 on shard 0", "request 0 on shard 1"]
+    assert len(gw.logs("pinned", args=["--where", "level=ERROR", "--limit", 7])) == 7
+
+
+def test_table_output(gw):
+    out = subprocess.run(gw.logs_cmd("pinned", args=["--output", "table", "--limit", 2]), check=True,
+                         capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert len(out) == 3
+    assert out[0].split() == ["TIME", "SHARD", "OFFSET", "SOURCE", "FIELDS"]
+    assert out[1].startswith("2024-05-01T12:00:00.000Z") and "level=ERROR" in out[1]
+    assert "msg=request 0 on shard 0" in out[1] and "msg=request 0 on shard 1" in out[2]
+
+
+def test_bad_arguments_are_explained(gw):
+    for args in (["--from", "yesterday"], ["--where", "level"], ["--where", "msg~("], ["--output", "xml"]):
+        r = subprocess.run(gw.logs_cmd("pinned", args=args), capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and r.stderr.strip(), args
+
+
+def test_follow_prints_new_logs_as_they_arrive(gw):
+    proc = subprocess.Popen(gw.logs_cmd("one", args=["--follow", "--where", "content~^late-", "--limit", 3]),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None, "--follow exited before the logs arrived"
+        p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "1"})
+        for v in (b"early-0", b"late-0", b"late-1", b"late-2"):
+            p.produce("one", value=v)
+            p.flush(10)
+            time.sleep(0.1)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert [l.split('"content":"')[1].split('"')[0] for l in out.splitlines()] == ["late-0", "late-1", "late-2"]
