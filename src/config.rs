@@ -121,6 +121,8 @@ pub struct Limits {
     pub max_producers_per_partition: usize,
     /// An idempotent producer's state is dropped after this long without a write.
     pub producer_expiry_secs: u64,
+    /// At start, producer state is rebuilt from this many newest logs of each shard.
+    pub producer_recovery_entries: u64,
 }
 
 impl Default for Limits {
@@ -136,6 +138,7 @@ impl Default for Limits {
             auth_failure_delay_ms: 500,
             max_producers_per_partition: 10_000,
             producer_expiry_secs: 86_400,
+            producer_recovery_entries: 100_000,
         }
     }
 }

@@ -453,6 +453,7 @@ mod tests {
             key: None,
             headers: vec![],
             fields: vec![(Bytes::from_static(b"n"), Bytes::from(format!("{shard}-{n}")))],
+            tag: None,
         }
     }
 

@@ -188,6 +188,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
     let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
+    let recovery_entries = config.limits.producer_recovery_entries;
+    let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
+    tracing::info!(batches, "idempotent producer state recovered");
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());

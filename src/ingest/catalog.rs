@@ -116,6 +116,11 @@ impl Catalog {
         Some(Topic { logstore: store.clone(), format: ValueFormat::Json })
     }
 
+    /// Every logstore of every project.
+    pub fn all_logstores(&self) -> impl Iterator<Item = &Arc<Logstore>> {
+        self.projects.values().flat_map(|stores| stores.values())
+    }
+
     /// The logstores of a project, sorted by name.
     pub fn logstores(&self, project: &str) -> Vec<Arc<Logstore>> {
         let mut list: Vec<_> = self.projects.get(project).map(|s| s.values().cloned().collect()).unwrap_or_default();

@@ -42,6 +42,7 @@ pub fn push_logs(record: Record, format: ValueFormat, ctx: &BatchContext, out: &
         key: record.key,
         headers,
         fields: Vec::new(),
+        tag: None,
     };
     let Some(value) = record.value else {
         out.push(base);

@@ -18,7 +18,7 @@ use loggate_records::Record;
 use loggate_storage::{Durability, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
-use producers::{ProducerIdAllocator, SequenceCheck, WrittenBatch};
+use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
 use catalog::{Catalog, Topic};
 use convert::{BatchContext, ConvertStats};
 
@@ -131,7 +131,7 @@ impl Ingest {
         producer: Option<ProducerBatch>,
     ) -> Result<Written, WriteError> {
         let Some(p) = producer else {
-            return Ok(self.append(topic, shard, records, source, durability).await?);
+            return Ok(self.append(topic, shard, records, source, durability, None).await?);
         };
         let Some(state) = usize::try_from(partition).ok().and_then(|i| topic.logstore.producers.get(i)) else {
             return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
@@ -140,7 +140,14 @@ impl Ingest {
         let mut state = state.lock().await;
         match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
             SequenceCheck::Append => {
-                let written = self.append(topic, shard, records, source, durability).await?;
+                let tag = ProducerTag {
+                    producer_id: p.producer_id,
+                    epoch: p.epoch,
+                    partition,
+                    first_seq: p.first_seq,
+                    last_seq: p.last_seq,
+                };
+                let written = self.append(topic, shard, records, source, durability, Some(tag)).await?;
                 let batch = WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
                 state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
                 Ok(written)
@@ -150,7 +157,8 @@ impl Ingest {
         }
     }
 
-    /// Converts `records` into logs and appends them to `shard`.
+    /// Converts `records` into logs and appends them to `shard`; the first log carries the
+    /// producer tag of an idempotent batch.
     async fn append(
         &self,
         topic: &Topic,
@@ -158,6 +166,7 @@ impl Ingest {
         records: Vec<Record>,
         source: Bytes,
         durability: Durability,
+        tag: Option<ProducerTag>,
     ) -> Result<Written, StorageError> {
         let ctx = BatchContext { arrival_time_ms: now_ms(), source };
         let mut logs = Vec::with_capacity(records.len());
@@ -168,6 +177,9 @@ impl Ingest {
         if stats.json_fallbacks > 0 {
             self.stats.json_fallbacks.fetch_add(stats.json_fallbacks, Ordering::Relaxed);
         }
+        if let (Some(tag), Some(first)) = (tag, logs.first_mut()) {
+            first.tag = Some(tag.encode());
+        }
         let count = logs.len();
         if count == 0 {
             return Ok(Written { shard, base_offset: -1, logs: 0 });
@@ -175,6 +187,46 @@ impl Ingest {
         let ack = self.storage.append(&topic.logstore.stream, shard, logs, durability).await?;
         self.stats.logs_written.fetch_add(count as u64, Ordering::Relaxed);
         Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
+    }
+}
+
+impl Ingest {
+    /// Rebuilds idempotent producer state from the producer tags in the newest
+    /// `max_entries` logs of every shard; returns how many batches were found.
+    pub async fn recover_producers(&self, max_entries: u64) -> Result<usize, StorageError> {
+        let now_ms = now_ms();
+        let now = std::time::Instant::now();
+        let mut found = 0;
+        for store in self.catalog.all_logstores() {
+            let mut tags: Vec<(ProducerTag, i64, i64)> = Vec::new();
+            for shard in 0..store.shards {
+                let (start, end) = self.storage.offsets(&store.stream, shard).await?;
+                let mut from = end.saturating_sub(max_entries).max(start);
+                while from < end {
+                    let logs = self.storage.read(&store.stream, shard, from, 10_000).await?;
+                    let Some(last) = logs.last() else { break };
+                    from = last.offset + 1;
+                    for log in &logs {
+                        if let Some(tag) = log.entry.tag.as_deref().and_then(ProducerTag::decode) {
+                            tags.push((tag, log.offset as i64, log.entry.arrival_time_ms));
+                        }
+                    }
+                }
+            }
+            // Replay in the order the batches were written: epoch, arrival, sequence.
+            tags.sort_by_key(|(t, _, arrival)| (t.producer_id, t.partition, t.epoch, *arrival, t.first_seq));
+            for (tag, offset, arrival_ms) in tags {
+                let Some(state) = usize::try_from(tag.partition).ok().and_then(|p| store.producers.get(p)) else {
+                    continue;
+                };
+                let age = std::time::Duration::from_millis(now_ms.saturating_sub(arrival_ms).max(0) as u64);
+                let seen = now.checked_sub(age).unwrap_or(now);
+                let batch = WrittenBatch { first_seq: tag.first_seq, last_seq: tag.last_seq, base_offset: offset };
+                state.lock().await.record(tag.producer_id, tag.epoch, batch, seen);
+                found += 1;
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -144,6 +144,52 @@ impl PartitionProducers {
     }
 }
 
+/// What the first log of an idempotent batch carries in its storage tag, so producer
+/// state can be rebuilt from the data after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerTag {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The partition the client wrote (not the shard).
+    pub partition: i32,
+    pub first_seq: i32,
+    pub last_seq: i32,
+}
+
+const TAG_VERSION: u8 = 1;
+const TAG_LEN: usize = 1 + 8 + 2 + 4 + 4 + 4;
+
+impl ProducerTag {
+    /// The tag's bytes: a version byte, then the fields big-endian.
+    pub fn encode(&self) -> bytes::Bytes {
+        let mut b = Vec::with_capacity(TAG_LEN);
+        b.push(TAG_VERSION);
+        b.extend_from_slice(&self.producer_id.to_be_bytes());
+        b.extend_from_slice(&self.epoch.to_be_bytes());
+        b.extend_from_slice(&self.partition.to_be_bytes());
+        b.extend_from_slice(&self.first_seq.to_be_bytes());
+        b.extend_from_slice(&self.last_seq.to_be_bytes());
+        b.into()
+    }
+
+    /// Parses a tag written by [`encode`](Self::encode); None for anything else.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != TAG_LEN || b[0] != TAG_VERSION {
+            return None;
+        }
+        let i64_at = |at: usize| b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes);
+        let i32_at = |at: usize| b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(i32::from_be_bytes);
+        let epoch = b.get(9..11).and_then(|s| s.try_into().ok()).map(i16::from_be_bytes)?;
+        Some(Self {
+            producer_id: i64_at(1)?,
+            epoch,
+            partition: i32_at(11)?,
+            first_seq: i32_at(15)?,
+            last_seq: i32_at(19)?,
+        })
+    }
+}
+
 /// Hands out producer ids that are unique across restarts and across nodes: the
 /// millisecond clock in the high bits, the node id and a counter below it, never going
 /// backwards within a process.
@@ -259,6 +305,16 @@ mod tests {
         assert_eq!(p.len(), 1);
         p.expire(start + Duration::from_secs(13));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn tags_round_trip_and_reject_other_bytes() {
+        let t = ProducerTag { producer_id: 1 << 40, epoch: 3, partition: 2, first_seq: i32::MAX - 1, last_seq: 1 };
+        assert_eq!(ProducerTag::decode(&t.encode()), Some(t));
+        assert_eq!(ProducerTag::decode(b"short"), None);
+        let mut other = t.encode().to_vec();
+        other[0] = 9;
+        assert_eq!(ProducerTag::decode(&other), None);
     }
 
     #[test]

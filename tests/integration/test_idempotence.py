@@ -104,3 +104,86 @@ def test_kafkajs_idempotent(gateway):
     assert proc.returncode == 0, describe(proc, gateway)
     check_stored(gateway, "pinned", ["%s-%d" % (prefix, i) for i in range(20)], t0)
     assert "idempotent producer initialised" in gateway.log_text()
+
+
+def idempotent_batch(pid, epoch, first_seq, values):
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=pid,
+                                  producer_epoch=epoch, base_sequence=first_seq, batch_size=1 << 20)
+    for i, v in enumerate(values):
+        b.append(i, timestamp=None, key=None, value=v, headers=[])
+    return bytes(b.build())
+
+
+def produce_v3(sock, topic, partition, batch, corr):
+    import struct
+    from wire import read_frame, request, string
+    body = struct.pack(">h", -1) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(batch)) + batch
+    sock.sendall(request(0, 3, corr, body))
+    frame = read_frame(sock)
+    off = 4 + 4 + 2 + len(topic) + 4 + 4
+    return struct.unpack(">hq", frame[off:off + 10])  # (error, base_offset)
+
+
+def init_producer_id(sock):
+    import struct
+    from wire import read_frame, request
+    sock.sendall(request(22, 1, 1, struct.pack(">hi", -1, 60000)))
+    throttle, err, pid, epoch = struct.unpack(">ihqh", read_frame(sock)[4:20])
+    assert err == 0 and pid > 0 and epoch == 0
+    return pid
+
+
+def test_producer_state_survives_a_crash(tmp_path):
+    """A batch written just before a crash and retried after the restart is recognised;
+    the producer's next batch follows on without UNKNOWN_PRODUCER_ID."""
+    import signal
+    from wire import connect
+    gw = Gateway(tmp_path).start()
+    try:
+        s = connect(gw.ports["PLAINTEXT"])
+        pid = init_producer_id(s)
+        first = idempotent_batch(pid, 0, 0, [b"a0", b"a1", b"a2"])
+        second = idempotent_batch(pid, 0, 3, [b"b3", b"b4"])
+        assert produce_v3(s, "one", 0, first, 2) == (0, 0)
+        assert produce_v3(s, "one", 0, second, 3) == (0, 3)
+        assert produce_v3(s, "one", 0, second, 4) == (0, 3)  # a retry: same offset, not stored again
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        gw.start()
+        assert "idempotent producer state recovered batches=2" in gw.log_text()
+        s = connect(gw.ports["PLAINTEXT"])
+        assert produce_v3(s, "one", 0, second, 5) == (0, 3)   # retried after the restart
+        assert produce_v3(s, "one", 0, first, 6) == (0, 0)
+        third = idempotent_batch(pid, 0, 5, [b"c5"])
+        assert produce_v3(s, "one", 0, third, 7) == (0, 5)    # continues in sequence
+        gap = idempotent_batch(pid, 0, 9, [b"gap"])
+        assert produce_v3(s, "one", 0, gap, 8)[0] == 45       # OUT_OF_ORDER_SEQUENCE_NUMBER
+        assert contents(gw.logs("one")) == ["a0", "a1", "a2", "b3", "b4", "c5"]
+    finally:
+        gw.stop()
+
+
+def test_librdkafka_idempotent_producer_across_restart(tmp_path):
+    gw = Gateway(tmp_path).start()
+    try:
+        values = ["restart-%d" % i for i in range(2000)]
+        conf = {"bootstrap.servers": gw.bootstrap("SASL_SSL"), "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "PLAIN", "sasl.username": "demo", "sasl.password": password("main"),
+                "ssl.ca.location": str(gw.ca), "enable.idempotence": True, "linger.ms": 5,
+                "batch.num.messages": 50, "message.timeout.ms": 60000, "reconnect.backoff.ms": 50}
+        errors, delivered = [], []
+        p = Producer(conf)
+        for i, v in enumerate(values):
+            p.produce("one", value=v, on_delivery=lambda e, m: errors.append(e) if e else delivered.append(m.offset()))
+            p.poll(0)
+            if i == 1000:
+                p.flush(30)
+                gw.stop()  # SIGTERM: a graceful restart in the middle of the stream
+                gw.start()
+        assert p.flush(60) == 0
+        assert errors == [] and len(delivered) == len(values)
+        assert contents(gw.wait_logs("one", len(values))) == sorted(values)
+    finally:
+        gw.stop()

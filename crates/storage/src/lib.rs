@@ -45,6 +45,10 @@ pub struct LogEntry {
     pub headers: Vec<(Bytes, Option<Bytes>)>,
     /// `(name, value)` pairs in order.
     pub fields: Vec<(Bytes, Bytes)>,
+    /// Opaque bytes the writer keeps with the entry for its own bookkeeping (the gateway
+    /// marks the first log of an idempotent producer's batch, to recognise a retried batch
+    /// after a restart); not part of the log's content.
+    pub tag: Option<Bytes>,
 }
 
 /// A log read back from storage, with its offset in the shard.
@@ -150,6 +154,9 @@ pub trait LogStorage: Send + Sync {
         max_entries: usize,
     ) -> Result<Vec<StoredLog>, StorageError>;
 
+    /// The first retained offset of a shard and the offset its next append will get
+    /// (both 0 for an empty or absent shard).
+    async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError>;
     /// Makes everything appended so far durable.
     async fn flush(&self) -> Result<(), StorageError>;
 

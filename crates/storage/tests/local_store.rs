@@ -27,6 +27,7 @@ fn tagged(writer: u64, seq: u64) -> LogEntry {
             (b(b"writer"), Bytes::from(writer.to_string())),
             (b(b"seq"), Bytes::from(seq.to_string())),
         ],
+        tag: None,
     }
 }
 
@@ -78,6 +79,7 @@ async fn round_trip_every_field_kind() {
                 (b(b"\xc3\x28bad-utf8-name"), b(b"\x00\x01\x02")),
                 (b(b"msg"), b(b"")),
             ],
+            tag: None,
         },
         LogEntry {
             event_time_ms: 0,
@@ -86,6 +88,7 @@ async fn round_trip_every_field_kind() {
             key: Some(b(b"")),
             headers: vec![],
             fields: vec![],
+            tag: None,
         },
         LogEntry {
             event_time_ms: i64::MIN,
@@ -94,6 +97,7 @@ async fn round_trip_every_field_kind() {
             key: Some(Bytes::from(vec![0xffu8; 3000])),
             headers: vec![(b(b"\xff"), None)],
             fields: vec![(b(b"big"), Bytes::from(vec![b'x'; 200_000]))],
+            tag: None,
         },
     ];
     let ack = store
@@ -149,7 +153,9 @@ async fn file_format_is_length_crc_payload() {
         let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
         let payload = &data[pos + 8..pos + 8 + len];
         assert_eq!(crc32c::crc32c(payload), crc);
-        assert_eq!(payload[0], 1, "version byte");
+        assert_eq!(payload[0], 2, "version byte");
+        // no tag: the payload ends with a null length
+        assert_eq!(&payload[len - 4..], &u32::MAX.to_le_bytes());
         assert_eq!(
             u64::from_le_bytes(payload[1..9].try_into().unwrap()),
             expected_offset
@@ -157,6 +163,28 @@ async fn file_format_is_length_crc_payload() {
         pos += 8 + len;
     }
     assert_eq!(pos, data.len());
+}
+
+#[tokio::test]
+async fn tags_round_trip_and_offsets_report_the_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = stream();
+    assert_eq!(store.offsets(&s, 0).await.unwrap(), (0, 0));
+    let mut first = tagged(1, 1);
+    first.tag = Some(Bytes::from_static(b"\x00marker"));
+    store
+        .append(&s, 0, vec![first.clone(), tagged(1, 2)], Durability::Synced)
+        .await
+        .unwrap();
+    assert_eq!(store.offsets(&s, 0).await.unwrap(), (0, 2));
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let logs = store.read(&s, 0, 0, 10).await.unwrap();
+    assert_eq!(logs[0].entry, first);
+    assert_eq!(logs[1].entry.tag, None);
+    assert_eq!(store.offsets(&s, 0).await.unwrap(), (0, 2));
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ fn entry(n: u64, event: i64, arrival: i64) -> LogEntry {
         key: None,
         headers: vec![],
         fields: vec![(Bytes::from_static(b"n"), Bytes::from(n.to_string()))],
+        tag: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Frame: `u32 LE payload_len | u32 LE crc32c(payload) | payload`.
 //!
-//! Payload (version 1), all integers little-endian:
+//! Payload (version 2; version 1 is the same without the trailing tag), all integers
+//! little-endian:
 //! ```text
 //! u8  version = 1
 //! u64 offset
@@ -12,6 +13,7 @@
 //! nbytes key
 //! u32 header_count, then per header: bytes key, nbytes value
 //! u32 field_count,  then per field:  bytes name, bytes value
+//! nbytes tag
 //! ```
 //! where `bytes` is `u32 len | len bytes` and `nbytes` is the same with `len = u32::MAX`
 //! meaning null.
@@ -23,7 +25,9 @@ use crate::LogEntry;
 /// Bytes of the frame header (`payload_len`, `crc`).
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
 /// Payload format version written by this code.
-pub(crate) const PAYLOAD_VERSION: u8 = 1;
+pub(crate) const PAYLOAD_VERSION: u8 = 2;
+/// Oldest payload version still read (no tag).
+const PAYLOAD_VERSION_V1: u8 = 1;
 /// Position of the offset inside the payload (right after the version byte).
 const OFFSET_POS: usize = 1;
 /// Largest payload any frame may claim; larger lengths are treated as corruption.
@@ -55,7 +59,7 @@ pub(crate) fn payload_len(entry: &LogEntry) -> usize {
     for (k, v) in &entry.fields {
         n += 4 + k.len() + 4 + v.len();
     }
-    n
+    n + 4 + entry.tag.as_ref().map_or(0, Bytes::len)
 }
 
 /// Appends a whole frame for `entry` to `out`, with `payload_len` already set and the offset
@@ -83,6 +87,7 @@ pub(crate) fn encode_unsealed(entry: &LogEntry, payload_len: usize, out: &mut Ve
         put_bytes(out, k);
         put_bytes(out, v);
     }
+    put_nbytes(out, entry.tag.as_deref());
     debug_assert_eq!(out.len() - start, FRAME_HEADER_LEN + payload_len);
 }
 
@@ -136,7 +141,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
         buf: payload,
         pos: 0,
     };
-    let (offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
+    let (version, offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
     let source = c.bytes()?;
     let key = c.nbytes()?;
     let n = c.u32()? as usize;
@@ -154,6 +159,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
         let v = c.bytes()?;
         fields.push((k, v));
     }
+    let tag = if version >= PAYLOAD_VERSION { c.nbytes()? } else { None };
     c.finish()?;
     Ok((
         offset,
@@ -164,6 +170,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
             key,
             headers,
             fields,
+            tag,
         },
     ))
 }
@@ -192,7 +199,7 @@ pub(crate) fn validate(payload: &[u8]) -> Result<FrameMeta, CodecError> {
         buf: payload,
         pos: 0,
     };
-    let (offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
+    let (version, offset, event_time_ms, arrival_time_ms) = c.fixed_part()?;
     c.skip_bytes(false)?;
     c.skip_bytes(true)?;
     for _ in 0..c.u32()? {
@@ -202,6 +209,9 @@ pub(crate) fn validate(payload: &[u8]) -> Result<FrameMeta, CodecError> {
     for _ in 0..c.u32()? {
         c.skip_bytes(false)?;
         c.skip_bytes(false)?;
+    }
+    if version >= PAYLOAD_VERSION {
+        c.skip_bytes(true)?;
     }
     c.finish()?;
     Ok(FrameMeta {
@@ -260,15 +270,15 @@ impl<B: ?Sized + AsRef<[u8]>> Cursor<'_, B> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn fixed_part(&mut self) -> Result<(u64, i64, i64), CodecError> {
+    fn fixed_part(&mut self) -> Result<(u8, u64, i64, i64), CodecError> {
         let [version] = self.array()?;
-        if version != PAYLOAD_VERSION {
+        if !(PAYLOAD_VERSION_V1..=PAYLOAD_VERSION).contains(&version) {
             return Err(CodecError::Version(version));
         }
         let offset = u64::from_le_bytes(self.array()?);
         let event = i64::from_le_bytes(self.array()?);
         let arrival = i64::from_le_bytes(self.array()?);
-        Ok((offset, event, arrival))
+        Ok((version, offset, event, arrival))
     }
 
     /// Skips one `bytes` (or `nbytes` when `nullable`).
@@ -327,6 +337,7 @@ mod tests {
                 (Bytes::from_static(b"msg"), Bytes::from_static(b"")),
                 (Bytes::from_static(b"\xc3\x28"), Bytes::from_static(b"v")),
             ],
+            tag: None,
         }
     }
 
@@ -335,6 +346,21 @@ mod tests {
         encode_unsealed(entry, payload_len(entry), &mut buf);
         assert_eq!(seal_frame(&mut buf, offset), buf.len());
         buf
+    }
+
+    #[test]
+    fn version_1_payloads_still_decode_without_a_tag() {
+        let mut e = sample();
+        e.tag = None;
+        let mut frame = framed(&e, 7);
+        // A version-1 payload is the same bytes without the trailing null tag.
+        frame[8] = 1;
+        frame.truncate(frame.len() - 4);
+        let len = (frame.len() - FRAME_HEADER_LEN) as u32;
+        frame[0..4].copy_from_slice(&len.to_le_bytes());
+        let payload = Bytes::copy_from_slice(&frame[FRAME_HEADER_LEN..]);
+        assert_eq!(decode(&payload).unwrap(), (7, e));
+        assert!(validate(&payload).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ fn entry(i: u64) -> LogEntry {
         key: None,
         headers: vec![],
         fields: vec![(Bytes::from_static(b"n"), Bytes::from(i.to_string()))],
+        tag: None,
     }
 }
 
