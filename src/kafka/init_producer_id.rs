@@ -1,4 +1,4 @@
-//! InitProducerId (key 22) v0-v4: a fresh producer id for idempotent producers.
+//! InitProducerId (key 22) v0-v5: a fresh producer id for idempotent producers.
 //! Transactions are not served: a transactional id gets
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, so transactional producers fail at start with
 //! a clear error instead of later.
@@ -12,7 +12,7 @@ use super::errors::code;
 use super::{respond, Broker, Reply, RequestHeader, Session};
 
 /// Highest InitProducerId version answered.
-pub const MAX_VERSION: i16 = 4;
+pub const MAX_VERSION: i16 = 5;
 
 /// Answers InitProducerId.
 pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut body: Bytes) -> Reply {
