@@ -80,3 +80,19 @@ def test_wrong_secret_raises(gateway):
     if p:
         p.close(1)
     assert gateway.logs("app") == []
+
+
+def test_default_idempotent_producer(gateway):
+    """kafka-python 3.x turns idempotence on by default; with InitProducerId served it works."""
+    p = KafkaProducer(bootstrap_servers=gateway.bootstrap("SASL_SSL"), security_protocol="SASL_SSL",
+                      sasl_mechanism="PLAIN", sasl_plain_username="demo", sasl_plain_password=password("main"),
+                      ssl_cafile=str(gateway.ca), max_block_ms=15000)
+    assert p.config["enable_idempotence"] is True
+    try:
+        futures = [p.send("app", value=("idem-py-%d" % i).encode()) for i in range(50)]
+        p.flush(30)
+        assert all(f.get(timeout=30).offset >= 0 for f in futures)
+    finally:
+        p.close(5)
+    assert contents(gateway.wait_logs("app", 50)) == sorted("idem-py-%d" % i for i in range(50))
+    assert "idempotent producer initialised" in gateway.log_text()
