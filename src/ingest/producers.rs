@@ -52,7 +52,12 @@ pub struct PartitionProducers {
     producers: HashMap<i64, ProducerState>,
     max_producers: usize,
     expiry: Duration,
+    /// When expired producers were last dropped (a full pass, so not on every write).
+    last_sweep: Option<Instant>,
 }
+
+/// How often [`PartitionProducers::record`] sweeps out expired producers.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// `seq + 1` with Kafka's wrap from i32::MAX to 0.
 fn next_seq(seq: i32) -> i32 {
@@ -75,7 +80,7 @@ pub fn last_seq(first: i32, count: i32) -> i32 {
 
 impl PartitionProducers {
     pub fn new(max_producers: usize, expiry: Duration) -> Self {
-        Self { producers: HashMap::new(), max_producers: max_producers.max(1), expiry }
+        Self { producers: HashMap::new(), max_producers: max_producers.max(1), expiry, last_sweep: None }
     }
 
     /// Decides what to do with a batch `first_seq..=last_seq` from `producer_id`/`epoch`.
@@ -105,7 +110,9 @@ impl PartitionProducers {
 
     /// Remembers a batch written after [`check`](Self::check) said [`SequenceCheck::Append`].
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: WrittenBatch, now: Instant) {
-        self.expire(now);
+        if self.last_sweep.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY) {
+            self.expire(now);
+        }
         if !self.producers.contains_key(&producer_id) && self.producers.len() >= self.max_producers {
             // Full: forget the producer idle the longest.
             if let Some(oldest) = self.producers.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) {
@@ -129,6 +136,7 @@ impl PartitionProducers {
 
     /// Drops producers idle for longer than the expiry.
     pub fn expire(&mut self, now: Instant) {
+        self.last_sweep = Some(now);
         let expiry = self.expiry;
         self.producers.retain(|_, s| now.saturating_duration_since(s.last_used) <= expiry);
     }
