@@ -41,7 +41,7 @@ if ("bench", BENCH_SHARDS, "round_robin") not in gateway.PROJECTS["demo"]:
     gateway.PROJECTS["demo"].append(("bench", BENCH_SHARDS, "round_robin"))
 
 BASE = dict(topic="bench", size=200, codec="lz4", acks="1", linger_ms=5, batch_size=1_000_000,
-            security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, duration=None)
+            security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None)
 
 # name -> (description, overrides). "half_of" = run at half the records/s measured by that
 # workload earlier in the same invocation.
@@ -59,6 +59,7 @@ WORKLOADS = {
     "json-lz4-half": ("`.json` at half of json-lz4's peak", {"topic": "bench.json", "half_of": "json-lz4"}),
     "raw-lz4-1core": ("server pinned to 1 core (taskset -c 0)", {"cpus": "0"}),
     "raw-lz4-2cores": ("server pinned to 2 cores (taskset -c 0,1)", {"cpus": "0,1"}),
+    "raw-lz4-split": ("server on core 0, loadgen on core 1: one core each", {"cpus": "0", "client_cpus": "1"}),
     "conn-1000": ("1,000 idle producers (1 record/s each) + 2 loaded", {"idle": 1000}),
 }
 DEFAULT = list(WORKLOADS)
@@ -124,6 +125,8 @@ def loadgen_args(w, gw, duration):
         args += ["--rate", str(int(w["rate"]))]
     if w["idle"]:
         args += ["--idle", str(w["idle"]), "--idle-interval-ms", "1000"]
+    if w["client_cpus"]:
+        args = ["taskset", "-c", w["client_cpus"]] + args
     return args
 
 
