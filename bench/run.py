@@ -130,7 +130,14 @@ def loadgen_args(w, gw, duration):
     return args
 
 
-def run_workload(name, w, duration, keep=False):
+def start_perf(pid, path, callgraph):
+    cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(pid), "-o", str(path)]
+    if callgraph:
+        cmd += ["--call-graph", "dwarf,16384"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_workload(name, w, duration, keep=False, perf=None, callgraph=False):
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
     gw = BenchGateway(work, cpus=w["cpus"])
     try:
@@ -138,7 +145,7 @@ def run_workload(name, w, duration, keep=False):
         pid = gw.proc.pid
         args = loadgen_args(w, gw, duration)
         lg = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        cpu0 = summary = None
+        cpu0 = summary = perf_proc = None
         t0 = time.time()
         for line in lg.stdout:
             line = line.strip()
@@ -146,10 +153,15 @@ def run_workload(name, w, duration, keep=False):
                 continue
             msg = json.loads(line)
             if msg.get("event") == "ready":
+                if perf:
+                    perf_proc = start_perf(pid, Path(perf) / ("perf-%s.data" % name), callgraph)
                 cpu0, t0 = proc_cpu_seconds(pid), time.time()
             else:
                 summary = msg
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
+                if perf_proc:
+                    perf_proc.send_signal(2)
+                    perf_proc.wait()
                 rss_now = proc_status_kib(pid, "VmRSS")
                 hwm = proc_status_kib(pid, "VmHWM")
                 threads = proc_status_kib(pid, "Threads")
@@ -202,6 +214,8 @@ def main():
     ap.add_argument("--peak", type=float, help="records/s to halve for *-half workloads run without their base")
     ap.add_argument("--out", help="markdown file to append rows to (bench/results/<time>.md)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock, 999 Hz) the server during the load into DIR/perf-<workload>.data")
+    ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
     a = ap.parse_args()
     if a.list:
         for name, (desc, _) in WORKLOADS.items():
@@ -234,7 +248,7 @@ def main():
                 continue
             w["rate"] = peak / 2
         try:
-            row, detail = run_workload(name, w, a.duration, keep=a.keep)
+            row, detail = run_workload(name, w, a.duration, keep=a.keep, perf=a.perf, callgraph=a.callgraph)
         except Exception as e:  # keep going: one failed workload should not lose the others
             print("workload %s failed: %s" % (name, e), file=sys.stderr)
             continue
