@@ -9,6 +9,7 @@ profile cannot tell which stage called them.
 """
 
 import argparse
+import os
 import re
 import subprocess
 from collections import OrderedDict
@@ -28,16 +29,18 @@ STAGES = [
     ("memcpy / memset (any caller)", r"__mem(move|cpy|set)|__memcpy|__memset"),
     ("tokio runtime", r"tokio::|mio::|parking_lot"),
     ("kernel: TCP / sockets", r"\[k\].*(tcp|skb|sock|inet|ip_|__dev_|net_|_copy_to_iter|_copy_from_iter|loopback|softirq)"),
-    ("kernel: file write (ext4, page cache)", r"\[k\].*(ext4|folio|filemap|jbd2|iomap|generic_perform_write|block_|balance_dirty|fdatasync|blk_)"),
-    ("kernel: memory (page faults, zeroing)", r"\[k\].*(page_fault|clear_page|anonymous_page|mm_fault|unmap_page|get_page_from|memcg|rmqueue|free_pages|lru|madvise|vma)"),
+    ("kernel: file write (ext4, page cache)", r"\[k\].*(ext4|folio|filemap|jbd2|iomap|generic_perform_write|block_|balance_dirty|fdatasync|blk_|__es_|dquot|buffer_head|vfs_|pwrite)"),
+    ("kernel: memory (page faults, zeroing)", r"\[k\].*(page_fault|clear_page|anonymous_page|mm_fault|unmap_page|get_page_from|memcg|mem_cgroup|rmqueue|free_pages|alloc_pages|frozen_pages|lru|madvise|vma|pte|vm_normal_page|munmap|mmap|slab|kmem_cache)"),
     ("kernel: scheduling, futex, wakeups", r"\[k\].*(task_switch|schedule|spin_unlock|futex|wake|try_to_wake|enqueue|dequeue|irqentry|epoll|ep_poll|update_curr|syscall|entry_SYSCALL|hrtimer)"),
     ("kernel: other", r"\[k\]"),
 ]
 
 
 def load(path):
-    out = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "dso,sym",
-                          "--percent-limit", "0"], capture_output=True, text=True, check=True).stdout
+    cmd = ["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "dso,sym", "--percent-limit", "0"]
+    if os.path.exists(path + ".pid"):  # run.py records system-wide: keep the server's samples
+        cmd += ["--pid", open(path + ".pid").read().strip()]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(\[.\])\s+(.*)", line)
@@ -52,6 +55,8 @@ def main():
     ap.add_argument("--top", type=int, default=20)
     a = ap.parse_args()
     rows = load(a.data)
+    total = sum(r[0] for r in rows) or 1.0  # rescale: filtered by pid, shares are of all CPUs
+    rows = [(pct * 100.0 / total, dso, sym) for pct, dso, sym in rows]
     print("Top functions (self time):\n\n| % | where | function |\n|---:|---|---|")
     for pct, dso, sym in rows[:a.top]:
         name = sym[4:]

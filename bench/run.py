@@ -86,8 +86,9 @@ def proc_status_kib(pid, key):
 class BenchGateway(gateway.Gateway):
     """tests/integration's Gateway, started under an optional taskset."""
 
-    def __init__(self, workdir, cpus=None):
+    def __init__(self, workdir, cpus=None, env=None):
         self.cpus = cpus
+        self.env = env or {}
         super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30})
 
     def _start_once(self):
@@ -96,7 +97,7 @@ class BenchGateway(gateway.Gateway):
         if self.cpus:
             cmd = ["taskset", "-c", self.cpus] + cmd  # taskset execs: same pid
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn")))
+                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"), **self.env))
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -131,15 +132,19 @@ def loadgen_args(w, gw, duration):
 
 
 def start_perf(pid, path, callgraph):
-    cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(pid), "-o", str(path)]
+    # System-wide (-a): with -p, threads the server starts later (the shard writers, spawned
+    # at a shard's first append) are missed. perf_summary.py keeps the server's samples only,
+    # by the pid written beside the data.
+    Path(str(path) + ".pid").write_text("%d\n" % pid)
+    cmd = ["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "999", "-o", str(path)]
     if callgraph:
         cmd += ["--call-graph", "dwarf,16384"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_workload(name, w, duration, keep=False, perf=None, callgraph=False):
+def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None):
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
-    gw = BenchGateway(work, cpus=w["cpus"])
+    gw = BenchGateway(work, cpus=w["cpus"], env=server_env)
     try:
         gw.start()
         pid = gw.proc.pid
@@ -215,6 +220,9 @@ def main():
     ap.add_argument("--out", help="markdown file to append rows to (bench/results/<time>.md)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     ap.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock, 999 Hz) the server during the load into DIR/perf-<workload>.data")
+    ap.add_argument("--server-env", action="append", default=[], metavar="K=V",
+                    help="extra environment for the server (e.g. GLIBC_TUNABLES=...), repeatable")
+    ap.add_argument("--label", default="", help="suffix for the workload names in the table")
     ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
     a = ap.parse_args()
     if a.list:
@@ -248,7 +256,9 @@ def main():
                 continue
             w["rate"] = peak / 2
         try:
-            row, detail = run_workload(name, w, a.duration, keep=a.keep, perf=a.perf, callgraph=a.callgraph)
+            server_env = dict(kv.split("=", 1) for kv in a.server_env)
+            row, detail = run_workload(name + a.label, w, a.duration, keep=a.keep, perf=a.perf,
+                                       callgraph=a.callgraph, server_env=server_env)
         except Exception as e:  # keep going: one failed workload should not lose the others
             print("workload %s failed: %s" % (name, e), file=sys.stderr)
             continue
