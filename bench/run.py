@@ -8,7 +8,7 @@ reports its last delivery (so connection setup is not counted), read the peak RS
 from /proc/<pid>/status, stop the server, and print a markdown table row.
 
     cargo build --release -p loggate && bench/build.sh
-    python3 bench/run.py                    # the default set (about 5 minutes)
+    python3 bench/run.py                    # the default set (about 3 minutes)
     python3 bench/run.py raw-lz4 json-lz4   # chosen workloads
     python3 bench/run.py --list
 
