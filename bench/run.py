@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Benchmark loggate with a real librdkafka client (bench/bin/loadgen).
+
+For each named workload: start target/release/loggate with a generated configuration in a
+fresh temp dir (optionally pinned with taskset), run loadgen against it, sample the server's
+utime+stime from /proc/<pid>/stat when loadgen reports it is connected and again when it
+reports its last delivery (so connection setup is not counted), read the peak RSS (VmHWM)
+from /proc/<pid>/status, stop the server, and print a markdown table row.
+
+    cargo build --release -p loggate && bench/build.sh
+    python3 bench/run.py                    # the default set (about 3 minutes)
+    python3 bench/run.py raw-lz4 json-lz4   # chosen workloads
+    python3 bench/run.py --list
+
+Rows are also appended to bench/results/<timestamp>.md and the raw JSON to .jsonl beside it.
+Numbers from one run are comparable with each other; across runs on a shared machine they
+are noisy.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+import gateway  # noqa: E402  (tests/integration/gateway.py: config generation, keys, ports)
+
+LOADGEN = HERE / "bin" / "loadgen"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_SHARDS = 2
+
+# The benchmark logstore: "bench" (raw) and "bench.json" are the same logstore.
+if ("bench", BENCH_SHARDS, "round_robin") not in gateway.PROJECTS["demo"]:
+    gateway.PROJECTS["demo"].append(("bench", BENCH_SHARDS, "round_robin"))
+
+BASE = dict(topic="bench", size=200, codec="lz4", acks="1", linger_ms=5, batch_size=1_000_000,
+            security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None)
+
+# name -> (description, overrides). "half_of" = run at half the records/s measured by that
+# workload earlier in the same invocation.
+WORKLOADS = {
+    "raw-lz4": ("target: raw topic, lz4, acks=1, SASL_SSL, 200 B", {}),
+    "json-lz4": ("`.json` topic, ~8-field objects", {"topic": "bench.json"}),
+    "raw-lz4-acks-all": ("acks=-1 (fsync, group commit)", {"acks": "-1"}),
+    "raw-none": ("no compression", {"codec": "none"}),
+    "raw-gzip": ("gzip", {"codec": "gzip"}),
+    "raw-snappy": ("snappy", {"codec": "snappy"}),
+    "raw-zstd": ("zstd", {"codec": "zstd"}),
+    "raw-lz4-plaintext": ("PLAINTEXT listener (no TLS, no SASL)", {"security": "PLAINTEXT"}),
+    "raw-lz4-half": ("acks=1 at half of raw-lz4's peak rate", {"half_of": "raw-lz4"}),
+    "raw-lz4-acks-all-half": ("acks=-1 at half of raw-lz4-acks-all's peak", {"acks": "-1", "half_of": "raw-lz4-acks-all"}),
+    "json-lz4-half": ("`.json` at half of json-lz4's peak", {"topic": "bench.json", "half_of": "json-lz4"}),
+    "raw-lz4-1core": ("server pinned to 1 core (taskset -c 0)", {"cpus": "0"}),
+    "raw-lz4-2cores": ("server pinned to 2 cores (taskset -c 0,1)", {"cpus": "0,1"}),
+    "raw-lz4-split": ("server on core 0, loadgen on core 1: one core each", {"cpus": "0", "client_cpus": "1"}),
+    "conn-1000": ("1,000 idle producers (1 record/s each) + 2 loaded", {"idle": 1000}),
+}
+DEFAULT = list(WORKLOADS)
+
+COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
+           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "peak RSS MiB", "client CPU s", "errors"]
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a whole process (all threads, live and exited), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def proc_status_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class BenchGateway(gateway.Gateway):
+    """tests/integration's Gateway, started under an optional taskset."""
+
+    def __init__(self, workdir, cpus=None, env=None):
+        self.cpus = cpus
+        self.env = env or {}
+        super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30})
+
+    def _start_once(self):
+        self.stderr = open(self.stderr_path, "ab")
+        cmd = [str(gateway.BIN), "serve", "--config", str(self.config)]
+        if self.cpus:
+            cmd = ["taskset", "-c", self.cpus] + cmd  # taskset execs: same pid
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"), **self.env))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("loggate exited: " + self.log_text())
+            try:
+                import socket
+                for port in self.ports.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("loggate did not start: " + self.log_text())
+
+
+def loadgen_args(w, gw, duration):
+    proto = w["security"]
+    args = [str(LOADGEN), "--brokers", gw.bootstrap(proto), "--security", proto, "--topic", w["topic"],
+            "--size", str(w["size"]), "--codec", w["codec"], "--acks", w["acks"],
+            "--linger-ms", str(w["linger_ms"]), "--batch-size", str(w["batch_size"]),
+            "--producers", str(w["producers"]), "--duration", str(w["duration"] or duration)]
+    if "SASL" in proto:
+        args += ["--user", "demo", "--password", gateway.password()]
+    if "SSL" in proto:
+        args += ["--ca", str(gw.ca)]
+    if w["rate"]:
+        args += ["--rate", str(int(w["rate"]))]
+    if w["idle"]:
+        args += ["--idle", str(w["idle"]), "--idle-interval-ms", "1000"]
+    if w["client_cpus"]:
+        args = ["taskset", "-c", w["client_cpus"]] + args
+    return args
+
+
+def start_perf(pid, path, callgraph):
+    # System-wide (-a): with -p, threads the server starts later (the shard writers, spawned
+    # at a shard's first append) are missed. perf_summary.py keeps the server's samples only,
+    # by the pid written beside the data.
+    Path(str(path) + ".pid").write_text("%d\n" % pid)
+    cmd = ["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "999", "-o", str(path)]
+    if callgraph:
+        cmd += ["--call-graph", "dwarf,16384"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None):
+    work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
+    gw = BenchGateway(work, cpus=w["cpus"], env=server_env)
+    try:
+        gw.start()
+        pid = gw.proc.pid
+        args = loadgen_args(w, gw, duration)
+        lg = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cpu0 = summary = perf_proc = None
+        t0 = time.time()
+        for line in lg.stdout:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            msg = json.loads(line)
+            if msg.get("event") == "ready":
+                if perf:
+                    perf_proc = start_perf(pid, Path(perf) / ("perf-%s.data" % name), callgraph)
+                cpu0, t0 = proc_cpu_seconds(pid), time.time()
+            else:
+                summary = msg
+                cpu1, t1 = proc_cpu_seconds(pid), time.time()
+                if perf_proc:
+                    perf_proc.send_signal(2)
+                    perf_proc.wait()
+                rss_now = proc_status_kib(pid, "VmRSS")
+                hwm = proc_status_kib(pid, "VmHWM")
+                threads = proc_status_kib(pid, "Threads")
+        _, status, ru = os.wait4(lg.pid, 0)
+        lg.returncode = os.waitstatus_to_exitcode(status)
+        err = lg.stderr.read()
+        if summary is None or cpu0 is None:
+            raise RuntimeError("loadgen failed (exit %s): %s\nserver: %s" % (lg.returncode, err[-3000:], gw.log_text()[-3000:]))
+        cpu = cpu1 - cpu0
+        records = summary["records"]
+        row = {
+            "workload": name,
+            "records/s": summary["records_per_s"],
+            "MB/s": summary["mb_per_s"],
+            "server CPU s": round(cpu, 2),
+            "server ns/record": round(cpu * 1e9 / records) if records else None,
+            "server cores used": round(cpu / max(t1 - t0, 1e-9), 2),
+            "lat p50 ms": summary["lat_ms"]["p50"],
+            "lat p99 ms": summary["lat_ms"]["p99"],
+            "lat p999 ms": summary["lat_ms"]["p999"],
+            "rtt p99 ms": summary["rtt_ms"]["p99"],
+            "peak RSS MiB": round(hwm / 1024, 1),
+            "client CPU s": round(ru.ru_utime + ru.ru_stime, 2),
+            "errors": summary["errors"],
+        }
+        detail = dict(summary, workload=name, config=w, server_cpu_s=cpu, server_wall_s=t1 - t0,
+                      server_rss_end_kib=rss_now, server_hwm_kib=hwm, server_threads=threads,
+                      loadgen_stderr=err[-2000:])
+        return row, detail
+    finally:
+        gw.stop()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return "%.3f" % v if v < 10 else ("%.1f" % v if v < 1000 else "{:,.0f}".format(v))
+    if isinstance(v, int):
+        return "{:,}".format(v)
+    return str(v)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", help="names (default: all); see --list")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--duration", type=float, default=10, help="seconds of load per workload (10)")
+    ap.add_argument("--producers", type=int, help="loaded producer instances (2)")
+    ap.add_argument("--peak", type=float, help="records/s to halve for *-half workloads run without their base")
+    ap.add_argument("--out", help="markdown file to append rows to (bench/results/<time>.md)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock, 999 Hz) the server during the load into DIR/perf-<workload>.data")
+    ap.add_argument("--server-env", action="append", default=[], metavar="K=V",
+                    help="extra environment for the server (e.g. GLIBC_TUNABLES=...), repeatable")
+    ap.add_argument("--label", default="", help="suffix for the workload names in the table")
+    ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
+    a = ap.parse_args()
+    if a.list:
+        for name, (desc, _) in WORKLOADS.items():
+            print("%-24s %s" % (name, desc))
+        return
+    for need in (gateway.BIN, LOADGEN):
+        if not Path(need).exists():
+            sys.exit("missing %s: cargo build --release -p loggate && bench/build.sh" % need)
+    names = a.workloads or DEFAULT
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        sys.exit("unknown workload(s): %s (see --list)" % ", ".join(unknown))
+    out = Path(a.out) if a.out else HERE / "results" / time.strftime("%Y%m%d-%H%M%S.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jsonl = out.with_suffix(".jsonl")
+    header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+    print(header)
+    with open(out, "a") as f:
+        f.write("\n<!-- %s, %s s per workload -->\n%s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), a.duration, header))
+    peaks = {}
+    for name in names:
+        desc, over = WORKLOADS[name]
+        w = dict(BASE, **{k: v for k, v in over.items() if k != "half_of"})
+        if a.producers:
+            w["producers"] = a.producers
+        if "half_of" in over:
+            peak = peaks.get(over["half_of"]) or a.peak
+            if not peak:
+                print("skip %s: run %s first or pass --peak" % (name, over["half_of"]), file=sys.stderr)
+                continue
+            w["rate"] = peak / 2
+        try:
+            server_env = dict(kv.split("=", 1) for kv in a.server_env)
+            row, detail = run_workload(name + a.label, w, a.duration, keep=a.keep, perf=a.perf,
+                                       callgraph=a.callgraph, server_env=server_env)
+        except Exception as e:  # keep going: one failed workload should not lose the others
+            print("workload %s failed: %s" % (name, e), file=sys.stderr)
+            continue
+        peaks[name] = row["records/s"]
+        line = "| " + " | ".join(fmt(row[c]) for c in COLUMNS) + " |"
+        print(line, flush=True)
+        with open(out, "a") as f:
+            f.write(line + "\n")
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(detail) + "\n")
+    print("\nrows appended to %s (details in %s)" % (out, jsonl), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

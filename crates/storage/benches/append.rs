@@ -1,0 +1,60 @@
+//! `LocalStore::append` of 1,000-entry batches (200-byte `content`, like one decoded Produce
+//! partition), with `Written` (acks=1) and `Synced` (acks=-1, one fdatasync per group).
+//!
+//! `cargo bench -p loggate-storage --bench append`; time per iteration / 1,000 = per entry.
+//! Writes a few GB into a temp dir that is removed afterwards.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use loggate_storage::local::{LocalStore, LocalStoreOptions};
+use loggate_storage::{Durability, LogEntry, LogStorage, StreamId};
+
+const ENTRIES: usize = 1000;
+
+fn entries() -> Vec<LogEntry> {
+    (0..ENTRIES)
+        .map(|i| {
+            let mut content = format!("2026-11-23T20:26:57.{:03}Z INFO [checkout-3] GET /api/v1/orders status=200 seq={i}", i % 1000);
+            while content.len() < 200 {
+                content.push_str(" request completed");
+            }
+            content.truncate(200);
+            LogEntry {
+                event_time_ms: 1_700_000_000_000 + i as i64,
+                arrival_time_ms: 1_700_000_000_500,
+                source: Bytes::from_static(b"127.0.0.1:53122"),
+                key: None,
+                headers: Vec::new(),
+                fields: vec![(Bytes::from_static(b"content"), Bytes::from(content))],
+                tag: None,
+            }
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    let stream = StreamId::new("bench", "append");
+    let batch = entries();
+    let mut g = c.benchmark_group("append");
+    g.throughput(Throughput::Elements(ENTRIES as u64));
+    g.measurement_time(Duration::from_secs(4));
+    for (name, durability) in [("written", Durability::Written), ("synced", Durability::Synced)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |e| rt.block_on(store.append(&stream, 0, e, durability)).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+    rt.block_on(store.close()).unwrap();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
