@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use loggate_records::Record;
 use loggate_storage::LogEntry;
 use serde_json::value::RawValue;
@@ -70,38 +69,102 @@ fn with_content(mut entry: LogEntry, value: Bytes) -> LogEntry {
 type Fields = Vec<(Bytes, Bytes)>;
 
 /// Parses a JSON object (one log) or an array of objects (one log each). None when the
-/// value is anything else, including an array holding a non-object.
-fn json_logs(value: &[u8]) -> Option<Vec<Fields>> {
+/// value is anything else, including an array holding a non-object. Field names and
+/// string values without escapes are zero-copy slices of `value`.
+fn json_logs(value: &Bytes) -> Option<Vec<Fields>> {
     let first = value.iter().find(|b| !b.is_ascii_whitespace())?;
     match first {
-        b'{' => Some(vec![object_fields(serde_json::from_slice(value).ok()?)?]),
+        b'{' => {
+            let object: RawObject<'_> = serde_json::from_slice(value).ok()?;
+            Some(vec![object.into_fields(value)])
+        }
         b'[' => {
             let items: Vec<&RawValue> = serde_json::from_slice(value).ok()?;
-            items.into_iter().map(|item| object_fields(serde_json::from_str(item.get()).ok()?)).collect()
+            items
+                .into_iter()
+                .map(|item| serde_json::from_str::<RawObject<'_>>(item.get()).ok().map(|o| o.into_fields(value)))
+                .collect()
         }
         _ => None,
     }
 }
 
-/// The fields of one object: strings as their text, any other value as its JSON text.
-fn object_fields(object: IndexMap<Cow<'_, str>, &RawValue>) -> Option<Fields> {
-    Some(
-        object
+/// A JSON object's members in order (repeated keys are all kept), values unparsed.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    /// The fields: strings as their text, any other value as its JSON text.
+    fn into_fields(self, value: &Bytes) -> Fields {
+        let text = |s: &str| -> Bytes {
+            // Borrowed text lies inside `value`: slice it instead of copying.
+            let inside = value.as_ptr_range().contains(&s.as_ptr()) && !s.is_empty();
+            if inside {
+                value.slice_ref(s.as_bytes())
+            } else {
+                Bytes::copy_from_slice(s.as_bytes())
+            }
+        };
+        self.0
             .into_iter()
             .map(|(name, raw)| {
-                let text = raw.get();
-                let value = if text.starts_with('"') {
-                    match serde_json::from_str::<Cow<'_, str>>(text) {
-                        Ok(s) => Bytes::copy_from_slice(s.as_bytes()),
-                        Err(_) => Bytes::copy_from_slice(text.as_bytes()),
-                    }
-                } else {
-                    Bytes::copy_from_slice(text.as_bytes())
+                let json = raw.get();
+                let field = match json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
+                    Some(inner) if !inner.contains('\\') => text(inner),
+                    Some(_) => match serde_json::from_str::<String>(json) {
+                        Ok(unescaped) => Bytes::from(unescaped),
+                        Err(_) => text(json),
+                    },
+                    None => text(json),
                 };
-                (Bytes::copy_from_slice(name.as_bytes()), value)
+                (text(&name), field)
             })
-            .collect(),
-    )
+            .collect()
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for KeyVisitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +215,24 @@ mod tests {
             ]
         );
         assert_eq!(stats.json_fallbacks, 0);
+    }
+
+    #[test]
+    fn json_escapes_and_repeated_keys() {
+        let (logs, _) = convert(br#"{"a\u00e9":"x\ny","a":1,"a":"2"}"#, ValueFormat::Json);
+        assert_eq!(
+            fields(&logs[0]),
+            vec![("a\u{e9}".into(), "x\ny".into()), ("a".into(), "1".into()), ("a".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn json_fields_without_escapes_share_the_record_memory() {
+        let value = Bytes::from_static(br#"{"level":"info","n":42}"#);
+        let fields = json_logs(&value).unwrap().remove(0);
+        let inside = |b: &Bytes| value.as_ptr_range().contains(&b.as_ptr());
+        assert!(fields.iter().all(|(k, v)| inside(k) && inside(v)));
+        assert_eq!(&fields[0].1[..], b"info");
     }
 
     #[test]
