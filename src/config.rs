@@ -102,6 +102,9 @@ impl Default for TlsConfig {
 pub struct Limits {
     /// Largest Kafka request frame accepted; larger frames close the connection.
     pub max_request_bytes: usize,
+    /// Request bytes all connections together may hold at once (read but not yet
+    /// answered); a connection whose next request does not fit waits before reading it.
+    pub max_inflight_bytes: usize,
     /// Largest record batch (compressed, as sent) accepted; larger gets MESSAGE_TOO_LARGE.
     pub max_batch_bytes: usize,
     /// Largest decompressed size of one batch; more is a decompression bomb (CORRUPT_MESSAGE).
@@ -129,6 +132,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_request_bytes: 100 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             max_decompressed_batch_bytes: 64 * 1024 * 1024,
             max_records_per_batch: 1_000_000,
@@ -356,6 +360,11 @@ impl Config {
         let l = &self.limits;
         if l.max_request_bytes < 1024 || l.max_batch_bytes == 0 || l.max_decompressed_batch_bytes == 0 {
             return Err(ConfigError::Invalid("limits are too small".into()));
+        }
+        if l.max_inflight_bytes < l.max_request_bytes {
+            return Err(ConfigError::Invalid(
+                "max_inflight_bytes must be at least max_request_bytes (one request must fit)".into(),
+            ));
         }
         let st = &self.storage;
         if !(4096..=1 << 30).contains(&st.segment_bytes) {

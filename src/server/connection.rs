@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
@@ -22,29 +22,40 @@ enum FrameError {
     Truncated { got: usize, want: usize },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("server is shutting down")]
+    Closed,
 }
 
 /// Serves one connection until the client leaves, breaks a rule, or the server stops.
-pub async fn serve<S>(stream: S, broker: &Broker, mut session: Session, auth_deadline: Instant, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S>(
+    stream: S,
+    broker: &Broker,
+    mut session: Session,
+    auth_deadline: Instant,
+    inflight: &Semaphore,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stream = BufStream::with_capacity(64 * 1024, 16 * 1024, stream);
     let idle = Duration::from_secs(broker.limits.idle_timeout_secs);
     loop {
-        let deadline = match session.auth {
-            AuthState::Authenticated(_) => Instant::now() + idle,
-            _ => auth_deadline,
+        // Before authentication only small SASL requests are expected (Kafka's
+        // sasl.server.max.receive.size is 512 KiB too).
+        let (deadline, max_frame) = match session.auth {
+            AuthState::Authenticated(_) => (Instant::now() + idle, broker.limits.max_request_bytes),
+            _ => (auth_deadline, broker.limits.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)),
         };
         let frame = tokio::select! {
-            read = timeout_at(deadline, read_frame(&mut stream, broker.limits.max_request_bytes)) => read,
+            read = timeout_at(deadline, read_frame(&mut stream, max_frame, inflight)) => read,
             _ = shutdown.changed() => {
                 debug!(peer = %session.peer, "server shutting down; closing idle connection");
                 return;
             }
         };
-        let frame = match frame {
-            Ok(Ok(frame)) => frame,
+        // `_held` keeps the request's bytes counted as in flight until it is answered.
+        let (frame, _held) = match frame {
+            Ok(Ok(read)) => read,
             Ok(Err(FrameError::Eof)) => {
                 debug!(peer = %session.peer, "client disconnected");
                 return;
@@ -86,9 +97,26 @@ where
     }
 }
 
-/// Reads one `int32 size` + payload frame, growing the buffer only as bytes arrive so a
-/// client cannot make the server allocate what it has not sent.
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<Bytes, FrameError> {
+/// Largest frame accepted before SASL authentication completes.
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+
+/// Size of one in-flight permit.
+const PERMIT_BYTES: usize = 1024;
+
+/// Permits for a total in-flight budget of `bytes`.
+pub fn inflight_permits(bytes: usize) -> usize {
+    (bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS)
+}
+
+/// Reads one `int32 size` + payload frame. Before the payload is read, its size is taken
+/// from the server-wide in-flight budget (waiting while other connections hold it), and
+/// the buffer grows only as bytes arrive, so a client cannot make the server allocate
+/// what it has not sent.
+async fn read_frame<'a, S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+    inflight: &'a Semaphore,
+) -> Result<(Bytes, SemaphorePermit<'a>), FrameError> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
         Ok(_) => {}
@@ -100,6 +128,8 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<
     if want > max {
         return Err(FrameError::TooLarge(size.into(), max));
     }
+    let permits = u32::try_from(want.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
+    let held = inflight.acquire_many(permits).await.map_err(|_| FrameError::Closed)?;
     let mut buf = BytesMut::with_capacity(want.min(64 * 1024));
     while buf.len() < want {
         buf.reserve((want - buf.len()).min(1024 * 1024));
@@ -109,7 +139,7 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<
             return Err(FrameError::Truncated { got: buf.len(), want });
         }
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), held))
 }
 
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {

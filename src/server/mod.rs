@@ -71,9 +71,10 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+    let inflight = Arc::new(Semaphore::new(connection::inflight_permits(config.limits.max_inflight_bytes)));
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        accept_loops.spawn(accept_loop(listener, broker.clone(), slots.clone(), stop_rx.clone()));
+        accept_loops.spawn(accept_loop(listener, broker.clone(), slots.clone(), inflight.clone(), stop_rx.clone()));
     }
     shutdown.await;
     info!("shutting down: no new connections; draining open ones");
@@ -85,7 +86,13 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     Ok(())
 }
 
-async fn accept_loop(listener: Listener, broker: Arc<Broker>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Listener,
+    broker: Arc<Broker>,
+    slots: Arc<Semaphore>,
+    inflight: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -112,14 +119,16 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>, slots: Arc<Semapho
         let config = listener.config.clone();
         let advertised = listener.advertised.clone();
         let stop = stop.clone();
+        let inflight = inflight.clone();
         connections.spawn(async move {
-            handle(stream, peer, &broker, tls, &config, advertised, stop).await;
+            handle(stream, peer, &broker, tls, &config, advertised, &inflight, stop).await;
             drop(permit);
         });
     }
     while connections.join_next().await.is_some() {}
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
@@ -127,6 +136,7 @@ async fn handle(
     tls: Option<TlsAcceptor>,
     config: &ListenerConfig,
     advertised: Advertised,
+    inflight: &Semaphore,
     stop: watch::Receiver<bool>,
 ) {
     let auth_deadline = Instant::now() + Duration::from_secs(broker.limits.auth_timeout_secs);
@@ -146,7 +156,7 @@ async fn handle(
         advertised,
     };
     match tls {
-        None => connection::serve(stream, broker, session, auth_deadline, stop).await,
+        None => connection::serve(stream, broker, session, auth_deadline, inflight, stop).await,
         Some(acceptor) => {
             let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -165,7 +175,7 @@ async fn handle(
                 }
             };
             session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
-            connection::serve(tls_stream, broker, session, auth_deadline, stop).await
+            connection::serve(tls_stream, broker, session, auth_deadline, inflight, stop).await
         }
     }
 }

@@ -235,3 +235,35 @@ def test_record_count_limit_and_unknown_partition(tmp_path):
         assert contents(gw.wait_logs("one", 5)) == ["r%d" % i for i in range(5)]
     finally:
         gw.stop()
+
+
+def test_in_flight_bytes_are_bounded_across_connections(tmp_path):
+    """With max_inflight_bytes = 1 MiB, a second connection's 500 KiB request waits while a
+    first connection holds 700 KiB of an unfinished request, and is served once it is done."""
+    gw = Gateway(tmp_path, limits={"max_request_bytes": 1 << 20, "max_inflight_bytes": 1 << 20,
+                                   "max_batch_bytes": 1 << 20}).start()
+    try:
+        big_a = produce_v2("one", 0, message_v1(b"a" * (700 * 1024)), correlation_id=1)
+        big_b = produce_v2("one", 0, message_v1(b"b" * (500 * 1024)), correlation_id=2)
+        a = connect(gw.ports["PLAINTEXT"])
+        a.sendall(big_a[:len(big_a) // 2])
+        time.sleep(0.3)
+        b = connect(gw.ports["PLAINTEXT"])
+        b.sendall(big_b)
+        b.settimeout(1.5)
+        try:
+            b.recv(1)
+            raise AssertionError("the second request was served beyond the in-flight budget")
+        except OSError:
+            pass  # timed out: still waiting for budget
+        a.sendall(big_a[len(big_a) // 2:])
+        assert parse_produce_v2_response(read_frame(a))[1][0][2] == 0
+        b.settimeout(10)
+        assert parse_produce_v2_response(read_frame(b))[1][0][2] == 0
+        assert len(gw.wait_logs("one", 2)) == 2
+        # before authentication, frames over 512 KiB are refused outright
+        s = connect(gw.ports["SASL_PLAINTEXT"])
+        s.sendall(struct.pack(">i", 600 * 1024))
+        assert is_closed(s)
+    finally:
+        gw.stop()
