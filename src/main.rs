@@ -107,6 +107,11 @@ struct CertArgs {
     hosts: Vec<String>,
 }
 
+/// mimalloc: the decode path allocates and frees large, short-lived buffers per request,
+/// which glibc's allocator serves with fresh mmaps (page faults, zeroing); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Access key id and secret of the demo key in the shipped `config/loggate.toml`.
 /// The server prints them only while the configured demo key still has this secret.
 const DEMO_KEY: (&str, &str) = ("LGDEMOACCESSKEY", "demo-secret-replace-me");
