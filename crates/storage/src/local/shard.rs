@@ -540,7 +540,12 @@ impl Writer {
                         count: batch.count,
                     };
                     let at = self.buf.len();
-                    self.buf.extend_from_slice(&batch.bytes);
+                    if at == 0 {
+                        // The group's first request: take its buffer rather than copy it.
+                        self.buf = batch.bytes;
+                    } else {
+                        self.buf.extend_from_slice(&batch.bytes);
+                    }
                     let mut p = at;
                     while p < self.buf.len() {
                         let frame_len = codec::seal_frame(&mut self.buf[p..], next);
