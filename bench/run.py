@@ -86,30 +86,15 @@ def proc_status_kib(pid, key):
 class BenchGateway(gateway.Gateway):
     """tests/integration's Gateway, started under an optional taskset."""
 
+    default_log_level = "warn"
+
     def __init__(self, workdir, cpus=None, env=None):
         self.cpus = cpus
-        self.env = env or {}
+        # taskset execs the server, so the pid stays the server's
+        self.command_prefix = ("taskset", "-c", cpus) if cpus else ()
+        self.extra_env = env or {}
         super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30})
 
-    def _start_once(self):
-        self.stderr = open(self.stderr_path, "ab")
-        cmd = [str(gateway.BIN), "serve", "--config", str(self.config)]
-        if self.cpus:
-            cmd = ["taskset", "-c", self.cpus] + cmd  # taskset execs: same pid
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"), **self.env))
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("loggate exited: " + self.log_text())
-            try:
-                import socket
-                for port in self.ports.values():
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("loggate did not start: " + self.log_text())
 
 
 def loadgen_args(w, gw, duration):

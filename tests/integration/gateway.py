@@ -100,11 +100,16 @@ class Gateway:
                 self.ports = {p: free_port() for p in self.ports}
                 self._write_config()
 
+    # What the process is started under (e.g. ["taskset", "-c", "0"]), and extra environment.
+    command_prefix = ()
+    extra_env = {}
+    default_log_level = "info"
+
     def _start_once(self):
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
+        cmd = [*self.command_prefix, str(BIN), "serve", "--config", str(self.config)]
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", self.default_log_level), **self.extra_env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
