@@ -317,16 +317,26 @@ impl LocalStore {
         shard: u32,
         create: bool,
     ) -> Result<Option<Arc<Shard>>, StorageError> {
+        let key = (stream.clone(), shard);
+        let known = {
+            let reg = self.inner.registry();
+            if reg.closed {
+                return Err(StorageError::Closed);
+            }
+            reg.shards.get(&key).cloned()
+        };
+        // An open shard (the path of every append after the first) needs no path work.
+        if let Some(open) = known.as_ref().and_then(|cell| cell.get()) {
+            return Ok(Some(open.clone()));
+        }
+        // Validates the names before anything is registered for them.
         let dir = paths::shard_dir(&self.inner.root, stream, shard)?;
         let cell = {
             let mut reg = self.inner.registry();
             if reg.closed {
                 return Err(StorageError::Closed);
             }
-            reg.shards
-                .entry((stream.clone(), shard))
-                .or_default()
-                .clone()
+            reg.shards.entry(key).or_default().clone()
         };
         let inner = self.inner.clone();
         let stream = stream.clone();
@@ -533,7 +543,6 @@ impl LogStorage for LocalStore {
         if self.inner.read_only {
             return Err(read_only_error());
         }
-        paths::shard_dir(&self.inner.root, stream, shard)?;
         let batch = encode_batch(&entries, self.inner.opts.max_entry_bytes)?;
         drop(entries);
         let shard = self
