@@ -35,7 +35,11 @@ fn entries() -> Vec<LogEntry> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
     let stream = StreamId::new("bench", "append");
@@ -43,11 +47,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     g.throughput(Throughput::Elements(ENTRIES as u64));
     g.measurement_time(Duration::from_secs(4));
-    for (name, durability) in [("written", Durability::Written), ("synced", Durability::Synced)] {
+    for (name, durability) in [
+        ("written", Durability::Written),
+        ("synced", Durability::Synced),
+    ] {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || batch.clone(),
-                |e| rt.block_on(store.append(&stream, 0, e, durability)).unwrap(),
+                |e| {
+                    rt.block_on(store.append(&stream, 0, e, durability))
+                        .unwrap()
+                },
                 BatchSize::SmallInput,
             )
         });

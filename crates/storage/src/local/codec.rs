@@ -159,7 +159,11 @@ pub(crate) fn decode(payload: &Bytes) -> Result<(u64, LogEntry), CodecError> {
         let v = c.bytes()?;
         fields.push((k, v));
     }
-    let tag = if version >= PAYLOAD_VERSION { c.nbytes()? } else { None };
+    let tag = if version >= PAYLOAD_VERSION {
+        c.nbytes()?
+    } else {
+        None
+    };
     c.finish()?;
     Ok((
         offset,

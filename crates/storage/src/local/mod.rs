@@ -594,7 +594,9 @@ impl LogStorage for LocalStore {
 
     async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError> {
         // A query starting past every segment reads nothing and reports the bounds.
-        let batch = self.query(stream, shard, ReadQuery::from_offset(u64::MAX, 0)).await?;
+        let batch = self
+            .query(stream, shard, ReadQuery::from_offset(u64::MAX, 0))
+            .await?;
         Ok((batch.start_offset, batch.end_offset))
     }
 

@@ -26,17 +26,32 @@ fn segment(dir: &Path, s: &StreamId) -> PathBuf {
         .join("00000000000000000000.log")
 }
 
-async fn fails_then_recovers(inject: impl Fn(&Shard), durability: Durability) {
-    let dir = tempfile::tempdir().unwrap();
+/// A store whose shard 0 of `p/l` holds `first` (synced), with that segment's length and
+/// the open shard, for injecting faults into it.
+async fn store_holding(
+    dir: &Path,
+    opts: LocalStoreOptions,
+    first: Vec<LogEntry>,
+) -> (LocalStore, StreamId, u64, Arc<Shard>) {
     let s = StreamId::new("p", "l");
-    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    let store = LocalStore::open(dir, opts).unwrap();
     store
-        .append(&s, 0, (0..3).map(entry).collect(), Durability::Synced)
+        .append(&s, 0, first, Durability::Synced)
         .await
         .unwrap();
-    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
-
+    let good_len = fs::metadata(segment(dir, &s)).unwrap().len();
     let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    (store, s, good_len, shard)
+}
+
+async fn fails_then_recovers(inject: impl Fn(&Shard), durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, good_len, shard) = store_holding(
+        dir.path(),
+        LocalStoreOptions::default(),
+        (0..3).map(entry).collect(),
+    )
+    .await;
     inject(&shard);
     let err = store
         .append(&s, 0, (3..8).map(entry).collect(), durability)
@@ -178,14 +193,12 @@ async fn full_queue_that_stays_full_is_overloaded() {
 #[tokio::test]
 async fn failed_cut_after_a_torn_write_heals_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let s = StreamId::new("p", "l");
-    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
-    store
-        .append(&s, 0, (0..3).map(entry).collect(), Durability::Synced)
-        .await
-        .unwrap();
-    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
-    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    let (store, s, good_len, shard) = store_holding(
+        dir.path(),
+        LocalStoreOptions::default(),
+        (0..3).map(entry).collect(),
+    )
+    .await;
     // A torn write whose cut fails, and fails once more on the next try.
     shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
     shard.core.faults.fail_truncates.store(2, Ordering::SeqCst);
@@ -217,18 +230,11 @@ async fn failed_cut_after_a_torn_write_heals_by_itself() {
 #[tokio::test]
 async fn failed_cut_heals_on_a_tick_without_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let s = StreamId::new("p", "l");
     let opts = LocalStoreOptions {
         flush_interval: Some(std::time::Duration::from_millis(20)),
         ..Default::default()
     };
-    let store = LocalStore::open(dir.path(), opts).unwrap();
-    store
-        .append(&s, 0, vec![entry(0)], Durability::Synced)
-        .await
-        .unwrap();
-    let good_len = fs::metadata(segment(dir.path(), &s)).unwrap().len();
-    let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
+    let (store, s, good_len, shard) = store_holding(dir.path(), opts, vec![entry(0)]).await;
     shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
     shard.core.faults.fail_truncates.store(1, Ordering::SeqCst);
     assert!(store
