@@ -25,6 +25,16 @@ pub mod code {
     pub const INVALID_RECORD: i16 = 87;
 }
 
+/// TOPIC_AUTHORIZATION_FAILED, except for requests of version 0 (Produce and Metadata v0
+/// are Kafka 0.8's, which knows no authorization code): UNKNOWN_TOPIC_OR_PARTITION.
+pub fn topic_authorization_failed(version: i16) -> i16 {
+    if version == 0 {
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    } else {
+        code::TOPIC_AUTHORIZATION_FAILED
+    }
+}
+
 /// Why one partition of a Produce request failed, before era translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProduceError {
@@ -57,9 +67,7 @@ impl ProduceError {
         use code::*;
         match self {
             Self::UnknownTopicOrPartition => UNKNOWN_TOPIC_OR_PARTITION,
-            // 0.8 clients (Produce v0) know no authorization code.
-            Self::TopicAuthorizationFailed if version == 0 => UNKNOWN_TOPIC_OR_PARTITION,
-            Self::TopicAuthorizationFailed => TOPIC_AUTHORIZATION_FAILED,
+            Self::TopicAuthorizationFailed => topic_authorization_failed(version),
             Self::CorruptMessage => CORRUPT_MESSAGE,
             Self::InvalidRecord if version < 8 => CORRUPT_MESSAGE,
             Self::InvalidRecord => INVALID_RECORD,

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
-use super::errors::code;
+use super::errors::{code, topic_authorization_failed};
 use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::catalog::Logstore;
 use crate::ingest::ResolveError;
@@ -52,11 +52,7 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
                 match resolved {
                     Ok(topic) => topic_entry(broker, &name, &topic.logstore, version),
                     Err(ResolveError::UnknownTopic) => error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION),
-                    // Kafka 0.8 clients know no authorization code.
-                    Err(ResolveError::NotAuthorized) if version == 0 => {
-                        error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION)
-                    }
-                    Err(ResolveError::NotAuthorized) => error_entry(&name, code::TOPIC_AUTHORIZATION_FAILED),
+                    Err(ResolveError::NotAuthorized) => error_entry(&name, topic_authorization_failed(version)),
                 }
             })
             .collect(),
