@@ -65,7 +65,8 @@ WORKLOADS = {
 DEFAULT = list(WORKLOADS)
 
 COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
-           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "peak RSS MiB", "client CPU s", "errors"]
+           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "peak RSS MiB", "client CPU s", "errors",
+           "split ns/record"]
 
 
 def proc_cpu_seconds(pid):
@@ -73,6 +74,28 @@ def proc_cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def thread_cpu_seconds(pid):
+    """(user, system) seconds per thread group of a live process: the storage writers
+    ("loggate-wr-*"), the tokio workers and the rest, from /proc/<pid>/task/*/stat."""
+    groups = {}
+    for task in Path("/proc/%d/task" % pid).iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread exited
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        group = "writer" if comm.startswith("loggate-wr") else "worker" if comm.startswith("tokio") else "other"
+        u, s = groups.get(group, (0.0, 0.0))
+        groups[group] = (u + int(fields[11]) / CLK_TCK, s + int(fields[12]) / CLK_TCK)
+    return groups
+
+
+def thread_cpu_delta(before, after):
+    return {g: (round(u - before.get(g, (0, 0))[0], 3), round(s - before.get(g, (0, 0))[1], 3))
+            for g, (u, s) in after.items()}
 
 
 def proc_status_kib(pid, key):
@@ -146,9 +169,11 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 if perf:
                     perf_proc = start_perf(pid, Path(perf) / ("perf-%s.data" % name), callgraph)
                 cpu0, t0 = proc_cpu_seconds(pid), time.time()
+                threads0 = thread_cpu_seconds(pid)
             else:
                 summary = msg
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
+                threads1 = thread_cpu_seconds(pid)
                 if perf_proc:
                     perf_proc.send_signal(2)
                     perf_proc.wait()
@@ -177,7 +202,10 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
             "client CPU s": round(ru.ru_utime + ru.ru_stime, 2),
             "errors": summary["errors"],
         }
-        detail = dict(summary, workload=name, config=w, server_cpu_s=cpu, server_wall_s=t1 - t0,
+        split = thread_cpu_delta(threads0, threads1)
+        per = lambda sec: round(sec * 1e9 / records) if records else None
+        row["split ns/record"] = " ".join("%s %s+%s" % (g, per(u), per(s)) for g, (u, s) in sorted(split.items()))
+        detail = dict(summary, thread_cpu_s=split, workload=name, config=w, server_cpu_s=cpu, server_wall_s=t1 - t0,
                       server_rss_end_kib=rss_now, server_hwm_kib=hwm, server_threads=threads,
                       loadgen_stderr=err[-2000:])
         return row, detail
