@@ -161,11 +161,14 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// ...or as soon as this many bytes of it wait in a shard; 0 means no byte limit.
     pub flush_bytes: u64,
+    /// Write segments with direct I/O (bypassing the page cache) where the filesystem
+    /// allows it; false writes through the page cache.
+    pub direct_io: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { segment_bytes: 256 * 1024 * 1024, segment_ms: 3_600_000, flush_interval_ms: 1000, flush_bytes: 0 }
+        Self { segment_bytes: 256 * 1024 * 1024, segment_ms: 3_600_000, flush_interval_ms: 1000, flush_bytes: 0, direct_io: true }
     }
 }
 
@@ -398,6 +401,7 @@ impl Config {
             flush_interval: (st.flush_interval_ms > 0).then(|| Duration::from_millis(st.flush_interval_ms)),
             flush_bytes: (st.flush_bytes > 0).then_some(st.flush_bytes),
             streams,
+            direct_io: st.direct_io,
             ..LocalStoreOptions::default()
         }
     }

@@ -457,7 +457,6 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
     let dir = tempfile::tempdir().unwrap();
     let s = stream();
     let path = segment(dir.path(), &s, 0);
-    let mut ends = Vec::new();
     {
         let store = open(dir.path());
         for i in 0..10 {
@@ -465,10 +464,16 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
                 .append(&s, 0, vec![tagged(0, i)], Durability::Synced)
                 .await
                 .unwrap();
-            ends.push(fs::metadata(&path).unwrap().len());
         }
         store.close().await.unwrap();
     }
+    let ends = frame_ends(&path);
+    assert_eq!(ends.len(), 10);
+    assert_eq!(
+        ends[9],
+        fs::metadata(&path).unwrap().len(),
+        "a closed segment ends with its last entry (no padding)"
+    );
     damage(&path, &ends);
     let store = open(dir.path());
     let logs = store.read(&s, 0, 0, 100).await.unwrap();
@@ -497,6 +502,22 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
     let logs = store.read(&s, 0, 0, 100).await.unwrap();
     assert_eq!(logs.len() as u64, survivors + 1);
     assert_eq!(tag_of(&logs[survivors as usize].entry), (0, 77));
+}
+
+/// Where each frame of a segment file ends (`u32 LE payload_len | u32 crc | payload`).
+fn frame_ends(path: &Path) -> Vec<u64> {
+    let data = fs::read(path).unwrap();
+    let mut ends = Vec::new();
+    let mut pos = 0usize;
+    while let Some(len) = data.get(pos..pos + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if len == 0 || pos + 8 + len > data.len() {
+            break;
+        }
+        pos += 8 + len;
+        ends.push(pos as u64);
+    }
+    ends
 }
 
 fn truncate_to(path: &Path, len: u64) {
@@ -721,4 +742,55 @@ async fn one_writer_per_data_dir() {
     drop(first);
     assert!(LocalStore::open(dir.path(), LocalStoreOptions::default()).is_ok());
     assert!(LocalStore::open_read_only(&dir.path().join("missing")).is_err());
+}
+
+/// Copies every file under `from` to `to` (a snapshot of a live store: what a crash leaves).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn direct_write_padding_reads_as_the_end_of_data_live_and_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    let store = open(dir.path());
+    for i in 0..10 {
+        store
+            .append(&s, 0, vec![tagged(0, i)], Durability::Synced)
+            .await
+            .unwrap();
+    }
+    let path = segment(dir.path(), &s, 0);
+    let live_len = fs::metadata(&path).unwrap().len();
+    let data_len = *frame_ends(&path).last().unwrap();
+    // With direct I/O the live file is padded to a block; without it, it is not.
+    assert!(live_len == data_len || (live_len.is_multiple_of(4096) && live_len > data_len));
+    // A reader of the live store sees every entry and nothing more.
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.read(&s, 0, 0, 100).await.unwrap().len(), 10);
+
+    // What a crash leaves: the padded file. It recovers every entry, cut to the data.
+    let crashed = dir.path().join("crashed");
+    copy_tree(&dir.path().join("logstores"), &crashed.join("logstores"));
+    store.close().await.unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), data_len);
+    let store = open(&crashed);
+    let logs = store.read(&s, 0, 0, 100).await.unwrap();
+    let got: Vec<_> = logs.iter().map(|l| tag_of(&l.entry)).collect();
+    assert_eq!(got, (0..10).map(|i| (0, i)).collect::<Vec<_>>());
+    assert_eq!(fs::metadata(segment(&crashed, &s, 0)).unwrap().len(), data_len);
+    let ack = store
+        .append(&s, 0, vec![tagged(0, 10)], Durability::Synced)
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, 10);
 }

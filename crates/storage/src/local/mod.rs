@@ -8,12 +8,14 @@
 //! binary encoding of the offset and the [`LogEntry`].
 //!
 //! Each shard has one writer thread fed by a bounded queue; it drains all queued requests,
-//! reserves their disk space, writes them with one `write`, and issues one `fdatasync` for
+//! reserves their disk space, writes them with one `write` (direct I/O where the
+//! filesystem allows it, see `direct.rs`), and issues one `fdatasync` for
 //! the group when any of them asked for [`Durability::Synced`] (group commit) or the flush
 //! policy says so. A failed group is cut off the file before anything else is written, so
 //! readers never see it. Retention deletes whole sealed segments, never the active one.
 
 mod codec;
+mod direct;
 mod index;
 mod paths;
 mod read;
@@ -59,6 +61,9 @@ pub struct LocalStoreOptions {
     pub flush_bytes: Option<u64>,
     /// Options of particular streams; others get [`StreamOptions::default`].
     pub streams: HashMap<StreamId, StreamOptions>,
+    /// Write segments with direct I/O (`O_DIRECT`) where the filesystem allows it, instead
+    /// of through the page cache.
+    pub direct_io: bool,
 }
 
 impl Default for LocalStoreOptions {
@@ -71,6 +76,7 @@ impl Default for LocalStoreOptions {
             flush_interval: Some(Duration::from_secs(1)),
             flush_bytes: None,
             streams: HashMap::new(),
+            direct_io: true,
         }
     }
 }
@@ -377,6 +383,7 @@ impl Inner {
             flush_bytes: self.opts.flush_bytes,
             retention_age: so.retention_age,
             retention_bytes: so.retention_bytes_per_shard,
+            direct_io: self.opts.direct_io,
         }
     }
 

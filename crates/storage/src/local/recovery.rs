@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 
 use super::codec::{self, FRAME_HEADER_LEN};
+use super::direct;
 use super::index::SparseIndex;
 use super::read::ChunkReader;
 
@@ -59,6 +60,10 @@ pub(crate) fn scan(
             Err(e) => return Err(e),
         };
         if !h.plausible() {
+            if h.payload_len == 0 && direct::is_padding(pos, file_len, &r.get(pos, (file_len - pos) as usize)?) {
+                // The zeros a direct write pads its last block with: the data ends here.
+                break Tail::Clean;
+            }
             break Tail::Corrupt(format!(
                 "implausible frame length {} at byte {pos}",
                 h.payload_len
@@ -109,7 +114,11 @@ pub(crate) fn recover(
     let file_len = file.metadata()?.len();
     let mut index = SparseIndex::new(base_offset);
     let scanned = scan(file, file_len, 0, base_offset, &mut index)?;
-    if scanned.valid_len < file_len {
+    if scanned.valid_len < file_len && scanned.tail == Tail::Clean {
+        tracing::debug!(path = %path.display(), valid_len = scanned.valid_len, "cutting the zero padding of a direct write");
+        file.set_len(scanned.valid_len)?;
+        file.sync_all()?;
+    } else if scanned.valid_len < file_len {
         let cut = file_len - scanned.valid_len;
         tracing::warn!(
             path = %path.display(),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec;
+use super::direct::DirectFile;
 use super::index::SparseIndex;
 use super::paths;
 use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
@@ -68,6 +69,8 @@ pub(crate) struct WriterConfig {
     pub flush_bytes: Option<u64>,
     pub retention_age: Option<Duration>,
     pub retention_bytes: Option<u64>,
+    /// Write with direct I/O where the filesystem allows it.
+    pub direct_io: bool,
 }
 
 /// Test-only fault injection: how many upcoming operations fail.
@@ -111,7 +114,7 @@ impl Core {
         }
     }
 
-    fn view(&self) -> MutexGuard<'_, Vec<SegmentState>> {
+    pub(crate) fn view(&self) -> MutexGuard<'_, Vec<SegmentState>> {
         // A poisoned lock only means a panic elsewhere; the view itself is always consistent.
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -205,6 +208,7 @@ impl Shard {
             .metadata()
             .and_then(|m| m.created().or_else(|_| m.modified()))
             .unwrap_or_else(|_| SystemTime::now());
+        let direct = open_direct(&cfg, &last.path)?;
         let writer = Writer {
             core: Arc::new(Core::new(dir, segments)),
             stats,
@@ -212,6 +216,7 @@ impl Shard {
                 base: last.base,
                 path: last.path.clone(),
                 file: last.file.clone(),
+                direct,
                 len: last.len,
                 index: (*last.index).clone(),
                 max_arrival_ms: last.max_arrival_ms,
@@ -399,7 +404,10 @@ struct Active {
     base: u64,
     path: PathBuf,
     file: Arc<File>,
-    /// End of data in the file (written, maybe not yet synced).
+    /// The same file opened for direct writes (`None`: buffered writes through `file`).
+    direct: Option<DirectFile>,
+    /// End of data in the file (written, maybe not yet synced). With direct writes the file
+    /// may go on with up to a block of zero padding.
     len: u64,
     index: SparseIndex,
     max_arrival_ms: i64,
@@ -488,6 +496,9 @@ impl Writer {
             }
         }
         // Every sender is gone: the store is closing or dropped. Leave nothing unsynced.
+        if self.restore_to.is_none() && self.cut_padding()? {
+            self.dirty = true;
+        }
         if self.dirty && self.restore_to.is_none() {
             self.core.file_sync(&self.active.file)?;
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -654,7 +665,7 @@ impl Writer {
                 self.active.file.write_all_at(half, at)?;
                 return Err(io::Error::other("injected write failure"));
             }
-            self.active.file.write_all_at(&self.buf, at)?;
+            self.write_at(at)?;
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         if need_sync && self.dirty {
@@ -669,6 +680,35 @@ impl Writer {
             self.dirty_since = None;
         }
         Ok(())
+    }
+
+    /// Writes the group buffer at `at`: a direct write when the segment has one, else buffered.
+    fn write_at(&mut self, at: u64) -> io::Result<()> {
+        let Some(direct) = self.active.direct.as_mut() else {
+            return self.active.file.write_all_at(&self.buf, at);
+        };
+        match direct.write_at(&self.active.file, &self.buf, at) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(dir = %self.core.dir.display(), error = %e,
+                    "direct write refused; writing through the page cache from now on");
+                self.cfg.direct_io = false;
+                self.active.direct = None;
+                self.active.file.write_all_at(&self.buf, at)
+            }
+            other => other,
+        }
+    }
+
+    /// Cuts the zero padding of direct writes off the active segment; whether there was any.
+    fn cut_padding(&mut self) -> io::Result<bool> {
+        if self.active.direct.is_none() || self.active.file.metadata()?.len() <= self.active.len {
+            return Ok(false);
+        }
+        self.active.file.set_len(self.active.len)?;
+        if let Some(d) = self.active.direct.as_mut() {
+            d.forget_tail();
+        }
+        Ok(true)
     }
 
     /// Reserves the disk blocks of `at..at + len` without changing the file size, so that a
@@ -711,6 +751,9 @@ impl Writer {
         if Faults::take(&self.core.faults.fail_truncates) {
             return Err(io::Error::other("injected truncate failure"));
         }
+        if let Some(d) = self.active.direct.as_mut() {
+            d.forget_tail();
+        }
         self.active.file.set_len(len)?;
         if self.restore_to.is_some() {
             tracing::info!(dir = %self.core.dir.display(), len, "cut off a failed write; writing again");
@@ -748,6 +791,9 @@ impl Writer {
 
     /// Seals the active segment (synced, index written) and starts the next one.
     fn roll(&mut self) -> io::Result<()> {
+        if self.cut_padding()? {
+            self.dirty = true;
+        }
         if self.dirty {
             self.core.file_sync(&self.active.file)?;
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -786,6 +832,7 @@ impl Writer {
             drop(fs::remove_file(&path));
             return Err(e);
         }
+        let direct = open_direct(&self.cfg, &path)?;
         let file = Arc::new(file);
         let old = std::mem::replace(
             &mut self.active,
@@ -793,6 +840,7 @@ impl Writer {
                 base,
                 path: path.clone(),
                 file: file.clone(),
+                direct,
                 len: 0,
                 index: SparseIndex::new(base),
                 max_arrival_ms: i64::MIN,
@@ -860,6 +908,18 @@ impl Core {
     fn file_sync(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+}
+
+/// The direct-write handle of a segment, when configured and the filesystem allows it.
+fn open_direct(cfg: &WriterConfig, path: &Path) -> io::Result<Option<DirectFile>> {
+    if !cfg.direct_io {
+        return Ok(None);
+    }
+    let direct = DirectFile::open(path)?;
+    if direct.is_none() {
+        tracing::info!(path = %path.display(), "filesystem has no direct I/O; writing through the page cache");
+    }
+    Ok(direct)
 }
 
 /// `fallocate(FALLOC_FL_KEEP_SIZE)`: allocates blocks for `at..at + len`, size unchanged.
