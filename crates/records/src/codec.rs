@@ -121,47 +121,121 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Fai
 
 /// Little-endian magic of an LZ4 frame.
 const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4d, 0x18];
+/// How far back a block of a linked-block frame may refer (the LZ4 window).
+const LZ4_WINDOW: usize = 64 * 1024;
 
-/// LZ4 frame. For magic 0 the header checksum is first recomputed (see
-/// [`fix_lz4_header_checksum`]); the rest of the frame is streamed without copying.
-fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
-    match (magic, fix_lz4_header_checksum(data)) {
-        (0, Some((header, rest))) => {
-            let reader = io::Cursor::new(header).chain(rest);
-            read_capped(
-                lz4_flex::frame::FrameDecoder::new(reader),
-                limit,
-                data.len(),
-            )
-        }
-        _ => read_capped(lz4_flex::frame::FrameDecoder::new(data), limit, data.len()),
-    }
-}
+/// Frame descriptor flags (FLG).
+const FLG_VERSION_MASK: u8 = 0xc0;
+const FLG_VERSION_01: u8 = 0x40;
+const FLG_BLOCK_CHECKSUM: u8 = 0x10;
+const FLG_CONTENT_SIZE: u8 = 0x08;
+const FLG_CONTENT_CHECKSUM: u8 = 0x04;
+const FLG_DICT_ID: u8 = 0x01;
+/// Block size field: the high bit marks a block stored uncompressed.
+const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
 
-/// Splits an LZ4 frame into a copy of its header with a correct header checksum, and
-/// the bytes after the header.
+/// An LZ4 frame, decoded block by block straight into one output buffer (no intermediate
+/// block buffer), linked blocks reading their history from the output itself.
 ///
-/// Kafka 0.8.2-0.9 (KAFKA-3160), and librdkafka and kafka-python when writing magic 0,
-/// hash the 4 magic bytes too, so the checksum byte is wrong in such messages; the Java
-/// broker skips the check for magic 0. The correct value is the second byte of
-/// xxh32(FLG..end of descriptor, seed 0). Returns `None` if this is no LZ4 frame
-/// header, leaving the decoder to report it.
-fn fix_lz4_header_checksum(data: &[u8]) -> Option<(Vec<u8>, &[u8])> {
-    const FLG_CONTENT_SIZE: u8 = 0x08;
-    const FLG_DICT_ID: u8 = 0x01;
-    if !data.starts_with(&LZ4_MAGIC) {
-        return None;
+/// The header checksum is checked except for magic 0: Kafka 0.8.2-0.9 (KAFKA-3160), and
+/// librdkafka and kafka-python when writing magic 0, hash the 4 magic bytes too, and the
+/// Java broker skips the check for magic 0. Block and content checksums are not verified:
+/// the message or batch CRC around the compressed bytes already covers them.
+fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
+    let corrupt = |why: &str| Failure::Corrupt(why.to_string());
+    let rest = data
+        .strip_prefix(&LZ4_MAGIC)
+        .ok_or_else(|| corrupt("not an LZ4 frame (bad magic)"))?;
+    let (&flg, rest) = rest.split_first().ok_or_else(|| corrupt("truncated frame header"))?;
+    let (&bd, _) = rest.split_first().ok_or_else(|| corrupt("truncated frame header"))?;
+    if flg & FLG_VERSION_MASK != FLG_VERSION_01 {
+        return Err(corrupt("unsupported LZ4 frame version"));
     }
-    let flg = *data.get(4)?;
-    let descriptor_len = 2
-        + if flg & FLG_CONTENT_SIZE != 0 { 8 } else { 0 }
-        + if flg & FLG_DICT_ID != 0 { 4 } else { 0 };
-    let checksum_at = 4 + descriptor_len;
-    let descriptor = data.get(4..checksum_at)?;
-    let checksum = (xxhash_rust::xxh32::xxh32(descriptor, 0) >> 8) as u8;
-    let mut header = data.get(..=checksum_at)?.to_vec();
-    header[checksum_at] = checksum;
-    Some((header, &data[checksum_at + 1..]))
+    if flg & FLG_DICT_ID != 0 {
+        return Err(corrupt("LZ4 frames with a dictionary are not supported"));
+    }
+    let block_max = match (bd >> 4) & 0x07 {
+        4 => 64 << 10,
+        5 => 256 << 10,
+        6 => 1 << 20,
+        7 => 4 << 20,
+        _ => return Err(corrupt("invalid LZ4 block maximum size")),
+    };
+    let descriptor_len = 2 + if flg & FLG_CONTENT_SIZE != 0 { 8 } else { 0 };
+    let descriptor = data
+        .get(4..4 + descriptor_len)
+        .ok_or_else(|| corrupt("truncated frame header"))?;
+    let &checksum = data
+        .get(4 + descriptor_len)
+        .ok_or_else(|| corrupt("truncated frame header"))?;
+    if magic != 0 && checksum != (xxhash_rust::xxh32::xxh32(descriptor, 0) >> 8) as u8 {
+        return Err(corrupt("LZ4 frame header checksum mismatch"));
+    }
+    let declared = (flg & FLG_CONTENT_SIZE != 0)
+        .then(|| descriptor.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+        .flatten();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Failure::TooLarge);
+    }
+    let block_checksums = flg & FLG_BLOCK_CHECKSUM != 0;
+
+    let mut out: Vec<u8> = Vec::with_capacity(
+        declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(limit),
+    );
+    let mut rest = &data[4 + descriptor_len + 1..];
+    loop {
+        let (size, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("truncated LZ4 block size"))?;
+        let size = u32::from_le_bytes(*size);
+        if size == 0 {
+            rest = tail;
+            break;
+        }
+        let len = (size & !BLOCK_UNCOMPRESSED) as usize;
+        if len > tail.len() || len > block_max {
+            return Err(corrupt("truncated or oversized LZ4 block"));
+        }
+        let (block, tail) = tail.split_at(len);
+        let pos = out.len();
+        if size & BLOCK_UNCOMPRESSED != 0 {
+            if len > limit - pos {
+                return Err(Failure::TooLarge);
+            }
+            out.extend_from_slice(block);
+        } else {
+            // Room for the largest block the frame allows, within the limit (+1 to tell
+            // "exactly at the limit" from "over it").
+            let room = block_max.min(limit - pos + 1);
+            out.resize(pos + room, 0);
+            let (history, free) = out.split_at_mut(pos);
+            let window = &history[pos.saturating_sub(LZ4_WINDOW)..];
+            match lz4_flex::block::decompress_into_with_dict(block, free, window) {
+                Ok(n) if n <= limit - pos => out.truncate(pos + n),
+                Ok(_) => return Err(Failure::TooLarge),
+                Err(_) if room < block_max => return Err(Failure::TooLarge),
+                Err(e) => return Err(Failure::Corrupt(e.to_string())),
+            }
+        }
+        rest = tail;
+        if block_checksums {
+            rest = rest
+                .get(4..)
+                .ok_or_else(|| corrupt("truncated LZ4 block checksum"))?;
+        }
+    }
+    if flg & FLG_CONTENT_CHECKSUM != 0 {
+        rest = rest
+            .get(4..)
+            .ok_or_else(|| corrupt("truncated LZ4 content checksum"))?;
+    }
+    if declared.is_some_and(|n| n != out.len() as u64) {
+        return Err(corrupt("LZ4 frame content size does not match its blocks"));
+    }
+    if !rest.is_empty() {
+        return Err(corrupt("bytes after the LZ4 frame"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -211,10 +285,73 @@ mod tests {
         assert!(matches!(snappy(&block, 1 << 20), Err(Failure::TooLarge)));
     }
 
+    fn lz4_frame(data: &[u8], info: lz4_flex::frame::FrameInfo) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Log-like data that compresses, long enough for several blocks.
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| b"GET /api/v1/orders status=200 "[i % 30] ^ ((i / 4099) as u8 & 1))
+            .collect()
+    }
+
     #[test]
-    fn lz4_header_fix_ignores_non_frames() {
-        assert!(fix_lz4_header_checksum(b"").is_none());
-        assert!(fix_lz4_header_checksum(&LZ4_MAGIC).is_none());
-        assert!(fix_lz4_header_checksum(&[0x04, 0x22, 0x4d, 0x18, 0x68, 0x40]).is_none());
+    fn lz4_frames_of_every_layout_decode_like_the_reference_decoder() {
+        use lz4_flex::frame::{BlockMode, BlockSize, FrameInfo};
+        let random: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for data in [sample(300_000), sample(10), Vec::new(), random] {
+            for mode in [BlockMode::Independent, BlockMode::Linked] {
+                for (checksums, size) in [(false, None), (true, Some(data.len() as u64))] {
+                    let info = FrameInfo::new()
+                        .block_mode(mode)
+                        .block_size(BlockSize::Max64KB)
+                        .block_checksums(checksums)
+                        .content_checksum(checksums)
+                        .content_size(size);
+                    let frame = lz4_frame(&data, info);
+                    for magic in [0, 1, 2] {
+                        let got = lz4(&frame, magic, 1 << 20).ok();
+                        assert_eq!(got.as_deref(), Some(&data[..]), "{mode:?} {checksums} magic {magic}");
+                    }
+                    // One byte short of the output is refused as too large, never truncated.
+                    if !data.is_empty() {
+                        assert!(matches!(lz4(&frame, 2, data.len() - 1), Err(Failure::TooLarge)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_header_checksum_is_checked_except_for_magic_0() {
+        let mut frame = lz4_frame(&sample(1000), lz4_flex::frame::FrameInfo::new());
+        frame[6] ^= 0xff; // the header checksum byte (no content size)
+        assert!(matches!(lz4(&frame, 1, 1 << 20), Err(Failure::Corrupt(_))));
+        assert_eq!(lz4(&frame, 0, 1 << 20).ok(), Some(sample(1000)));
+    }
+
+    #[test]
+    fn lz4_garbage_and_truncations_are_errors_not_panics() {
+        let frame = lz4_frame(&sample(100_000), lz4_flex::frame::FrameInfo::new());
+        for cut in 0..frame.len() {
+            assert!(lz4(&frame[..cut], 1, 1 << 20).is_err(), "cut {cut}");
+        }
+        let mut x = 12345u32;
+        for _ in 0..2000 {
+            let mut f = frame.clone();
+            for _ in 0..4 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let at = 7 + (x as usize >> 8) % (f.len() - 7);
+                f[at] = (x >> 3) as u8;
+            }
+            drop(lz4(&f, 1, 1 << 20));
+        }
+        assert!(lz4(b"", 1, 10).is_err());
+        assert!(lz4(&LZ4_MAGIC, 1, 10).is_err());
+        assert!(lz4(&[0x04, 0x22, 0x4d, 0x18, 0x68, 0x40], 1, 10).is_err());
     }
 }
