@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use loggate_records::Record;
-use loggate_storage::{Durability, LogStorage, StorageError};
+use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
@@ -184,6 +184,7 @@ impl Ingest {
         if count == 0 {
             return Ok(Written { shard, base_offset: -1, logs: 0 });
         }
+        let logs = EntryBatch::from_entries(&logs, self.storage.max_entry_bytes())?;
         let ack = self.storage.append(&topic.logstore.stream, shard, logs, durability).await?;
         self.stats.logs_written.fetch_add(count as u64, Ordering::Relaxed);
         Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
