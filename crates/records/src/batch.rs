@@ -137,6 +137,7 @@ impl<'a> V2Records<'a> {
 impl<'a> Iterator for V2Records<'a> {
     type Item = Result<RecordRef<'a>, RecordError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;

@@ -57,6 +57,7 @@ impl RawBatch {
 
     /// The records in order, parsed as they come. A record that fails a check yields its
     /// error and ends the iteration; so do bytes left after the last record.
+    #[inline]
     pub fn records(&self) -> Records<'_> {
         Records(match &self.body {
             Body::V2 {
@@ -125,6 +126,7 @@ enum RecordsInner<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>, RecordError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             RecordsInner::V2(records) => records.next(),
@@ -133,7 +135,7 @@ impl<'a> Iterator for Records<'a> {
                     timestamp_ms: r.timestamp_ms,
                     key: r.key.as_deref(),
                     value: r.value.as_deref(),
-                    headers: Headers::new(&[], 0),
+                    headers: Headers::default(),
                 })
             }),
         }
@@ -183,6 +185,7 @@ impl<'a> Headers<'a> {
 impl<'a> Iterator for Headers<'a> {
     type Item = (&'a [u8], Option<&'a [u8]>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.left = self.left.checked_sub(1)?;
         let header = next_header(&mut self.r);
@@ -199,6 +202,13 @@ impl<'a> Iterator for Headers<'a> {
 }
 
 impl ExactSizeIterator for Headers<'_> {}
+
+impl Default for Headers<'_> {
+    /// No headers.
+    fn default() -> Self {
+        Headers::new(&[], 0)
+    }
+}
 
 impl PartialEq for Headers<'_> {
     fn eq(&self, other: &Self) -> bool {

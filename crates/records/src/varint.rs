@@ -79,15 +79,28 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes and `bits` significant bits.
+    #[inline]
     fn unsigned_varint(
         &mut self,
         max_bytes: u32,
         bits: u32,
         what: &str,
     ) -> Result<u64, RecordError> {
+        let rest = self.rest();
+        // Most lengths and deltas fit one or two bytes (and `bits` is at least 14).
+        match *rest {
+            [b0, ..] if b0 & 0x80 == 0 => {
+                self.pos += 1;
+                return Ok(u64::from(b0));
+            }
+            [b0, b1, ..] if b1 & 0x80 == 0 => {
+                self.pos += 2;
+                return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+            }
+            _ => {}
+        }
         let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.u8(what)?;
+        for (i, &b) in (0..max_bytes).zip(rest) {
             let shift = 7 * i;
             let chunk = u64::from(b & 0x7f);
             // The last byte may only carry the bits that are left.
@@ -98,8 +111,14 @@ impl<'a> Reader<'a> {
             }
             value |= chunk << shift;
             if b & 0x80 == 0 {
+                self.pos += i as usize + 1;
                 return Ok(value);
             }
+        }
+        if rest.len() < max_bytes as usize {
+            return Err(RecordError::Corrupt(format!(
+                "truncated {what}: needs 1 bytes, 0 left"
+            )));
         }
         Err(RecordError::Corrupt(format!(
             "{what}: varint longer than {max_bytes} bytes"
