@@ -79,6 +79,7 @@ impl EntryBatch {
     }
 
     /// Starts an entry; it is added by the writer's `finish`.
+    #[inline]
     pub fn begin(
         &mut self,
         event_time_ms: i64,
@@ -179,6 +180,7 @@ struct Frame<'b> {
 }
 
 impl Frame<'_> {
+    #[inline]
     fn finish(mut self, tag: Option<&[u8]>) -> Result<(), StorageError> {
         let batch = &mut *self.batch;
         let payload_len = self
@@ -196,6 +198,7 @@ impl Frame<'_> {
 }
 
 impl Drop for Frame<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.finished {
             self.batch.bytes.truncate(self.frame.start());
@@ -208,11 +211,13 @@ pub struct EntryWriter<'b>(Frame<'b>);
 
 impl<'b> EntryWriter<'b> {
     /// Adds a header (`None`: a null value). Keys may repeat.
+    #[inline]
     pub fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
         self.0.frame.header(&mut self.0.batch.bytes, key, value);
     }
 
     /// Ends the headers; the entry's fields follow.
+    #[inline]
     pub fn fields(mut self) -> FieldWriter<'b> {
         self.0.frame.end_headers(&mut self.0.batch.bytes);
         FieldWriter(self.0)
@@ -220,11 +225,13 @@ impl<'b> EntryWriter<'b> {
 
     /// Adds the entry, without fields or tag; fails with [`StorageError::EntryTooLarge`]
     /// (and removes it) when it is larger than the batch allows.
+    #[inline]
     pub fn finish(self) -> Result<(), StorageError> {
         self.0.finish(None)
     }
 
     /// [`finish`](Self::finish) with a tag (see [`LogEntry::tag`]).
+    #[inline]
     pub fn finish_with_tag(self, tag: Option<&[u8]>) -> Result<(), StorageError> {
         self.0.finish(tag)
     }
@@ -238,17 +245,20 @@ pub struct FieldWriter<'b>(Frame<'b>);
 
 impl FieldWriter<'_> {
     /// Adds a field. Names may repeat.
+    #[inline]
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
         self.0.frame.field(&mut self.0.batch.bytes, name, value);
     }
 
     /// Adds the entry, without tag; fails with [`StorageError::EntryTooLarge`] (and
     /// removes it) when it is larger than the batch allows.
+    #[inline]
     pub fn finish(self) -> Result<(), StorageError> {
         self.0.finish(None)
     }
 
     /// [`finish`](Self::finish) with a tag (see [`LogEntry::tag`]).
+    #[inline]
     pub fn finish_with_tag(self, tag: Option<&[u8]>) -> Result<(), StorageError> {
         self.0.finish(tag)
     }

@@ -30,6 +30,8 @@ pub(crate) const PAYLOAD_VERSION: u8 = 2;
 const PAYLOAD_VERSION_V1: u8 = 1;
 /// Position of the offset inside the payload (right after the version byte).
 const OFFSET_POS: usize = 1;
+/// Position of the event and arrival times inside the payload (after the offset).
+const TIMES_POS: usize = OFFSET_POS + 8;
 /// Largest payload any frame may claim; larger lengths are treated as corruption.
 pub(crate) const MAX_PAYLOAD_LEN: usize = 1 << 30;
 /// Length value that marks a null `nbytes`.
@@ -68,6 +70,7 @@ pub(crate) struct FrameBuilder {
 
 impl FrameBuilder {
     /// Writes the frame header placeholders, the fixed part, `source` and `key`.
+    #[inline]
     pub(crate) fn begin(
         out: &mut Vec<u8>,
         event_time_ms: i64,
@@ -76,11 +79,13 @@ impl FrameBuilder {
         key: Option<&[u8]>,
     ) -> Self {
         let start = out.len();
-        out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-        out.push(PAYLOAD_VERSION);
-        out.extend_from_slice(&0u64.to_le_bytes());
-        out.extend_from_slice(&event_time_ms.to_le_bytes());
-        out.extend_from_slice(&arrival_time_ms.to_le_bytes());
+        // Frame header, version, offset and times at once.
+        let mut fixed = [0; FRAME_HEADER_LEN + TIMES_POS + 16];
+        fixed[FRAME_HEADER_LEN] = PAYLOAD_VERSION;
+        let times = &mut fixed[FRAME_HEADER_LEN + TIMES_POS..];
+        times[..8].copy_from_slice(&event_time_ms.to_le_bytes());
+        times[8..].copy_from_slice(&arrival_time_ms.to_le_bytes());
+        out.extend_from_slice(&fixed);
         put_bytes(out, source);
         put_nbytes(out, key);
         let count_at = put_count_placeholder(out);
@@ -98,6 +103,7 @@ impl FrameBuilder {
     }
 
     /// Appends one header (only before [`end_headers`](Self::end_headers)).
+    #[inline]
     pub(crate) fn header(&mut self, out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
         debug_assert!(!self.in_fields);
         put_bytes(out, key);
@@ -106,6 +112,7 @@ impl FrameBuilder {
     }
 
     /// Closes the header list and opens the field list; does nothing the second time.
+    #[inline]
     pub(crate) fn end_headers(&mut self, out: &mut Vec<u8>) {
         if !self.in_fields {
             self.close_list(out);
@@ -115,6 +122,7 @@ impl FrameBuilder {
     }
 
     /// Appends one field (only after [`end_headers`](Self::end_headers)).
+    #[inline]
     pub(crate) fn field(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
         debug_assert!(self.in_fields);
         put_bytes(out, name);
@@ -125,6 +133,7 @@ impl FrameBuilder {
     /// Writes `tag`, completes the counts and `payload_len`, and returns the payload's
     /// length; or, when the payload would be longer than `limit` (at most
     /// [`MAX_PAYLOAD_LEN`]), returns `Err(payload length)` and leaves the frame unfinished.
+    #[inline]
     pub(crate) fn end(
         &mut self,
         out: &mut Vec<u8>,
@@ -149,6 +158,7 @@ impl FrameBuilder {
     }
 
     /// Writes the current list's count into its placeholder.
+    #[inline]
     fn close_list(&mut self, out: &mut [u8]) {
         let count = u32::try_from(self.count).unwrap_or(u32::MAX);
         out[self.count_at..self.count_at + 4].copy_from_slice(&count.to_le_bytes());
@@ -157,6 +167,7 @@ impl FrameBuilder {
 }
 
 /// Appends a zero `u32` to be filled in later; returns its position.
+#[inline]
 fn put_count_placeholder(out: &mut Vec<u8>) -> usize {
     let at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
@@ -266,7 +277,7 @@ pub(crate) fn times(payload: &[u8]) -> Option<(i64, i64)> {
         let b: [u8; 8] = payload.get(at..at + 8)?.try_into().ok()?;
         Some(i64::from_le_bytes(b))
     };
-    Some((t(OFFSET_POS + 8)?, t(OFFSET_POS + 16)?))
+    Some((t(TIMES_POS)?, t(TIMES_POS + 8)?))
 }
 
 /// Checks that a payload is well formed without building the entry.
@@ -297,11 +308,13 @@ pub(crate) fn validate(payload: &[u8]) -> Result<FrameMeta, CodecError> {
     })
 }
 
+#[inline]
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
 }
 
+#[inline]
 fn put_nbytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         Some(b) => put_bytes(out, b),
