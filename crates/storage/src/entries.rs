@@ -207,6 +207,7 @@ impl Drop for Frame<'_> {
 }
 
 /// Writes the headers of an entry begun with [`EntryBatch::begin`].
+#[must_use = "the entry is only added by `finish`"]
 pub struct EntryWriter<'b>(Frame<'b>);
 
 impl<'b> EntryWriter<'b> {
@@ -241,6 +242,7 @@ impl<'b> EntryWriter<'b> {
 }
 
 /// Writes the fields of an entry, after its headers.
+#[must_use = "the entry is only added by `finish`"]
 pub struct FieldWriter<'b>(Frame<'b>);
 
 impl FieldWriter<'_> {
