@@ -1,6 +1,8 @@
-//! Record -> log conversion (`loggate::ingest::convert::push_logs`) for a raw topic and a
-//! `.json` topic, and decode + convert of one lz4 record batch (the server's CPU path from
-//! Produce partition bytes to log entries, without TLS, framing and storage).
+//! Record -> log conversion (`loggate::ingest::convert::Converter`) for a raw topic and a
+//! `.json` topic: parsing the records of an already decoded (uncompressed) batch and writing
+//! their logs, encoded for storage, into an `EntryBatch`; and decode + convert of one lz4
+//! record batch (the server's CPU path from Produce partition bytes to logs ready for the
+//! shard writer, without TLS, framing and the write itself).
 //!
 //! `cargo bench -p loggate --bench convert`; time per iteration / 1,000 = per record.
 
@@ -12,10 +14,11 @@ use std::io::Write;
 
 use bytes::Bytes;
 use common::{v2_batch, v2_record_body, with_length, Rng};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use loggate::ingest::catalog::ValueFormat;
-use loggate::ingest::convert::{push_logs, BatchContext, ConvertStats};
-use loggate_records::{decode_records, DecodeOptions, Record};
+use loggate::ingest::convert::{BatchContext, Converter};
+use loggate_records::{decode_batches, DecodeOptions, RawBatch};
+use loggate_storage::EntryBatch;
 
 const RECORDS: usize = 1000;
 const SIZE: usize = 200;
@@ -58,59 +61,58 @@ fn objects(rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn records(values: &[Vec<u8>]) -> Vec<Record> {
-    values
-        .iter()
-        .map(|v| Record { timestamp_ms: Some(1_700_000_000_000), key: None, value: Some(Bytes::copy_from_slice(v)), headers: vec![] })
-        .collect()
-}
-
-fn lz4_batch(values: &[Vec<u8>]) -> Bytes {
+/// One record batch of `values`, compressed with `codec` (0 none, 3 lz4).
+fn batch(values: &[Vec<u8>], codec: i16) -> Bytes {
     let mut blob = Vec::new();
     for (i, v) in values.iter().enumerate() {
         blob.extend(with_length(v2_record_body(i as i64, i as i64, None, Some(v), &[])));
     }
-    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-    e.write_all(&blob).unwrap();
-    Bytes::from(v2_batch(3, values.len() as i32, 1_700_000_000_000, &e.finish().unwrap()))
+    if codec == 3 {
+        let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        e.write_all(&blob).unwrap();
+        blob = e.finish().unwrap();
+    }
+    Bytes::from(v2_batch(codec, values.len() as i32, 1_700_000_000_000, &blob))
 }
 
-fn convert(records: Vec<Record>, format: ValueFormat, ctx: &BatchContext) -> Vec<loggate_storage::LogEntry> {
-    let mut out = Vec::with_capacity(records.len());
-    let mut stats = ConvertStats::default();
-    for r in records {
-        push_logs(r, format, ctx, &mut out, &mut stats);
+/// The logs of `batches`, as `Ingest` converts them (buffer sized the same way).
+fn convert(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>) -> EntryBatch {
+    let capacity = batches.iter().map(|b| b.data_len() + b.record_count() * (80 + ctx.source.len())).sum();
+    let mut out = EntryBatch::with_capacity(1 << 20, capacity);
+    let mut converter = Converter::new(format, ctx);
+    for batch in batches {
+        for record in batch.records() {
+            converter.push_logs(&record.unwrap(), &mut out).unwrap();
+        }
     }
-    assert_eq!(stats.json_fallbacks, 0);
+    assert_eq!(converter.stats().json_fallbacks, 0);
     out
 }
 
 fn bench(c: &mut Criterion) {
     let mut rng = Rng(0x5eed);
-    let ctx = BatchContext { arrival_time_ms: 1_700_000_000_500, source: Bytes::from_static(b"127.0.0.1:53122") };
+    let ctx = BatchContext { arrival_time_ms: 1_700_000_000_500, source: b"127.0.0.1:53122", tag: None };
     let raw = lines(&mut rng);
     let json = objects(&mut rng);
+    let opts = DecodeOptions::default();
 
     let mut g = c.benchmark_group("convert");
     g.throughput(Throughput::Elements(RECORDS as u64));
     for (name, values, format) in [("raw", &raw, ValueFormat::Raw), ("json", &json, ValueFormat::Json)] {
-        let recs = records(values);
-        g.bench_function(name, |b| {
-            b.iter_batched(|| recs.clone(), |r| convert(r, format, &ctx), BatchSize::SmallInput)
-        });
+        let batches = decode_batches(batch(values, 0), &opts).unwrap();
+        assert_eq!(convert(&batches, format, ctx).len(), RECORDS);
+        g.bench_function(name, |b| b.iter(|| convert(black_box(&batches), format, ctx)));
     }
     g.finish();
 
-    let opts = DecodeOptions::default();
     let mut g = c.benchmark_group("decode+convert");
     g.throughput(Throughput::Elements(RECORDS as u64));
     for (name, values, format) in [("raw-lz4", &raw, ValueFormat::Raw), ("json-lz4", &json, ValueFormat::Json)] {
-        let input = lz4_batch(values);
+        let input = batch(values, 3);
         g.bench_function(name, |b| {
             b.iter(|| {
-                let batches = decode_records(black_box(input.clone()), &opts).unwrap();
-                let recs = batches.into_iter().flat_map(|b| b.records).collect();
-                convert(recs, format, &ctx)
+                let batches = decode_batches(black_box(input.clone()), &opts).unwrap();
+                convert(&batches, format, ctx)
             })
         });
     }

@@ -385,7 +385,7 @@ pub async fn print_logs<W: Write>(store: &LocalStore, req: &LogsRequest, out: &m
 mod tests {
     use super::*;
     use loggate_storage::local::LocalStoreOptions;
-    use loggate_storage::{Durability, LogEntry, LogStorage};
+    use loggate_storage::{Durability, EntryBatch, LogStorage};
 
     const NOW: i64 = 1_714_564_800_000; // 2024-05-01T12:00:00Z
 
@@ -445,16 +445,13 @@ mod tests {
         assert!(!row.contains("__project__"));
     }
 
-    fn entry(shard: u32, n: u64, t: i64) -> LogEntry {
-        LogEntry {
-            event_time_ms: t,
-            arrival_time_ms: t,
-            source: Bytes::from_static(b"s"),
-            key: None,
-            headers: vec![],
-            fields: vec![(Bytes::from_static(b"n"), Bytes::from(format!("{shard}-{n}")))],
-            tag: None,
-        }
+    /// One log, as a batch to append.
+    fn entry(shard: u32, n: u64, t: i64) -> EntryBatch {
+        let mut batch = EntryBatch::new(1 << 20);
+        let mut log = batch.begin(t, t, b"s", None).fields();
+        log.field(b"n", format!("{shard}-{n}").as_bytes());
+        log.finish().unwrap();
+        batch
     }
 
     async fn run(store: &LocalStore, f: impl FnOnce(&mut LogsRequest)) -> Vec<String> {
@@ -494,7 +491,7 @@ mod tests {
         for shard in 0..2u32 {
             for n in 0..300u64 {
                 let t = NOW + (n * 3 + u64::from(shard)) as i64;
-                store.append(&s, shard, vec![entry(shard, n, t)], Durability::Written).await.unwrap();
+                store.append(&s, shard, entry(shard, n, t), Durability::Written).await.unwrap();
             }
         }
         let all = run(&store, |_| {}).await;
@@ -538,7 +535,7 @@ mod tests {
         let s2 = s.clone();
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            writer.append(&s2, 2, vec![entry(2, 0, NOW)], Durability::Written).await.unwrap();
+            writer.append(&s2, 2, entry(2, 0, NOW), Durability::Written).await.unwrap();
         });
         let got = tokio::time::timeout(
             Duration::from_secs(10),

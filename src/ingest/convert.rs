@@ -1,11 +1,11 @@
-//! Turning decoded Kafka records into log entries: the raw `content` field, or the
-//! top-level keys of a JSON value.
+//! Turning decoded Kafka records into logs, written straight into an [`EntryBatch`]: the
+//! raw `content` field, or the top-level members of a JSON value.
 
-use std::borrow::Cow;
+use std::fmt;
 
-use bytes::Bytes;
-use loggate_records::Record;
-use loggate_storage::LogEntry;
+use loggate_records::RecordRef;
+use loggate_storage::{EntryBatch, EntryWriter, FieldWriter, StorageError};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::catalog::ValueFormat;
@@ -14,9 +14,13 @@ use super::catalog::ValueFormat;
 pub const CONTENT: &str = "content";
 
 /// What every log of one produced batch shares.
-pub struct BatchContext {
+#[derive(Debug, Clone, Copy)]
+pub struct BatchContext<'a> {
     pub arrival_time_ms: i64,
-    pub source: Bytes,
+    /// Client address text.
+    pub source: &'a [u8],
+    /// Tag of the batch's first log (see [`super::producers::ProducerTag`]).
+    pub tag: Option<&'a [u8]>,
 }
 
 /// Counts of what conversion did, for metrics.
@@ -27,156 +31,318 @@ pub struct ConvertStats {
     pub json_fallbacks: u64,
 }
 
-/// Appends the logs for `record` to `out`: one log, or one per element of a JSON array.
-pub fn push_logs(record: Record, format: ValueFormat, ctx: &BatchContext, out: &mut Vec<LogEntry>, stats: &mut ConvertStats) {
+/// Converts the records of one batch into logs, reusing its buffers from record to record.
+///
+/// Each log gets the event time (the producer's timestamp if it is not negative, else
+/// the arrival time), arrival time, source, key and headers of its record, and fields:
+/// none for a null value; `content` = the value on a raw topic; on a `.json` topic the
+/// members of an object in order (repeated names kept, strings unescaped, other values
+/// as their JSON text), one log per object of an array of objects, and `content` for
+/// anything else (counted in [`ConvertStats::json_fallbacks`]).
+pub struct Converter<'a> {
+    format: ValueFormat,
+    ctx: BatchContext<'a>,
+    scratch: Scratch,
+    stats: ConvertStats,
+}
+
+/// Buffers for JSON text that is not in the record as it is stored.
+#[derive(Default)]
+struct Scratch {
+    /// An object member's name that had escapes.
+    name: String,
+    /// A string value that had escapes.
+    value: String,
+}
+
+impl<'a> Converter<'a> {
+    pub fn new(format: ValueFormat, ctx: BatchContext<'a>) -> Self {
+        Self { format, ctx, scratch: Scratch::default(), stats: ConvertStats::default() }
+    }
+
+    /// What conversion did so far.
+    pub fn stats(&self) -> ConvertStats {
+        self.stats
+    }
+
+    /// Appends the logs of `record` to `out`: one log, or one per object of a JSON array.
+    /// Fails when a log is larger than `out` allows.
+    pub fn push_logs(&mut self, record: &RecordRef<'_>, out: &mut EntryBatch) -> Result<(), StorageError> {
+        let Some(value) = record.value else {
+            let tag = first_tag(&self.ctx, out);
+            return begin_log(&self.ctx, record, out).finish_with_tag(tag);
+        };
+        if self.format == ValueFormat::Json {
+            if self.push_json_logs(record, value, out)? {
+                return Ok(());
+            }
+            self.stats.json_fallbacks += 1;
+        }
+        let tag = first_tag(&self.ctx, out);
+        let mut log = begin_log(&self.ctx, record, out).fields();
+        log.field(CONTENT.as_bytes(), value);
+        log.finish_with_tag(tag)
+    }
+
+    /// Writes the logs of a JSON object or array of objects; `false` (nothing written) when
+    /// `value` is anything else.
+    fn push_json_logs(&mut self, record: &RecordRef<'_>, value: &[u8], out: &mut EntryBatch) -> Result<bool, StorageError> {
+        let ctx = &self.ctx;
+        let scratch = &mut self.scratch;
+        // JSON that parses is UTF-8 (bytes above 0x7f can only be inside strings, which
+        // must be UTF-8): checking it all at once spares the parser checking every string.
+        let Ok(value) = std::str::from_utf8(value) else {
+            return Ok(false);
+        };
+        match value.bytes().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {
+                let tag = first_tag(ctx, out);
+                let mut log = begin_log(ctx, record, out).fields();
+                let mut de = serde_json::Deserializer::from_str(value);
+                let parsed = ObjectFields { log: &mut log, scratch }.deserialize(&mut de).and_then(|()| de.end());
+                match parsed {
+                    Ok(()) => log.finish_with_tag(tag).map(|()| true),
+                    // Dropping the unfinished log removes it.
+                    Err(_) => Ok(false),
+                }
+            }
+            Some(b'[') => {
+                let mut too_large = None;
+                let written = out.all_or_nothing(|out| {
+                    let mut de = serde_json::Deserializer::from_str(value);
+                    let objects = ObjectLogs { ctx, record, out, scratch, too_large: &mut too_large };
+                    match objects.deserialize(&mut de).and_then(|n| de.end().map(|()| n)) {
+                        Ok(n) if n > 0 => Ok(()),
+                        _ => Err(()),
+                    }
+                });
+                match (written, too_large) {
+                    (_, Some(e)) => Err(e),
+                    (written, None) => Ok(written.is_ok()),
+                }
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Starts the log of `record` in `out`, with its headers written.
+fn begin_log<'b>(ctx: &BatchContext<'_>, record: &RecordRef<'_>, out: &'b mut EntryBatch) -> EntryWriter<'b> {
     let event_time_ms = match record.timestamp_ms {
         Some(ts) if ts >= 0 => ts,
         _ => ctx.arrival_time_ms,
     };
-    let headers = record.headers.into_iter().map(|h| (h.key, h.value)).collect();
-    let base = LogEntry {
-        event_time_ms,
-        arrival_time_ms: ctx.arrival_time_ms,
-        source: ctx.source.clone(),
-        key: record.key,
-        headers,
-        fields: Vec::new(),
-        tag: None,
-    };
-    let Some(value) = record.value else {
-        out.push(base);
-        return;
-    };
-    match format {
-        ValueFormat::Raw => out.push(with_content(base, value)),
-        ValueFormat::Json => match json_logs(&value) {
-            Some(objects) if !objects.is_empty() => {
-                out.extend(objects.into_iter().map(|fields| LogEntry { fields, ..base.clone() }));
-            }
-            _ => {
-                stats.json_fallbacks += 1;
-                out.push(with_content(base, value));
-            }
-        },
+    let mut log = out.begin(event_time_ms, ctx.arrival_time_ms, ctx.source, record.key);
+    for (key, value) in record.headers.clone() {
+        log.header(key, value);
+    }
+    log
+}
+
+/// The tag for the next log written to `out`: the batch's tag if it is the first.
+fn first_tag<'a>(ctx: &BatchContext<'a>, out: &EntryBatch) -> Option<&'a [u8]> {
+    if out.is_empty() {
+        ctx.tag
+    } else {
+        None
     }
 }
 
-fn with_content(mut entry: LogEntry, value: Bytes) -> LogEntry {
-    entry.fields.push((Bytes::from_static(CONTENT.as_bytes()), value));
-    entry
+/// Writes the members of one JSON object as fields of `log`.
+struct ObjectFields<'w, 'b> {
+    log: &'w mut FieldWriter<'b>,
+    scratch: &'w mut Scratch,
 }
 
-type Fields = Vec<(Bytes, Bytes)>;
+impl<'de> DeserializeSeed<'de> for ObjectFields<'_, '_> {
+    type Value = ();
 
-/// Parses a JSON object (one log) or an array of objects (one log each). None when the
-/// value is anything else, including an array holding a non-object. Field names and
-/// string values without escapes are zero-copy slices of `value`.
-fn json_logs(value: &Bytes) -> Option<Vec<Fields>> {
-    let first = value.iter().find(|b| !b.is_ascii_whitespace())?;
-    match first {
-        b'{' => {
-            let object: RawObject<'_> = serde_json::from_slice(value).ok()?;
-            Some(vec![object.into_fields(value)])
-        }
-        b'[' => {
-            let items: Vec<&RawValue> = serde_json::from_slice(value).ok()?;
-            items
-                .into_iter()
-                .map(|item| serde_json::from_str::<RawObject<'_>>(item.get()).ok().map(|o| o.into_fields(value)))
-                .collect()
-        }
-        _ => None,
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-/// A JSON object's members in order (repeated keys are all kept), values unparsed.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+impl<'de> Visitor<'de> for ObjectFields<'_, '_> {
+    type Value = ();
 
-impl<'a> RawObject<'a> {
-    /// The fields: strings as their text, any other value as its JSON text.
-    fn into_fields(self, value: &Bytes) -> Fields {
-        let text = |s: &str| -> Bytes {
-            // Borrowed text lies inside `value`: slice it instead of copying.
-            let inside = value.as_ptr_range().contains(&s.as_ptr()) && !s.is_empty();
-            if inside {
-                value.slice_ref(s.as_bytes())
-            } else {
-                Bytes::copy_from_slice(s.as_bytes())
-            }
-        };
-        self.0
-            .into_iter()
-            .map(|(name, raw)| {
-                let json = raw.get();
-                let field = match json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
-                    Some(inner) if !inner.contains('\\') => text(inner),
-                    Some(_) => match serde_json::from_str::<String>(json) {
-                        Ok(unescaped) => Bytes::from(unescaped),
-                        Err(_) => text(json),
-                    },
-                    None => text(json),
-                };
-                (text(&name), field)
-            })
-            .collect()
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(name) = map.next_key_seed(NameSeed(&mut self.scratch.name))? {
+            let value: &'de RawValue = map.next_value()?;
+            let name = match name {
+                Name::Borrowed(name) => name,
+                Name::InScratch => &self.scratch.name,
+            };
+            self.log.field(name.as_bytes(), field_text(value.get(), &mut self.scratch.value).as_bytes());
+        }
+        Ok(())
     }
 }
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
-            type Value = RawObject<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    members.push((key.0, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(RawObject(members))
+/// A member's value as stored: a string's text (unescaped), or any other value's JSON text.
+fn field_text<'x>(json: &'x str, scratch: &'x mut String) -> &'x str {
+    match json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => inner,
+        Some(_) => {
+            scratch.clear();
+            let mut de = serde_json::Deserializer::from_str(json);
+            match de.deserialize_str(StringInto(scratch)).and_then(|()| de.end()) {
+                Ok(()) => scratch,
+                Err(_) => json,
             }
         }
-        d.deserialize_map(Members(std::marker::PhantomData))
+        None => json,
     }
 }
 
-/// An object key, borrowed from the input unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
+/// Appends a JSON string's unescaped text to a buffer.
+struct StringInto<'s>(&'s mut String);
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for KeyVisitor<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
+impl Visitor<'_> for StringInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+/// An object member's name: in the input, or (when it had escapes) unescaped in a scratch
+/// buffer.
+enum Name<'de> {
+    Borrowed(&'de str),
+    InScratch,
+}
+
+/// Reads a member name, copying it to the scratch buffer only when it had escapes.
+struct NameSeed<'s>(&'s mut String);
+
+impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
+    type Value = Name<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Name<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed<'_> {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+        self.0.clear();
+        self.0.push_str(v);
+        Ok(Name::InScratch)
+    }
+}
+
+/// Writes one log per object of a JSON array; the number of logs, or an error as soon as
+/// an element is not an object (or its log does not fit, noted in `too_large`).
+struct ObjectLogs<'s, 'c> {
+    ctx: &'c BatchContext<'c>,
+    record: &'c RecordRef<'c>,
+    out: &'s mut EntryBatch,
+    scratch: &'s mut Scratch,
+    too_large: &'s mut Option<StorageError>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectLogs<'_, '_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectLogs<'_, '_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of JSON objects")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
+        let ObjectLogs { ctx, record, out, scratch, too_large } = self;
+        let mut logs = 0;
+        while seq.next_element_seed(ObjectLog { ctx, record, out: &mut *out, scratch: &mut *scratch, too_large: &mut *too_large })?.is_some() {
+            logs += 1;
         }
-        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
+        Ok(logs)
+    }
+}
+
+/// Writes one element of an array, which must be an object, as one log.
+struct ObjectLog<'s, 'c> {
+    ctx: &'c BatchContext<'c>,
+    record: &'c RecordRef<'c>,
+    out: &'s mut EntryBatch,
+    scratch: &'s mut Scratch,
+    too_large: &'s mut Option<StorageError>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectLog<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let tag = first_tag(self.ctx, self.out);
+        let mut log = begin_log(self.ctx, self.record, self.out).fields();
+        // On an error the unfinished log is dropped, so removed.
+        d.deserialize_map(ObjectFields { log: &mut log, scratch: self.scratch })?;
+        log.finish_with_tag(tag).map_err(|e| {
+            *self.too_large = Some(e);
+            de::Error::custom("log too large")
+        })
     }
 }
 
 #[cfg(test)]
+#[path = "../../crates/records/tests/common/mod.rs"]
+mod wire;
+
+#[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use loggate_records::{decode_batches, DecodeOptions, Headers};
+    use loggate_storage::LogEntry;
+
     use super::*;
 
-    fn ctx() -> BatchContext {
-        BatchContext { arrival_time_ms: 1000, source: Bytes::from_static(b"127.0.0.1:1") }
+    fn ctx() -> BatchContext<'static> {
+        BatchContext { arrival_time_ms: 1000, source: b"127.0.0.1:1", tag: None }
     }
 
-    fn record(value: &[u8]) -> Record {
-        Record { timestamp_ms: Some(5), key: None, value: Some(Bytes::copy_from_slice(value)), headers: vec![] }
+    fn record(value: &[u8]) -> RecordRef<'_> {
+        RecordRef { timestamp_ms: Some(5), key: None, value: Some(value), headers: Headers::default() }
+    }
+
+    /// The logs of `records`, converted with `ctx` into a batch of at most `max_entry_bytes`
+    /// per log, and the conversion's stats; or the first error.
+    fn convert_all(
+        records: &[RecordRef<'_>],
+        format: ValueFormat,
+        ctx: BatchContext<'_>,
+        max_entry_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, ConvertStats), StorageError> {
+        let mut out = EntryBatch::new(max_entry_bytes);
+        let mut converter = Converter::new(format, ctx);
+        for r in records {
+            converter.push_logs(r, &mut out)?;
+        }
+        Ok((out.into_entries()?, converter.stats()))
     }
 
     fn fields(e: &LogEntry) -> Vec<(String, String)> {
@@ -187,10 +353,7 @@ mod tests {
     }
 
     fn convert(value: &[u8], format: ValueFormat) -> (Vec<LogEntry>, ConvertStats) {
-        let mut out = Vec::new();
-        let mut stats = ConvertStats::default();
-        push_logs(record(value), format, &ctx(), &mut out, &mut stats);
-        (out, stats)
+        convert_all(&[record(value)], format, ctx(), 1 << 20).unwrap()
     }
 
     #[test]
@@ -227,12 +390,15 @@ mod tests {
     }
 
     #[test]
-    fn json_fields_without_escapes_share_the_record_memory() {
-        let value = Bytes::from_static(br#"{"level":"info","n":42}"#);
-        let fields = json_logs(&value).unwrap().remove(0);
-        let inside = |b: &Bytes| value.as_ptr_range().contains(&b.as_ptr());
-        assert!(fields.iter().all(|(k, v)| inside(k) && inside(v)));
-        assert_eq!(&fields[0].1[..], b"info");
+    fn json_fields_without_escapes_are_written_from_the_record() {
+        let value = br#"{"level":"info","n":42}"#;
+        let mut out = EntryBatch::new(1 << 20);
+        let mut converter = Converter::new(ValueFormat::Json, ctx());
+        converter.push_logs(&record(value), &mut out).unwrap();
+        // Nothing went through the scratch buffers.
+        assert!(converter.scratch.name.is_empty() && converter.scratch.value.is_empty());
+        let logs = out.into_entries().unwrap();
+        assert_eq!(&logs[0].fields[0].1[..], b"info");
     }
 
     #[test]
@@ -254,10 +420,66 @@ mod tests {
 
     #[test]
     fn missing_timestamp_uses_arrival_time() {
-        let mut out = Vec::new();
         let mut r = record(b"x");
         r.timestamp_ms = None;
-        push_logs(r, ValueFormat::Raw, &ctx(), &mut out, &mut ConvertStats::default());
+        let (out, _) = convert_all(&[r], ValueFormat::Raw, ctx(), 1 << 20).unwrap();
         assert_eq!(out[0].event_time_ms, 1000);
+    }
+
+    #[test]
+    fn key_headers_source_and_times_go_to_every_log() {
+        let headers: &[(&[u8], Option<&[u8]>)] = &[(b"h", Some(b"1")), (b"h", None)];
+        let body = wire::v2_record_body(-1000, 0, Some(b"k"), Some(br#"[{"a":1},{"b":2}]"#), headers);
+        let data = Bytes::from(wire::v2_batch(0, 1, 0, &wire::with_length(body)));
+        let batches = decode_batches(data, &DecodeOptions::default()).unwrap();
+        let r = batches[0].records().next().unwrap().unwrap();
+        for format in [ValueFormat::Raw, ValueFormat::Json] {
+            let (logs, _) = convert_all(std::slice::from_ref(&r), format, ctx(), 1 << 20).unwrap();
+            assert_eq!(logs.len(), if format == ValueFormat::Json { 2 } else { 1 });
+            for log in &logs {
+                // A negative producer timestamp means none: the arrival time is used.
+                assert_eq!((log.event_time_ms, log.arrival_time_ms), (1000, 1000));
+                assert_eq!(&log.source[..], b"127.0.0.1:1");
+                assert_eq!(log.key.as_deref(), Some(&b"k"[..]));
+                let hs: Vec<_> = log.headers.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+                assert_eq!(hs, headers);
+            }
+        }
+    }
+
+    #[test]
+    fn null_value_is_a_log_without_fields() {
+        let r = RecordRef { value: None, ..record(b"") };
+        for format in [ValueFormat::Raw, ValueFormat::Json] {
+            let (logs, stats) = convert_all(std::slice::from_ref(&r), format, ctx(), 1 << 20).unwrap();
+            assert_eq!(logs.len(), 1);
+            assert!(logs[0].fields.is_empty());
+            assert_eq!(stats.json_fallbacks, 0);
+        }
+    }
+
+    #[test]
+    fn only_the_first_log_is_tagged_even_after_a_json_fallback() {
+        let tagged = BatchContext { tag: Some(b"T"), ..ctx() };
+        // The array's first object is written, then undone when the second element is not
+        // an object: the fallback log is the batch's first and gets the tag.
+        let records = [record(br#"[{"a":1}, 2]"#), record(br#"[{"a":1},{"b":2}]"#), record(b"x")];
+        let (logs, stats) = convert_all(&records, ValueFormat::Json, tagged, 1 << 20).unwrap();
+        assert_eq!(stats.json_fallbacks, 2);
+        let tags: Vec<_> = logs.iter().map(|l| l.tag.as_deref()).collect();
+        assert_eq!(tags, vec![Some(&b"T"[..]), None, None, None]);
+        assert_eq!(fields(&logs[0]), vec![("content".into(), r#"[{"a":1}, 2]"#.into())]);
+        assert_eq!(fields(&logs[2]), vec![("b".into(), "2".into())]);
+    }
+
+    #[test]
+    fn a_log_too_large_fails_the_conversion() {
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(300));
+        for value in [big.clone(), format!("[{big}]"), "y".repeat(300)] {
+            for format in [ValueFormat::Raw, ValueFormat::Json] {
+                let r = convert_all(&[record(value.as_bytes())], format, ctx(), 256);
+                assert!(matches!(r, Err(StorageError::EntryTooLarge { limit: 256, .. })), "{value} {format:?}: {r:?}");
+            }
+        }
     }
 }

@@ -13,14 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use loggate_records::Record;
-use loggate_storage::{Durability, LogStorage, StorageError};
+use loggate_records::{RawBatch, RecordError};
+use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
 use catalog::{Catalog, Topic};
-use convert::{BatchContext, ConvertStats};
+use convert::{BatchContext, ConvertStats, Converter};
 
 /// Why a topic cannot be written by a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +56,9 @@ pub enum WriteError {
     /// The batch's sequence numbers were refused (or it is an old duplicate).
     #[error("sequence check: {0:?}")]
     Sequence(SequenceCheck),
+    /// A record failed its checks while being converted.
+    #[error("{0}")]
+    Records(#[from] RecordError),
 }
 
 /// Counters of the ingest path.
@@ -116,22 +118,29 @@ impl Ingest {
         Ok(resolved)
     }
 
-    /// Writes one partition's records to `shard`. An idempotent batch is first checked
-    /// against the producer's sequence state for `partition`: a retry of a written batch
-    /// gets its original offset and is not stored again.
+    /// Writes one partition's batches to `shard`. Their records are first converted into
+    /// logs: a record that fails its checks fails the write, and nothing is stored. An
+    /// idempotent batch is then checked against the producer's sequence state for
+    /// `partition`: a retry of a written batch gets its original offset and is not stored
+    /// again.
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
         topic: &Topic,
         partition: i32,
         shard: u32,
-        records: Vec<Record>,
-        source: Bytes,
+        batches: &[RawBatch],
+        source: &[u8],
         durability: Durability,
         producer: Option<ProducerBatch>,
     ) -> Result<Written, WriteError> {
+        let tag = producer.map(|p| {
+            ProducerTag { producer_id: p.producer_id, epoch: p.epoch, partition, first_seq: p.first_seq, last_seq: p.last_seq }
+                .encode()
+        });
+        let (logs, stats) = self.convert(topic, batches, source, tag.as_ref().map(|t| &t[..]))?;
         let Some(p) = producer else {
-            return Ok(self.append(topic, shard, records, source, durability, None).await?);
+            return Ok(self.append(topic, shard, logs, stats, durability).await?);
         };
         let Some(state) = usize::try_from(partition).ok().and_then(|i| topic.logstore.producers.get(i)) else {
             return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
@@ -140,14 +149,7 @@ impl Ingest {
         let mut state = state.lock().await;
         match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
             SequenceCheck::Append => {
-                let tag = ProducerTag {
-                    producer_id: p.producer_id,
-                    epoch: p.epoch,
-                    partition,
-                    first_seq: p.first_seq,
-                    last_seq: p.last_seq,
-                };
-                let written = self.append(topic, shard, records, source, durability, Some(tag)).await?;
+                let written = self.append(topic, shard, logs, stats, durability).await?;
                 let batch = WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
                 state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
                 Ok(written)
@@ -157,28 +159,39 @@ impl Ingest {
         }
     }
 
-    /// Converts `records` into logs and appends them to `shard`; the first log carries the
-    /// producer tag of an idempotent batch.
+    /// Converts the records of `batches` into logs; the first log carries `tag`.
+    fn convert(
+        &self,
+        topic: &Topic,
+        batches: &[RawBatch],
+        source: &[u8],
+        tag: Option<&[u8]>,
+    ) -> Result<(EntryBatch, ConvertStats), WriteError> {
+        /// Bytes a log takes beyond its record's data, roughly: frame, times, lengths and
+        /// counts, the `content` name.
+        const LOG_OVERHEAD: usize = 80;
+        let capacity = batches.iter().map(|b| b.data_len() + b.record_count() * (LOG_OVERHEAD + source.len())).sum();
+        let mut logs = EntryBatch::with_capacity(self.storage.max_entry_bytes(), capacity);
+        let mut converter = Converter::new(topic.format, BatchContext { arrival_time_ms: now_ms(), source, tag });
+        for batch in batches {
+            for record in batch.records() {
+                converter.push_logs(&record?, &mut logs)?;
+            }
+        }
+        Ok((logs, converter.stats()))
+    }
+
+    /// Appends converted logs to `shard` and counts them.
     async fn append(
         &self,
         topic: &Topic,
         shard: u32,
-        records: Vec<Record>,
-        source: Bytes,
+        logs: EntryBatch,
+        stats: ConvertStats,
         durability: Durability,
-        tag: Option<ProducerTag>,
     ) -> Result<Written, StorageError> {
-        let ctx = BatchContext { arrival_time_ms: now_ms(), source };
-        let mut logs = Vec::with_capacity(records.len());
-        let mut stats = ConvertStats::default();
-        for record in records {
-            convert::push_logs(record, topic.format, &ctx, &mut logs, &mut stats);
-        }
         if stats.json_fallbacks > 0 {
             self.stats.json_fallbacks.fetch_add(stats.json_fallbacks, Ordering::Relaxed);
-        }
-        if let (Some(tag), Some(first)) = (tag, logs.first_mut()) {
-            first.tag = Some(tag.encode());
         }
         let count = logs.len();
         if count == 0 {

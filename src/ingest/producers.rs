@@ -165,19 +165,20 @@ pub struct ProducerTag {
 }
 
 const TAG_VERSION: u8 = 1;
-const TAG_LEN: usize = 1 + 8 + 2 + 4 + 4 + 4;
+/// Length of an encoded [`ProducerTag`].
+pub const TAG_LEN: usize = 1 + 8 + 2 + 4 + 4 + 4;
 
 impl ProducerTag {
     /// The tag's bytes: a version byte, then the fields big-endian.
-    pub fn encode(&self) -> bytes::Bytes {
-        let mut b = Vec::with_capacity(TAG_LEN);
-        b.push(TAG_VERSION);
-        b.extend_from_slice(&self.producer_id.to_be_bytes());
-        b.extend_from_slice(&self.epoch.to_be_bytes());
-        b.extend_from_slice(&self.partition.to_be_bytes());
-        b.extend_from_slice(&self.first_seq.to_be_bytes());
-        b.extend_from_slice(&self.last_seq.to_be_bytes());
-        b.into()
+    pub fn encode(&self) -> [u8; TAG_LEN] {
+        let mut b = [0; TAG_LEN];
+        b[0] = TAG_VERSION;
+        b[1..9].copy_from_slice(&self.producer_id.to_be_bytes());
+        b[9..11].copy_from_slice(&self.epoch.to_be_bytes());
+        b[11..15].copy_from_slice(&self.partition.to_be_bytes());
+        b[15..19].copy_from_slice(&self.first_seq.to_be_bytes());
+        b[19..23].copy_from_slice(&self.last_seq.to_be_bytes());
+        b
     }
 
     /// Parses a tag written by [`encode`](Self::encode); None for anything else.

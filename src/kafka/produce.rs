@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use loggate_records::{decode_records, Batch, DecodeOptions, Record, RecordError};
+use loggate_records::{decode_batches, DecodeOptions, RawBatch, RecordError};
 use loggate_storage::Durability;
 use tracing::{debug, warn};
 
@@ -151,24 +151,26 @@ async fn write_partition(
         max_records: limits.max_records_per_batch,
         allow_zstd: version >= 7,
     };
-    let batches = decode_records(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+    // Batches are checked and decompressed here, their records as they are converted.
+    let batches = decode_batches(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
     let producer = producer_batch(&batches)?;
-    let records = check_batches(version, batches)?;
+    check_batches(version, &batches)?;
     let written = broker
         .ingest
-        .write(&topic, partition, shard, records, session.source.clone(), durability, producer)
+        .write(&topic, partition, shard, &batches, &session.source, durability, producer)
         .await
         .map_err(|e| match e {
             WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
             WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
+            WriteError::Records(e) => (record_error(&e), e.to_string()),
         })?;
     debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
         base_offset = written.base_offset, "stored");
     Ok(written.base_offset)
 }
 
-/// Applies the rules the decoder leaves to the broker and flattens the records.
-fn check_batches(version: i16, batches: Vec<Batch>) -> Result<Vec<Record>, (ProduceError, String)> {
+/// Applies the rules the decoder leaves to the broker.
+fn check_batches(version: i16, batches: &[RawBatch]) -> Result<(), (ProduceError, String)> {
     let invalid = |why: &str| (ProduceError::InvalidRecord, why.to_string());
     if version >= 3 && (batches.len() != 1 || batches[0].info.magic != 2) {
         return Err(invalid("Produce v3+ must carry exactly one record batch of magic 2"));
@@ -179,14 +181,11 @@ fn check_batches(version: i16, batches: Vec<Batch>) -> Result<Vec<Record>, (Prod
     if batches.iter().any(|b| b.info.transactional) {
         return Err((ProduceError::TransactionsNotSupported, "transactional batch".into()));
     }
-    Ok(match batches.len() {
-        1 => batches.into_iter().next().map(|b| b.records).unwrap_or_default(),
-        _ => batches.into_iter().flat_map(|b| b.records).collect(),
-    })
+    Ok(())
 }
 
 /// The idempotence fields of a single magic-2 batch with a producer id.
-fn producer_batch(batches: &[Batch]) -> Result<Option<ProducerBatch>, (ProduceError, String)> {
+fn producer_batch(batches: &[RawBatch]) -> Result<Option<ProducerBatch>, (ProduceError, String)> {
     let [batch] = batches else {
         return Ok(None);
     };

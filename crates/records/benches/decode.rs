@@ -1,6 +1,7 @@
-//! Decoding throughput of `decode_records`: record batch v2 with every codec, and message
-//! sets v0/v1 plain and in compressed wrappers. Inputs (1,000 records of 200-byte log
-//! lines) are built here with the test encoder and the codec crates.
+//! Decoding throughput: `decode_batches` and iterating every record (`<group>/<codec>`), and
+//! `decode_records` building owned records (`<group>/<codec>-owned`), for record batch v2
+//! with every codec and message sets v0/v1 plain and in compressed wrappers. Inputs (1,000
+//! records of 200-byte log lines) are built here with the test encoder and the codec crates.
 //!
 //! `cargo bench -p loggate-records --bench decode`; time per iteration / 1,000 = per record.
 
@@ -13,7 +14,7 @@ use std::io::Write;
 use bytes::Bytes;
 use common::{legacy_message, put_varint, v2_batch, v2_record_body, with_length, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use loggate_records::{decode_records, DecodeOptions};
+use loggate_records::{decode_batches, decode_records, DecodeOptions, RawBatch};
 
 const RECORDS: usize = 1000;
 const SIZE: usize = 200;
@@ -87,6 +88,19 @@ fn legacy(values: &[Vec<u8>], magic: u8, codec: u8) -> Bytes {
 
 const CODECS: [(&str, u8); 5] = [("none", 0), ("gzip", 1), ("snappy", 2), ("lz4", 3), ("zstd", 4)];
 
+/// Reads every record of `batches` as a consumer would (all lengths, so nothing is skipped).
+fn read_all(batches: &[RawBatch]) -> usize {
+    let mut n = 0;
+    for batch in batches {
+        for record in batch.records() {
+            let r = record.unwrap();
+            n += r.value.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len);
+            n += r.headers.map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len)).sum::<usize>();
+        }
+    }
+    n
+}
+
 fn bench(c: &mut Criterion) {
     let values = log_lines(RECORDS, SIZE);
     let opts = DecodeOptions::default();
@@ -95,7 +109,12 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(RECORDS as u64));
         let n = decode_records(input.clone(), &opts).unwrap().iter().map(|b| b.records.len()).sum::<usize>();
         assert_eq!(n, RECORDS, "{group}/{name}");
-        g.bench_function(name, |b| b.iter(|| decode_records(black_box(input.clone()), &opts).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| read_all(&decode_batches(black_box(input.clone()), &opts).unwrap()))
+        });
+        g.bench_function(format!("{name}-owned"), |b| {
+            b.iter(|| decode_records(black_box(input.clone()), &opts).unwrap())
+        });
         g.finish();
     };
     for (name, codec) in CODECS {

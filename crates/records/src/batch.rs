@@ -13,27 +13,26 @@
 
 use bytes::Bytes;
 
+use crate::raw::{Body, Headers, RawBatch, RecordRef};
 use crate::varint::Reader;
-use crate::{Batch, BatchInfo, Budget, Compression, Header, Record, RecordError};
+use crate::{BatchInfo, Budget, Compression, RecordError};
 
 /// Size of the batch header, up to and including recordCount.
 const HEADER_LEN: usize = 61;
-/// Smallest possible encoded record: length, attributes, timestampDelta, offsetDelta,
-/// key length, value length and header count, one byte each.
-const MIN_RECORD_LEN: usize = 7;
 
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 
-/// Decodes one magic-2 record batch (`entry` spans baseOffset to the batch's end).
-pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordError> {
+/// Checks and decompresses one magic-2 record batch (`entry` spans baseOffset to the
+/// batch's end); its records are parsed as they are iterated.
+pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<RawBatch, RecordError> {
     if entry.len() < HEADER_LEN {
         return Err(RecordError::corrupt(format!(
             "record batch of {} bytes is shorter than its {HEADER_LEN}-byte header",
             entry.len()
         )));
     }
-    let mut r = Reader::new(entry);
+    let mut r = Reader::new(&entry);
     r.i64("base offset")?; // ignored: the broker assigns offsets
     r.i32("batch length")?; // already checked by `next_entry`
     r.i32("partition leader epoch")?;
@@ -68,10 +67,8 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordE
     }
     budget.take_records(count)?;
 
-    let blob = r.bytes(r.remaining(), "records")?;
-    let data = budget.decompress(compression, 2, &blob)?;
-    let records = decode_records(data, count, base_timestamp)?;
-    Ok(Batch {
+    let data = budget.decompress(compression, 2, &entry.slice(HEADER_LEN..))?;
+    Ok(RawBatch {
         info: BatchInfo {
             magic: 2,
             compression,
@@ -82,42 +79,90 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordE
             transactional: attributes & TRANSACTIONAL_BIT != 0,
             control: attributes & CONTROL_BIT != 0,
         },
-        records,
+        body: Body::V2 {
+            data,
+            count,
+            base_timestamp,
+        },
     })
 }
 
-/// Decodes exactly `count` records filling `data` exactly.
-fn decode_records(
-    data: Bytes,
+/// The records of a batch, parsed one by one from its (decompressed) records section.
+///
+/// Yields exactly `count` records filling the section exactly, or stops after the first
+/// error: a record that is damaged, or bytes left after the last one.
+#[derive(Debug, Clone)]
+pub(crate) struct V2Records<'a> {
+    r: Reader<'a>,
+    /// Records still to read.
+    left: usize,
     count: usize,
     base_timestamp: i64,
-) -> Result<Vec<Record>, RecordError> {
-    // Bound the allocation by what the bytes could hold, not by the declared count.
-    let mut records = Vec::with_capacity(count.min(data.len() / MIN_RECORD_LEN));
-    let mut r = Reader::new(data);
-    for _ in 0..count {
-        let len = r.varint("record length")?;
+    /// Whether the end or an error was reported.
+    done: bool,
+}
+
+impl<'a> V2Records<'a> {
+    pub(crate) fn new(data: &'a [u8], count: usize, base_timestamp: i64) -> Self {
+        V2Records {
+            r: Reader::new(data),
+            left: count,
+            count,
+            base_timestamp,
+            done: false,
+        }
+    }
+
+    /// Records not yet yielded.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    fn record(&mut self) -> Result<RecordRef<'a>, RecordError> {
+        let len = self.r.varint("record length")?;
         let len = usize::try_from(len)
             .map_err(|_| RecordError::corrupt(format!("negative record length {len}")))?;
-        let mut body = Reader::new(r.bytes(len, "record")?);
-        records.push(decode_record(&mut body, base_timestamp)?);
+        let mut body = Reader::new(self.r.bytes(len, "record")?);
+        let record = decode_record(&mut body, self.base_timestamp)?;
         if !body.is_empty() {
             return Err(RecordError::corrupt(format!(
                 "{} bytes left inside a record after its headers",
                 body.remaining()
             )));
         }
+        Ok(record)
     }
-    if !r.is_empty() {
-        return Err(RecordError::corrupt(format!(
-            "{} bytes after the last of {count} records",
-            r.remaining()
-        )));
-    }
-    Ok(records)
 }
 
-fn decode_record(r: &mut Reader, base_timestamp: i64) -> Result<Record, RecordError> {
+impl<'a> Iterator for V2Records<'a> {
+    type Item = Result<RecordRef<'a>, RecordError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.left == 0 {
+            self.done = true;
+            return (!self.r.is_empty()).then(|| {
+                Err(RecordError::corrupt(format!(
+                    "{} bytes after the last of {} records",
+                    self.r.remaining(),
+                    self.count
+                )))
+            });
+        }
+        self.left -= 1;
+        let record = self.record();
+        self.done = record.is_err();
+        Some(record)
+    }
+}
+
+fn decode_record<'a>(
+    r: &mut Reader<'a>,
+    base_timestamp: i64,
+) -> Result<RecordRef<'a>, RecordError> {
     r.u8("record attributes")?;
     let delta = r.varlong("timestamp delta")?;
     r.varint("offset delta")?;
@@ -135,19 +180,25 @@ fn decode_record(r: &mut Reader, base_timestamp: i64) -> Result<Record, RecordEr
     let count = r.varint("header count")?;
     let count = usize::try_from(count)
         .map_err(|_| RecordError::invalid(format!("negative header count {count}")))?;
-    // Each header takes at least two bytes (key length and value length).
-    let mut headers = Vec::with_capacity(count.min(r.remaining() / 2));
+    // Checked here, read again (infallibly) by whoever iterates them.
+    let headers = r.rest();
     for _ in 0..count {
-        let key = r
-            .varint_bytes("header key")?
+        r.varint_bytes("header key")?
             .ok_or_else(|| RecordError::invalid("null header key"))?;
-        let value = r.varint_bytes("header value")?;
-        headers.push(Header { key, value });
+        r.varint_bytes("header value")?;
     }
-    Ok(Record {
+    let headers = &headers[..headers.len() - r.remaining()];
+    Ok(RecordRef {
         timestamp_ms,
         key,
         value,
-        headers,
+        headers: Headers::new(headers, count),
     })
+}
+
+/// Reads the next header of a list [`decode_record`] checked; `None` at its end.
+pub(crate) fn next_header<'a>(r: &mut Reader<'a>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    let key = r.varint_bytes("header key").ok()??;
+    let value = r.varint_bytes("header value").ok()?;
+    Some((key, value))
 }

@@ -9,8 +9,9 @@
 
 use bytes::Bytes;
 
+use crate::raw::{Body, RawBatch};
 use crate::varint::Reader;
-use crate::{next_entry, Batch, BatchInfo, Budget, Compression, Record, RecordError};
+use crate::{next_entry, BatchInfo, Budget, Compression, Record, RecordError};
 
 /// One parsed message (CRC verified).
 struct Message {
@@ -19,8 +20,9 @@ struct Message {
     record: Record,
 }
 
-/// Decodes one top-level entry of magic 0 or 1 into a batch.
-pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordError> {
+/// Decodes one top-level entry of magic 0 or 1 into a batch (records and all: these are
+/// rare, so they are not parsed lazily like magic 2).
+pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<RawBatch, RecordError> {
     let outer = parse(entry)?;
     let records = if outer.compression == Compression::None {
         budget.take_records(1)?;
@@ -35,7 +37,7 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordE
     };
     let last_offset_delta = i32::try_from(records.len() - 1)
         .map_err(|_| RecordError::invalid("too many messages in one wrapper"))?;
-    Ok(Batch {
+    Ok(RawBatch {
         info: BatchInfo {
             magic: outer.magic,
             compression: outer.compression,
@@ -46,16 +48,16 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<Batch, RecordE
             transactional: false,
             control: false,
         },
-        records,
+        body: Body::Legacy(records),
     })
 }
 
 /// Decodes the decompressed message set of a wrapper.
 fn decode_inner(set: Bytes, magic: u8, budget: &mut Budget) -> Result<Vec<Record>, RecordError> {
-    let mut r = Reader::new(set);
+    let mut r = Reader::new(&set);
     let mut records = Vec::new();
     while !r.is_empty() {
-        let message = parse(next_entry(&mut r)?)?;
+        let message = parse(set.slice_ref(next_entry(&mut r)?))?;
         if message.magic != magic {
             return Err(RecordError::invalid(format!(
                 "inner message of magic {} in a wrapper of magic {magic}",
@@ -79,7 +81,7 @@ fn decode_inner(set: Bytes, magic: u8, budget: &mut Budget) -> Result<Vec<Record
 /// Parses one entry (offset, size and message), checking its CRC and that its fields
 /// fill it exactly.
 fn parse(entry: Bytes) -> Result<Message, RecordError> {
-    let mut r = Reader::new(entry);
+    let mut r = Reader::new(&entry);
     r.i64("offset")?;
     r.i32("message size")?; // already checked by `next_entry`
     let crc = r.u32("crc")?;
@@ -110,8 +112,8 @@ fn parse(entry: Bytes) -> Result<Message, RecordError> {
         1 => Some(r.i64("timestamp")?).filter(|&t| t != -1),
         m => return Err(RecordError::invalid(format!("unknown magic {m}"))),
     };
-    let key = r.i32_bytes("key")?;
-    let value = r.i32_bytes("value")?;
+    let key = r.i32_bytes("key")?.map(|k| entry.slice_ref(k));
+    let value = r.i32_bytes("value")?.map(|v| entry.slice_ref(v));
     if !r.is_empty() {
         return Err(RecordError::corrupt(format!(
             "{} bytes after the message value",

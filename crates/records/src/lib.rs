@@ -7,9 +7,13 @@
 //! checksum of magic 0) and zstd.
 //!
 //! This crate knows nothing of sockets, requests, storage or authentication: it turns
-//! bytes into [`Record`]s or a [`RecordError`], never panics on input, and bounds every
+//! bytes into records or a [`RecordError`], never panics on input, and bounds every
 //! allocation by [`DecodeOptions`]. Record keys, values and header values are zero-copy
 //! slices of the input (or of the one decompressed buffer of a batch).
+//!
+//! [`decode_batches`] checks and decompresses each batch and leaves its records to be
+//! parsed while iterating ([`RawBatch::records`]), as borrowed [`RecordRef`]s: no
+//! allocation or reference count per record. [`decode_records`] builds owned [`Record`]s.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,11 +22,13 @@ mod batch;
 mod codec;
 mod error;
 mod legacy;
+mod raw;
 mod varint;
 
 use bytes::Bytes;
 
 pub use error::RecordError;
+pub use raw::{Headers, RawBatch, RecordRef, Records};
 use varint::Reader;
 
 /// The codec of a message set wrapper or record batch (attribute bits 0-2).
@@ -129,25 +135,55 @@ pub struct Batch {
     pub records: Vec<Record>,
 }
 
-/// Decodes every entry in `data` (a MessageSet of magic 0/1 entries, magic-2 record
-/// batches, or a mix: dispatch on the magic byte at offset 16 of each entry).
+/// Checks and decompresses every entry in `data` (a MessageSet of magic 0/1 entries,
+/// magic-2 record batches, or a mix: dispatch on the magic byte at offset 16 of each
+/// entry); the records of each batch are parsed and checked as [`RawBatch::records`]
+/// iterates them.
+///
+/// Empty input gives no batches. A truncated last entry is an error, as is any
+/// violation listed on [`RecordError`] that is not inside a magic-2 record. Base offsets
+/// are ignored. The record and decompression limits cover the whole call.
+pub fn decode_batches(data: Bytes, opts: &DecodeOptions) -> Result<Vec<RawBatch>, RecordError> {
+    let mut batches = Vec::new();
+    for_each_batch(data, opts, |batch| {
+        batches.push(batch);
+        Ok(())
+    })?;
+    Ok(batches)
+}
+
+/// Decodes every entry in `data` as [`decode_batches`] does, and every record in them.
 ///
 /// Empty input gives no batches. A truncated last entry is an error, as is any
 /// violation listed on [`RecordError`]. Base offsets are ignored.
 pub fn decode_records(data: Bytes, opts: &DecodeOptions) -> Result<Vec<Batch>, RecordError> {
-    let mut budget = Budget::new(opts);
     let mut batches = Vec::new();
-    let mut r = Reader::new(data);
+    for_each_batch(data, opts, |batch| {
+        batches.push(batch.into_batch()?);
+        Ok(())
+    })?;
+    Ok(batches)
+}
+
+/// Checks and decompresses the entries of `data` one after the other, handing each to
+/// `each` before going on to the next.
+fn for_each_batch(
+    data: Bytes,
+    opts: &DecodeOptions,
+    mut each: impl FnMut(RawBatch) -> Result<(), RecordError>,
+) -> Result<(), RecordError> {
+    let mut budget = Budget::new(opts);
+    let mut r = Reader::new(&data);
     while !r.is_empty() {
-        let entry = next_entry(&mut r)?;
+        let entry = data.slice_ref(next_entry(&mut r)?);
         let batch = match entry[MAGIC_OFFSET] {
             0 | 1 => legacy::decode(entry, &mut budget)?,
             2 => batch::decode(entry, &mut budget)?,
             m => return Err(RecordError::invalid(format!("unknown magic {m}"))),
         };
-        batches.push(batch);
+        each(batch)?;
     }
-    Ok(batches)
+    Ok(())
 }
 
 /// Cheap look at the first entry's magic and codec without decompressing.
@@ -170,7 +206,7 @@ const MAGIC_OFFSET: usize = 16;
 
 /// Splits the next entry (offset, size and `size` bytes) off `r`. The entry is at
 /// least long enough to hold its magic byte.
-fn next_entry(r: &mut Reader) -> Result<Bytes, RecordError> {
+fn next_entry<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], RecordError> {
     let size = match r.rest().get(8..LOG_OVERHEAD) {
         Some(&[a, b, c, d]) => i32::from_be_bytes([a, b, c, d]),
         _ => {
@@ -186,7 +222,7 @@ fn next_entry(r: &mut Reader) -> Result<Bytes, RecordError> {
     }
 }
 
-/// Limits shared by all entries of one [`decode_records`] call.
+/// Limits shared by all entries of one [`decode_batches`] or [`decode_records`] call.
 pub(crate) struct Budget<'a> {
     opts: &'a DecodeOptions,
     bytes_left: usize,

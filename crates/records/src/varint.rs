@@ -1,20 +1,19 @@
 //! A bounds-checked reader of big-endian integers, zigzag varints and byte slices.
 //!
 //! Every read either succeeds or returns [`RecordError::Corrupt`]; nothing here can
-//! panic on input. Slices are zero-copy [`Bytes`] views of the underlying buffer.
-
-use bytes::Bytes;
+//! panic on input. Slices borrow the underlying buffer.
 
 use crate::RecordError;
 
-/// A cursor over a [`Bytes`] buffer.
-pub(crate) struct Reader {
-    buf: Bytes,
+/// A cursor over a byte slice.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
     pos: usize,
 }
 
-impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Self {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -24,7 +23,7 @@ impl Reader {
     }
 
     /// The unread bytes.
-    pub(crate) fn rest(&self) -> &[u8] {
+    pub(crate) fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
 
@@ -32,21 +31,21 @@ impl Reader {
         self.remaining() == 0
     }
 
-    /// The next `n` bytes as a zero-copy slice.
-    pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<Bytes, RecordError> {
+    /// The next `n` bytes.
+    pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], RecordError> {
         if n > self.remaining() {
             return Err(RecordError::Corrupt(format!(
                 "truncated {what}: needs {n} bytes, {} left",
                 self.remaining()
             )));
         }
-        let out = self.buf.slice(self.pos..self.pos + n);
+        let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], RecordError> {
-        let rest = &self.buf[self.pos..];
+        let rest = self.rest();
         match rest.get(..N).and_then(|s| <[u8; N]>::try_from(s).ok()) {
             Some(a) => {
                 self.pos += N;
@@ -80,15 +79,28 @@ impl Reader {
     }
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes and `bits` significant bits.
+    #[inline]
     fn unsigned_varint(
         &mut self,
         max_bytes: u32,
         bits: u32,
         what: &str,
     ) -> Result<u64, RecordError> {
+        let rest = self.rest();
+        // Most lengths and deltas fit one or two bytes (and `bits` is at least 14).
+        match *rest {
+            [b0, ..] if b0 & 0x80 == 0 => {
+                self.pos += 1;
+                return Ok(u64::from(b0));
+            }
+            [b0, b1, ..] if b1 & 0x80 == 0 => {
+                self.pos += 2;
+                return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+            }
+            _ => {}
+        }
         let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.u8(what)?;
+        for (i, &b) in (0..max_bytes).zip(rest) {
             let shift = 7 * i;
             let chunk = u64::from(b & 0x7f);
             // The last byte may only carry the bits that are left.
@@ -99,8 +111,14 @@ impl Reader {
             }
             value |= chunk << shift;
             if b & 0x80 == 0 {
+                self.pos += i as usize + 1;
                 return Ok(value);
             }
+        }
+        if rest.len() < max_bytes as usize {
+            return Err(RecordError::Corrupt(format!(
+                "truncated {what}: needs 1 bytes, 0 left"
+            )));
         }
         Err(RecordError::Corrupt(format!(
             "{what}: varint longer than {max_bytes} bytes"
@@ -120,7 +138,7 @@ impl Reader {
     }
 
     /// A varint length prefix followed by that many bytes; `-1` means null.
-    pub(crate) fn varint_bytes(&mut self, what: &str) -> Result<Option<Bytes>, RecordError> {
+    pub(crate) fn varint_bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, RecordError> {
         match self.varint(what)? {
             -1 => Ok(None),
             n if n < 0 => Err(RecordError::Corrupt(format!("{what}: negative length {n}"))),
@@ -129,7 +147,7 @@ impl Reader {
     }
 
     /// An int32 length prefix followed by that many bytes; `-1` means null.
-    pub(crate) fn i32_bytes(&mut self, what: &str) -> Result<Option<Bytes>, RecordError> {
+    pub(crate) fn i32_bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, RecordError> {
         match self.i32(what)? {
             -1 => Ok(None),
             n if n < 0 => Err(RecordError::Corrupt(format!("{what}: negative length {n}"))),
@@ -143,11 +161,11 @@ mod tests {
     use super::*;
 
     fn read_varint(bytes: &[u8]) -> Result<i32, RecordError> {
-        Reader::new(Bytes::copy_from_slice(bytes)).varint("test")
+        Reader::new(bytes).varint("test")
     }
 
     fn read_varlong(bytes: &[u8]) -> Result<i64, RecordError> {
-        Reader::new(Bytes::copy_from_slice(bytes)).varlong("test")
+        Reader::new(bytes).varlong("test")
     }
 
     #[test]
@@ -186,10 +204,8 @@ mod tests {
 
     #[test]
     fn fixed_width_and_slices() {
-        let mut r = Reader::new(Bytes::from_static(&[
-            0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff, 7,
-        ]));
-        assert_eq!(r.i32_bytes("k").unwrap().as_deref(), Some(&b"hi"[..]));
+        let mut r = Reader::new(&[0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff, 7]);
+        assert_eq!(r.i32_bytes("k").unwrap(), Some(&b"hi"[..]));
         assert_eq!(r.i32_bytes("v").unwrap(), None);
         assert_eq!(r.u8("b").unwrap(), 7);
         assert!(r.is_empty());

@@ -1,5 +1,7 @@
 //! `LocalStore::append` of 1,000-entry batches (200-byte `content`, like one decoded Produce
-//! partition), with `Written` (acks=1) and `Synced` (acks=-1, one fdatasync per group).
+//! partition), with `Written` (acks=1) and `Synced` (acks=-1, one fdatasync per group); the
+//! entries come already encoded in an `EntryBatch`, whose building is measured apart
+//! (`encode/push` from `LogEntry`s, `encode/writer` from byte slices as the gateway does).
 //!
 //! `cargo bench -p loggate-storage --bench append`; time per iteration / 1,000 = per entry.
 //! Writes a few GB into a temp dir that is removed afterwards.
@@ -7,9 +9,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::hint::black_box;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use loggate_storage::local::{LocalStore, LocalStoreOptions};
-use loggate_storage::{Durability, LogEntry, LogStorage, StreamId};
+use loggate_storage::{Durability, EntryBatch, LogEntry, LogStorage, StreamId};
 
 const ENTRIES: usize = 1000;
 
@@ -43,7 +47,29 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
     let stream = StreamId::new("bench", "append");
-    let batch = entries();
+    let entries = entries();
+    let batch = EntryBatch::from_entries(&entries, usize::MAX).unwrap();
+
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(ENTRIES as u64));
+    g.bench_function("push", |b| {
+        b.iter(|| EntryBatch::from_entries(black_box(&entries), 1 << 20).unwrap())
+    });
+    g.bench_function("writer", |b| {
+        b.iter(|| {
+            let mut out = EntryBatch::with_capacity(1 << 20, batch.bytes_len());
+            for e in black_box(&entries) {
+                let mut w = out
+                    .begin(e.event_time_ms, e.arrival_time_ms, &e.source, None)
+                    .fields();
+                w.field(&e.fields[0].0, &e.fields[0].1);
+                w.finish().unwrap();
+            }
+            out
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("append");
     g.throughput(Throughput::Elements(ENTRIES as u64));
     g.measurement_time(Duration::from_secs(4));

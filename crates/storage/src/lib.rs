@@ -1,9 +1,13 @@
 //! Log storage: the [`LogStorage`] trait and the durable local logstore.
-//! Storage knows nothing of Kafka; it stores [`LogEntry`]s in numbered shards of a stream.
+//! Storage knows nothing of Kafka; it stores [`LogEntry`]s in numbered shards of a stream,
+//! appended as [`EntryBatch`]es.
 
 use bytes::Bytes;
 
+mod entries;
 pub mod local;
+
+pub use entries::{EntryBatch, EntryWriter, FieldWriter};
 
 /// A log stream: one logstore of one project.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -136,13 +140,19 @@ impl From<InvalidName> for StorageError {
 #[async_trait::async_trait]
 pub trait LogStorage: Send + Sync {
     /// Appends entries to one shard; returns the offset of the first (offsets are per shard, gapless, from 0).
+    /// Fails with [`StorageError::EntryTooLarge`], appending nothing, when an entry is larger
+    /// than [`max_entry_bytes`](Self::max_entry_bytes).
     async fn append(
         &self,
         stream: &StreamId,
         shard: u32,
-        entries: Vec<LogEntry>,
+        entries: EntryBatch,
         durability: Durability,
     ) -> Result<AppendAck, StorageError>;
+
+    /// The largest entry payload [`append`](Self::append) accepts: the limit to build an
+    /// [`EntryBatch`] with.
+    fn max_entry_bytes(&self) -> usize;
 
     /// Reads up to `max_entries` logs of one shard starting at `from_offset` (empty when none
     /// yet); offsets already deleted by retention are skipped.

@@ -9,7 +9,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use loggate_storage::local::{LocalStore, LocalStoreOptions};
-use loggate_storage::{Durability, LogEntry, LogStorage, StorageError, StreamId};
+use loggate_storage::{Durability, EntryBatch, LogEntry, LogStorage, StorageError, StreamId};
+
+/// The entries as a batch to append (with no size limit of its own).
+fn entry_batch(entries: impl IntoIterator<Item = LogEntry>) -> EntryBatch {
+    let mut batch = EntryBatch::new(usize::MAX);
+    for e in entries {
+        batch.push(&e).unwrap();
+    }
+    batch
+}
 
 fn b(s: &'static [u8]) -> Bytes {
     Bytes::from_static(s)
@@ -101,7 +110,7 @@ async fn round_trip_every_field_kind() {
         },
     ];
     let ack = store
-        .append(&s, 0, entries.clone(), Durability::Synced)
+        .append(&s, 0, entry_batch(entries.clone()), Durability::Synced)
         .await
         .unwrap();
     assert_eq!((ack.base_offset, ack.count), (0, 3));
@@ -142,7 +151,12 @@ async fn file_format_is_length_crc_payload() {
     let store = open(dir.path());
     let s = stream();
     store
-        .append(&s, 3, vec![tagged(1, 1), tagged(1, 2)], Durability::Synced)
+        .append(
+            &s,
+            3,
+            entry_batch([tagged(1, 1), tagged(1, 2)]),
+            Durability::Synced,
+        )
         .await
         .unwrap();
     store.close().await.unwrap();
@@ -174,7 +188,12 @@ async fn tags_round_trip_and_offsets_report_the_bounds() {
     let mut first = tagged(1, 1);
     first.tag = Some(Bytes::from_static(b"\x00marker"));
     store
-        .append(&s, 0, vec![first.clone(), tagged(1, 2)], Durability::Synced)
+        .append(
+            &s,
+            0,
+            entry_batch([first.clone(), tagged(1, 2)]),
+            Durability::Synced,
+        )
         .await
         .unwrap();
     assert_eq!(store.offsets(&s, 0).await.unwrap(), (0, 2));
@@ -196,31 +215,31 @@ async fn offsets_are_gapless_per_shard_and_independent() {
     let batch = |n: u64| (0..n).map(|i| tagged(9, i)).collect::<Vec<_>>();
 
     let a = store
-        .append(&s1, 0, batch(3), Durability::Written)
+        .append(&s1, 0, entry_batch(batch(3)), Durability::Written)
         .await
         .unwrap();
     let b_ = store
-        .append(&s1, 1, batch(2), Durability::Written)
+        .append(&s1, 1, entry_batch(batch(2)), Durability::Written)
         .await
         .unwrap();
     let c = store
-        .append(&s1, 0, batch(4), Durability::Synced)
+        .append(&s1, 0, entry_batch(batch(4)), Durability::Synced)
         .await
         .unwrap();
     let d = store
-        .append(&s2, 0, batch(1), Durability::Written)
+        .append(&s2, 0, entry_batch(batch(1)), Durability::Written)
         .await
         .unwrap();
     let e = store
-        .append(&s1, 1, batch(1), Durability::Written)
+        .append(&s1, 1, entry_batch(batch(1)), Durability::Written)
         .await
         .unwrap();
     let empty = store
-        .append(&s1, 0, vec![], Durability::Written)
+        .append(&s1, 0, entry_batch([]), Durability::Written)
         .await
         .unwrap();
     let f = store
-        .append(&s1, 0, batch(1), Durability::Written)
+        .append(&s1, 0, entry_batch(batch(1)), Durability::Written)
         .await
         .unwrap();
     assert_eq!((a.base_offset, a.count), (0, 3));
@@ -268,7 +287,10 @@ async fn concurrent_appenders_get_every_entry_exactly_once() {
                 } else {
                     Durability::Written
                 };
-                let ack = store.append(&s, 0, entries, durability).await.unwrap();
+                let ack = store
+                    .append(&s, 0, entry_batch(entries), durability)
+                    .await
+                    .unwrap();
                 assert_eq!(ack.count as u64, n);
                 acks.push((ack, seq));
                 seq += n;
@@ -320,7 +342,7 @@ async fn group_commit_serves_many_synced_requests_with_one_fsync() {
     let s = stream();
     // Open the shard first so every task races on the writer, not on recovery.
     store
-        .append(&s, 0, vec![], Durability::Written)
+        .append(&s, 0, entry_batch([]), Durability::Written)
         .await
         .unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
@@ -331,7 +353,7 @@ async fn group_commit_serves_many_synced_requests_with_one_fsync() {
             barrier.wait().await;
             for q in 0..PER_TASK {
                 store
-                    .append(&s, 0, vec![tagged(t, q)], Durability::Synced)
+                    .append(&s, 0, entry_batch([tagged(t, q)]), Durability::Synced)
                     .await
                     .unwrap();
             }
@@ -359,7 +381,7 @@ async fn written_data_is_synced_by_flush() {
     let store = open(dir.path());
     let s = stream();
     store
-        .append(&s, 0, vec![tagged(0, 0)], Durability::Written)
+        .append(&s, 0, entry_batch([tagged(0, 0)]), Durability::Written)
         .await
         .unwrap();
     assert_eq!(store.stats().fsyncs, 0);
@@ -378,17 +400,17 @@ async fn restart_reads_everything_and_offsets_continue() {
         let store = open(dir.path());
         for i in 0..10 {
             store
-                .append(&s, 0, vec![tagged(0, i)], Durability::Synced)
+                .append(&s, 0, entry_batch([tagged(0, i)]), Durability::Synced)
                 .await
                 .unwrap();
         }
         store
-            .append(&s, 2, vec![tagged(2, 0)], Durability::Written)
+            .append(&s, 2, entry_batch([tagged(2, 0)]), Durability::Written)
             .await
             .unwrap();
         store.close().await.unwrap();
         let err = store
-            .append(&s, 0, vec![tagged(0, 99)], Durability::Written)
+            .append(&s, 0, entry_batch([tagged(0, 99)]), Durability::Written)
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Closed), "{err:?}");
@@ -402,12 +424,12 @@ async fn restart_reads_everything_and_offsets_continue() {
             assert_eq!(tag_of(&l.entry), (0, i as u64));
         }
         let ack = store
-            .append(&s, 0, vec![tagged(0, 10)], Durability::Written)
+            .append(&s, 0, entry_batch([tagged(0, 10)]), Durability::Written)
             .await
             .unwrap();
         assert_eq!(ack.base_offset, 10);
         let ack = store
-            .append(&s, 2, vec![tagged(2, 1)], Durability::Written)
+            .append(&s, 2, entry_batch([tagged(2, 1)]), Durability::Written)
             .await
             .unwrap();
         assert_eq!(ack.base_offset, 1);
@@ -429,7 +451,7 @@ async fn sparse_index_reads_from_anywhere_before_and_after_restart() {
         let entries: Vec<_> = (next..(next + 500).min(N)).map(|i| tagged(0, i)).collect();
         next += entries.len() as u64;
         store
-            .append(&s, 0, entries, Durability::Written)
+            .append(&s, 0, entry_batch(entries), Durability::Written)
             .await
             .unwrap();
     }
@@ -461,7 +483,7 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
         let store = open(dir.path());
         for i in 0..10 {
             store
-                .append(&s, 0, vec![tagged(0, i)], Durability::Synced)
+                .append(&s, 0, entry_batch([tagged(0, i)]), Durability::Synced)
                 .await
                 .unwrap();
         }
@@ -492,7 +514,7 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
         "file cut to the last good entry"
     );
     let ack = store
-        .append(&s, 0, vec![tagged(0, 77)], Durability::Synced)
+        .append(&s, 0, entry_batch([tagged(0, 77)]), Durability::Synced)
         .await
         .unwrap();
     assert_eq!(ack.base_offset, survivors);
@@ -595,7 +617,7 @@ async fn read_only_follows_a_writer_and_never_writes() {
         let mut i = 0;
         while i < N {
             let entries: Vec<_> = (i..i + 20).map(|q| tagged(0, q)).collect();
-            w.append(&ws, 0, entries, Durability::Written)
+            w.append(&ws, 0, entry_batch(entries), Durability::Written)
                 .await
                 .unwrap();
             i += 20;
@@ -625,7 +647,7 @@ async fn read_only_follows_a_writer_and_never_writes() {
     }
 
     let err = reader
-        .append(&s, 0, vec![tagged(0, 0)], Durability::Written)
+        .append(&s, 0, entry_batch([tagged(0, 0)]), Durability::Written)
         .await
         .unwrap_err();
     match err {
@@ -648,7 +670,7 @@ async fn read_only_follows_a_writer_and_never_writes() {
     drop(writer);
     let writer = open(dir.path());
     writer
-        .append(&s, 0, vec![tagged(0, N)], Durability::Synced)
+        .append(&s, 0, entry_batch([tagged(0, N)]), Durability::Synced)
         .await
         .unwrap();
     let logs = reader.read(&s, 0, N, 100).await.unwrap();
@@ -671,7 +693,7 @@ async fn oversize_entry_is_rejected_and_nothing_written() {
     let mut big = tagged(0, 0);
     big.fields.push((b(b"blob"), Bytes::from(vec![0u8; 2000])));
     let err = store
-        .append(&s, 0, vec![tagged(0, 1), big], Durability::Synced)
+        .append(&s, 0, entry_batch([tagged(0, 1), big]), Durability::Synced)
         .await
         .unwrap_err();
     match err {
@@ -682,7 +704,7 @@ async fn oversize_entry_is_rejected_and_nothing_written() {
         other => panic!("{other:?}"),
     }
     let ack = store
-        .append(&s, 0, vec![tagged(0, 1)], Durability::Synced)
+        .append(&s, 0, entry_batch([tagged(0, 1)]), Durability::Synced)
         .await
         .unwrap();
     assert_eq!(ack.base_offset, 0);
@@ -701,7 +723,7 @@ async fn unsafe_names_are_rejected() {
     ] {
         let s = StreamId::new(project, logstore);
         let err = store
-            .append(&s, 0, vec![tagged(0, 0)], Durability::Written)
+            .append(&s, 0, entry_batch([tagged(0, 0)]), Durability::Written)
             .await
             .unwrap_err();
         let bad = err.invalid_name().unwrap_or_else(|| panic!("{err:?}"));
@@ -765,7 +787,7 @@ async fn direct_write_padding_reads_as_the_end_of_data_live_and_after_a_crash() 
     let store = open(dir.path());
     for i in 0..10 {
         store
-            .append(&s, 0, vec![tagged(0, i)], Durability::Synced)
+            .append(&s, 0, entry_batch(vec![tagged(0, i)]), Durability::Synced)
             .await
             .unwrap();
     }
@@ -789,7 +811,7 @@ async fn direct_write_padding_reads_as_the_end_of_data_live_and_after_a_crash() 
     assert_eq!(got, (0..10).map(|i| (0, i)).collect::<Vec<_>>());
     assert_eq!(fs::metadata(segment(&crashed, &s, 0)).unwrap().len(), data_len);
     let ack = store
-        .append(&s, 0, vec![tagged(0, 10)], Durability::Synced)
+        .append(&s, 0, entry_batch(vec![tagged(0, 10)]), Durability::Synced)
         .await
         .unwrap();
     assert_eq!(ack.base_offset, 10);

@@ -7,7 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use loggate_storage::local::{LocalStore, LocalStoreOptions, ReadQuery, StreamOptions};
-use loggate_storage::{Durability, LogEntry, LogStorage, StreamId};
+use loggate_storage::{Durability, EntryBatch, LogEntry, LogStorage, StreamId};
+
+/// The entries as a batch to append (with no size limit of its own).
+fn entry_batch(entries: impl IntoIterator<Item = LogEntry>) -> EntryBatch {
+    let mut batch = EntryBatch::new(usize::MAX);
+    for e in entries {
+        batch.push(&e).unwrap();
+    }
+    batch
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -73,9 +82,9 @@ async fn fill(
     let mut n = first;
     while n < first + count {
         let end = (n + per_batch).min(first + count);
-        let batch = (n..end).map(|i| entry(i, event(i), arrival)).collect();
+        let batch = (n..end).map(|i| entry(i, event(i), arrival));
         let ack = store
-            .append(&stream(), 0, batch, Durability::Written)
+            .append(&stream(), 0, entry_batch(batch), Durability::Written)
             .await
             .unwrap();
         assert_eq!(ack.base_offset, n);
@@ -138,7 +147,7 @@ async fn segments_roll_by_size_and_reads_cross_them_before_and_after_restart() {
         .append(
             &stream(),
             0,
-            vec![entry(1000, 0, now_ms())],
+            entry_batch([entry(1000, 0, now_ms())]),
             Durability::Synced,
         )
         .await
@@ -183,7 +192,7 @@ async fn torn_tail_of_the_last_segment_is_cut_and_offsets_continue() {
         .append(
             &stream(),
             0,
-            vec![entry(299, 0, now_ms())],
+            entry_batch([entry(299, 0, now_ms())]),
             Durability::Synced,
         )
         .await
@@ -293,7 +302,7 @@ async fn retention_by_size_deletes_oldest_whole_segments_never_the_active_one() 
         .append(
             &stream(),
             0,
-            vec![entry(3000, 0, now_ms())],
+            entry_batch([entry(3000, 0, now_ms())]),
             Durability::Synced,
         )
         .await

@@ -30,6 +30,8 @@ pub(crate) const PAYLOAD_VERSION: u8 = 2;
 const PAYLOAD_VERSION_V1: u8 = 1;
 /// Position of the offset inside the payload (right after the version byte).
 const OFFSET_POS: usize = 1;
+/// Position of the event and arrival times inside the payload (after the offset).
+const TIMES_POS: usize = OFFSET_POS + 8;
 /// Largest payload any frame may claim; larger lengths are treated as corruption.
 pub(crate) const MAX_PAYLOAD_LEN: usize = 1 << 30;
 /// Length value that marks a null `nbytes`.
@@ -46,49 +48,130 @@ pub(crate) enum CodecError {
     Trailing(usize),
 }
 
-/// Size of the payload `entry` encodes to.
-pub(crate) fn payload_len(entry: &LogEntry) -> usize {
-    let mut n = 1 + 8 + 8 + 8;
-    n += 4 + entry.source.len();
-    n += 4 + entry.key.as_ref().map_or(0, Bytes::len);
-    n += 4;
-    for (k, v) in &entry.headers {
-        n += 4 + k.len() + 4 + v.as_ref().map_or(0, Bytes::len);
-    }
-    n += 4;
-    for (k, v) in &entry.fields {
-        n += 4 + k.len() + 4 + v.len();
-    }
-    n + 4 + entry.tag.as_ref().map_or(0, Bytes::len)
+/// One unsealed frame being written at the end of a buffer, part by part in payload order:
+/// [`begin`](Self::begin), headers, [`end_headers`](Self::end_headers), fields,
+/// [`end`](Self::end). `payload_len`, the offset and the checksum start as zero
+/// placeholders; `end` fills in `payload_len` and the counts, [`seal_frame`] the rest.
+///
+/// The builder does not own the buffer: the caller passes the same one to every call, writes
+/// nothing else into it meanwhile, and abandons a frame by truncating the buffer back to
+/// [`start`](Self::start).
+#[derive(Debug)]
+pub(crate) struct FrameBuilder {
+    /// Where the frame header is.
+    start: usize,
+    /// Where the count of the current list (headers, then fields) is.
+    count_at: usize,
+    /// Items written to the current list.
+    count: usize,
+    /// Whether the headers are done and fields are being written.
+    in_fields: bool,
 }
 
-/// Appends a whole frame for `entry` to `out`, with `payload_len` already set and the offset
-/// and checksum left as zero placeholders for [`seal_frame`]. `payload_len` must be
-/// [`payload_len`]`(entry)`, at most [`MAX_PAYLOAD_LEN`].
-pub(crate) fn encode_unsealed(entry: &LogEntry, payload_len: usize, out: &mut Vec<u8>) {
-    debug_assert!(payload_len <= MAX_PAYLOAD_LEN);
-    let start = out.len();
-    out.reserve(FRAME_HEADER_LEN + payload_len);
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+impl FrameBuilder {
+    /// Writes the frame header placeholders, the fixed part, `source` and `key`.
+    #[inline]
+    pub(crate) fn begin(
+        out: &mut Vec<u8>,
+        event_time_ms: i64,
+        arrival_time_ms: i64,
+        source: &[u8],
+        key: Option<&[u8]>,
+    ) -> Self {
+        let start = out.len();
+        // Frame header, version, offset and times at once.
+        let mut fixed = [0; FRAME_HEADER_LEN + TIMES_POS + 16];
+        fixed[FRAME_HEADER_LEN] = PAYLOAD_VERSION;
+        let times = &mut fixed[FRAME_HEADER_LEN + TIMES_POS..];
+        times[..8].copy_from_slice(&event_time_ms.to_le_bytes());
+        times[8..].copy_from_slice(&arrival_time_ms.to_le_bytes());
+        out.extend_from_slice(&fixed);
+        put_bytes(out, source);
+        put_nbytes(out, key);
+        let count_at = put_count_placeholder(out);
+        FrameBuilder {
+            start,
+            count_at,
+            count: 0,
+            in_fields: false,
+        }
+    }
+
+    /// Where the frame starts in the buffer.
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Appends one header (only before [`end_headers`](Self::end_headers)).
+    #[inline]
+    pub(crate) fn header(&mut self, out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+        debug_assert!(!self.in_fields);
+        put_bytes(out, key);
+        put_nbytes(out, value);
+        self.count += 1;
+    }
+
+    /// Closes the header list and opens the field list; does nothing the second time.
+    #[inline]
+    pub(crate) fn end_headers(&mut self, out: &mut Vec<u8>) {
+        if !self.in_fields {
+            self.close_list(out);
+            self.count_at = put_count_placeholder(out);
+            self.in_fields = true;
+        }
+    }
+
+    /// Appends one field (only after [`end_headers`](Self::end_headers)).
+    #[inline]
+    pub(crate) fn field(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        debug_assert!(self.in_fields);
+        put_bytes(out, name);
+        put_bytes(out, value);
+        self.count += 1;
+    }
+
+    /// Writes `tag`, completes the counts and `payload_len`, and returns the payload's
+    /// length; or, when the payload would be longer than `limit` (at most
+    /// [`MAX_PAYLOAD_LEN`]), returns `Err(payload length)` and leaves the frame unfinished.
+    #[inline]
+    pub(crate) fn end(
+        &mut self,
+        out: &mut Vec<u8>,
+        tag: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<usize, usize> {
+        debug_assert!(limit <= MAX_PAYLOAD_LEN);
+        let tag_len = 4 + tag.map_or(0, <[u8]>::len);
+        // With no fields yet, the list still to write is an empty field count.
+        let rest = if self.in_fields { 0 } else { 4 };
+        let payload_len = out.len() - self.start - FRAME_HEADER_LEN + rest + tag_len;
+        if payload_len > limit {
+            return Err(payload_len);
+        }
+        self.end_headers(out);
+        self.close_list(out);
+        put_nbytes(out, tag);
+        // Within `limit`, so it fits a u32, and so does each count (8 bytes per item at least).
+        out[self.start..self.start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        debug_assert_eq!(out.len() - self.start, FRAME_HEADER_LEN + payload_len);
+        Ok(payload_len)
+    }
+
+    /// Writes the current list's count into its placeholder.
+    #[inline]
+    fn close_list(&mut self, out: &mut [u8]) {
+        let count = u32::try_from(self.count).unwrap_or(u32::MAX);
+        out[self.count_at..self.count_at + 4].copy_from_slice(&count.to_le_bytes());
+        self.count = 0;
+    }
+}
+
+/// Appends a zero `u32` to be filled in later; returns its position.
+#[inline]
+fn put_count_placeholder(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
-    out.push(PAYLOAD_VERSION);
-    out.extend_from_slice(&0u64.to_le_bytes());
-    out.extend_from_slice(&entry.event_time_ms.to_le_bytes());
-    out.extend_from_slice(&entry.arrival_time_ms.to_le_bytes());
-    put_bytes(out, &entry.source);
-    put_nbytes(out, entry.key.as_deref());
-    out.extend_from_slice(&(entry.headers.len() as u32).to_le_bytes());
-    for (k, v) in &entry.headers {
-        put_bytes(out, k);
-        put_nbytes(out, v.as_deref());
-    }
-    out.extend_from_slice(&(entry.fields.len() as u32).to_le_bytes());
-    for (k, v) in &entry.fields {
-        put_bytes(out, k);
-        put_bytes(out, v);
-    }
-    put_nbytes(out, entry.tag.as_deref());
-    debug_assert_eq!(out.len() - start, FRAME_HEADER_LEN + payload_len);
+    at
 }
 
 /// Writes `offset` and the checksum into an unsealed frame starting at `frame[0]`;
@@ -194,7 +277,7 @@ pub(crate) fn times(payload: &[u8]) -> Option<(i64, i64)> {
         let b: [u8; 8] = payload.get(at..at + 8)?.try_into().ok()?;
         Some(i64::from_le_bytes(b))
     };
-    Some((t(OFFSET_POS + 8)?, t(OFFSET_POS + 16)?))
+    Some((t(TIMES_POS)?, t(TIMES_POS + 8)?))
 }
 
 /// Checks that a payload is well formed without building the entry.
@@ -225,11 +308,13 @@ pub(crate) fn validate(payload: &[u8]) -> Result<FrameMeta, CodecError> {
     })
 }
 
+#[inline]
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
 }
 
+#[inline]
 fn put_nbytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         Some(b) => put_bytes(out, b),
@@ -346,8 +431,9 @@ mod tests {
     }
 
     fn framed(entry: &LogEntry, offset: u64) -> Vec<u8> {
-        let mut buf = Vec::new();
-        encode_unsealed(entry, payload_len(entry), &mut buf);
+        let mut batch = crate::EntryBatch::new(MAX_PAYLOAD_LEN);
+        batch.push(entry).unwrap();
+        let mut buf = batch.into_bytes();
         assert_eq!(seal_frame(&mut buf, offset), buf.len());
         buf
     }

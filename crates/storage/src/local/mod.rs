@@ -5,7 +5,7 @@
 //! [`LocalStoreOptions::segment_age`]; each sealed segment gets an index file (`.index`) with
 //! the file position and event-time range of every block of entries. Each entry is framed as
 //! `u32 LE payload_len | u32 LE crc32c(payload) | payload`, the payload being a versioned
-//! binary encoding of the offset and the [`LogEntry`].
+//! binary encoding of the offset and the [`LogEntry`](crate::LogEntry).
 //!
 //! Each shard has one writer thread fed by a bounded queue; it drains all queued requests,
 //! reserves their disk space, writes them with one `write` (direct I/O where the
@@ -14,7 +14,7 @@
 //! policy says so. A failed group is cut off the file before anything else is written, so
 //! readers never see it. Retention deletes whole sealed segments, never the active one.
 
-mod codec;
+pub(crate) mod codec;
 mod direct;
 mod index;
 mod paths;
@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::{AppendAck, Durability, LogEntry, LogStorage, StorageError, StoredLog, StreamId};
+use crate::{AppendAck, Durability, EntryBatch, LogStorage, StorageError, StoredLog, StreamId};
 use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 
 /// How long an append or flush waits for room in a full shard queue before failing with
@@ -490,27 +490,20 @@ impl Drop for Inner {
     }
 }
 
-/// Encodes `entries` for a writer, enforcing the size limit.
-fn encode_batch(entries: &[LogEntry], limit: usize) -> Result<EncodedBatch, StorageError> {
+/// Hands `entries` to a writer as they are, enforcing the size limit.
+fn checked_batch(entries: EntryBatch, limit: usize) -> Result<EncodedBatch, StorageError> {
+    let size = entries.largest_entry_bytes();
+    if size > limit {
+        return Err(StorageError::EntryTooLarge { size, limit });
+    }
     let count = u32::try_from(entries.len()).map_err(|_| StorageError::EntryTooLarge {
         size: entries.len(),
         limit: u32::MAX as usize,
     })?;
-    let mut sizes = Vec::with_capacity(entries.len());
-    let mut total = 0usize;
-    for e in entries {
-        let size = codec::payload_len(e);
-        if size > limit {
-            return Err(StorageError::EntryTooLarge { size, limit });
-        }
-        total += codec::FRAME_HEADER_LEN + size;
-        sizes.push(size);
-    }
-    let mut bytes = Vec::with_capacity(total);
-    for (e, size) in entries.iter().zip(sizes) {
-        codec::encode_unsealed(e, size, &mut bytes);
-    }
-    Ok(EncodedBatch { bytes, count })
+    Ok(EncodedBatch {
+        bytes: entries.into_bytes(),
+        count,
+    })
 }
 
 /// Queues a request, waiting up to `timeout` for room.
@@ -543,15 +536,14 @@ impl LogStorage for LocalStore {
         &self,
         stream: &StreamId,
         shard: u32,
-        entries: Vec<LogEntry>,
+        entries: EntryBatch,
         durability: Durability,
     ) -> Result<AppendAck, StorageError> {
         self.inner.check_open()?;
         if self.inner.read_only {
             return Err(read_only_error());
         }
-        let batch = encode_batch(&entries, self.inner.opts.max_entry_bytes)?;
-        drop(entries);
+        let batch = checked_batch(entries, self.inner.opts.max_entry_bytes)?;
         let shard = self
             .shard(stream, shard, true)
             .await?
@@ -597,6 +589,10 @@ impl LogStorage for LocalStore {
                 return Ok(out);
             }
         }
+    }
+
+    fn max_entry_bytes(&self) -> usize {
+        self.inner.opts.max_entry_bytes
     }
 
     async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError> {

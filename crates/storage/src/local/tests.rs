@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::*;
+use crate::LogEntry;
 
 fn entry(i: u64) -> LogEntry {
     LogEntry {
@@ -16,6 +17,14 @@ fn entry(i: u64) -> LogEntry {
         fields: vec![(Bytes::from_static(b"n"), Bytes::from(i.to_string()))],
         tag: None,
     }
+}
+
+fn batch(entries: impl IntoIterator<Item = LogEntry>) -> EntryBatch {
+    let mut batch = EntryBatch::new(usize::MAX);
+    for e in entries {
+        batch.push(&e).unwrap();
+    }
+    batch
 }
 
 fn segment(dir: &Path, s: &StreamId) -> PathBuf {
@@ -36,7 +45,7 @@ async fn store_holding(
     let s = StreamId::new("p", "l");
     let store = LocalStore::open(dir, opts).unwrap();
     store
-        .append(&s, 0, first, Durability::Synced)
+        .append(&s, 0, batch(first), Durability::Synced)
         .await
         .unwrap();
     let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
@@ -56,7 +65,7 @@ async fn fails_then_recovers(inject: impl Fn(&Shard), durability: Durability) {
     .await;
     inject(&shard);
     let err = store
-        .append(&s, 0, (3..8).map(entry).collect(), durability)
+        .append(&s, 0, batch((3..8).map(entry)), durability)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Io(_)), "{err:?}");
@@ -69,7 +78,7 @@ async fn fails_then_recovers(inject: impl Fn(&Shard), durability: Durability) {
 
     // The failed offsets are reused: nothing of them was acknowledged.
     let ack = store
-        .append(&s, 0, vec![entry(100)], Durability::Synced)
+        .append(&s, 0, batch([entry(100)]), Durability::Synced)
         .await
         .unwrap();
     assert_eq!(ack.base_offset, 3);
@@ -106,7 +115,7 @@ async fn failed_sync_fails_written_requests_of_the_same_group() {
     let s = StreamId::new("p", "l");
     let store = Arc::new(LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap());
     store
-        .append(&s, 0, vec![entry(0)], Durability::Written)
+        .append(&s, 0, batch([entry(0)]), Durability::Written)
         .await
         .unwrap();
     let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
@@ -118,12 +127,12 @@ async fn failed_sync_fails_written_requests_of_the_same_group() {
     let permit1 = tx.reserve().await.unwrap();
     let permit2 = tx.reserve().await.unwrap();
     permit1.send(Request::Append {
-        batch: encode_batch(&[entry(1)], 1 << 20).unwrap(),
+        batch: checked_batch(batch([entry(1)]), 1 << 20).unwrap(),
         durability: Durability::Written,
         reply: r1,
     });
     permit2.send(Request::Append {
-        batch: encode_batch(&[entry(2)], 1 << 20).unwrap(),
+        batch: checked_batch(batch([entry(2)]), 1 << 20).unwrap(),
         durability: Durability::Synced,
         reply: r2,
     });
@@ -156,7 +165,7 @@ async fn full_queue_that_stays_full_is_overloaded() {
     .unwrap();
     let store = Arc::new(store);
     store
-        .append(&s, 0, vec![entry(0)], Durability::Written)
+        .append(&s, 0, batch([entry(0)]), Durability::Written)
         .await
         .unwrap();
     let shard = store.shard(&s, 0, false).await.unwrap().unwrap();
@@ -167,7 +176,7 @@ async fn full_queue_that_stays_full_is_overloaded() {
         let (store, s) = (store.clone(), s.clone());
         tokio::spawn(async move {
             store
-                .append(&s, 0, vec![entry(i)], Durability::Synced)
+                .append(&s, 0, batch([entry(i)]), Durability::Synced)
                 .await
         })
     };
@@ -181,7 +190,7 @@ async fn full_queue_that_stays_full_is_overloaded() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let err = store
-        .append(&s, 0, vec![entry(3)], Durability::Written)
+        .append(&s, 0, batch([entry(3)]), Durability::Written)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Overloaded), "{err:?}");
@@ -204,7 +213,7 @@ async fn failed_cut_after_a_torn_write_heals_by_itself() {
     // A torn write whose cut fails, and fails once more on the next try.
     shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
     shard.core.faults.fail_truncates.store(2, Ordering::SeqCst);
-    let append = |i: u64| store.append(&s, 0, vec![entry(i)], Durability::Synced);
+    let append = |i: u64| store.append(&s, 0, batch([entry(i)]), Durability::Synced);
     assert!(append(10).await.is_err());
     // Half a group is in the file, but no reader sees it.
     assert!(fs::metadata(segment(dir.path(), &s)).unwrap().len() > good_len);
@@ -240,7 +249,7 @@ async fn failed_cut_heals_on_a_tick_without_writes() {
     shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
     shard.core.faults.fail_truncates.store(1, Ordering::SeqCst);
     assert!(store
-        .append(&s, 0, vec![entry(1)], Durability::Synced)
+        .append(&s, 0, batch([entry(1)]), Durability::Synced)
         .await
         .is_err());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

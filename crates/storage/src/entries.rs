@@ -1,0 +1,390 @@
+//! [`EntryBatch`]: logs encoded as they are converted, ready for a storage backend.
+//!
+//! The bytes are the local logstore's unsealed frames (see `local/codec.rs`, the one owner
+//! of the format), so [`LocalStore`](crate::local::LocalStore) appends them without another
+//! encoding pass; other backends read the entries back with [`EntryBatch::into_entries`].
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::local::codec::{self, FrameBuilder, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::{LogEntry, StorageError};
+
+/// Logs to append, already encoded, built entry by entry without an allocation per entry.
+///
+/// Write an entry with [`begin`](Self::begin): its headers on the returned [`EntryWriter`],
+/// then its fields on the [`FieldWriter`] of [`EntryWriter::fields`], then `finish`. An
+/// entry that is not finished (its writer dropped or abandoned), or whose payload exceeds
+/// the batch's `max_entry_bytes`, leaves no trace in the batch.
+#[derive(Clone)]
+pub struct EntryBatch {
+    /// Unsealed frames back to back.
+    bytes: Vec<u8>,
+    /// Finished entries in `bytes`.
+    count: usize,
+    /// Payload limit of one entry.
+    max_entry_bytes: usize,
+    /// Payload length of the largest entry in `bytes`.
+    largest_payload: usize,
+}
+
+impl EntryBatch {
+    /// An empty batch whose entries' payloads may be up to `max_entry_bytes` long (capped at
+    /// 1 GiB).
+    pub fn new(max_entry_bytes: usize) -> Self {
+        Self::with_capacity(max_entry_bytes, 0)
+    }
+
+    /// [`new`](Self::new) with room for `bytes` encoded bytes.
+    pub fn with_capacity(max_entry_bytes: usize, bytes: usize) -> Self {
+        EntryBatch {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+            max_entry_bytes: max_entry_bytes.min(MAX_PAYLOAD_LEN),
+            largest_payload: 0,
+        }
+    }
+
+    /// A batch of `entries` (for tests and callers holding [`LogEntry`]s).
+    pub fn from_entries<'e>(
+        entries: impl IntoIterator<Item = &'e LogEntry>,
+        max_entry_bytes: usize,
+    ) -> Result<Self, StorageError> {
+        let mut batch = Self::new(max_entry_bytes);
+        for entry in entries {
+            batch.push(entry)?;
+        }
+        Ok(batch)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the encoded entries in bytes.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Payload length of the largest entry (0 when empty), to check against a backend's limit.
+    pub fn largest_entry_bytes(&self) -> usize {
+        self.largest_payload
+    }
+
+    /// Starts an entry; it is added by the writer's `finish`.
+    #[inline]
+    pub fn begin(
+        &mut self,
+        event_time_ms: i64,
+        arrival_time_ms: i64,
+        source: &[u8],
+        key: Option<&[u8]>,
+    ) -> EntryWriter<'_> {
+        let frame =
+            FrameBuilder::begin(&mut self.bytes, event_time_ms, arrival_time_ms, source, key);
+        EntryWriter(Frame {
+            batch: self,
+            frame,
+            finished: false,
+        })
+    }
+
+    /// Adds a copy of `entry`.
+    pub fn push(&mut self, entry: &LogEntry) -> Result<(), StorageError> {
+        let mut w = self.begin(
+            entry.event_time_ms,
+            entry.arrival_time_ms,
+            &entry.source,
+            entry.key.as_deref(),
+        );
+        for (key, value) in &entry.headers {
+            w.header(key, value.as_deref());
+        }
+        let mut w = w.fields();
+        for (name, value) in &entry.fields {
+            w.field(name, value);
+        }
+        w.finish_with_tag(entry.tag.as_deref())
+    }
+
+    /// Runs `write` on this batch and, if it fails, removes every entry it added.
+    pub fn all_or_nothing<T, E>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (len, count, largest) = (self.bytes.len(), self.count, self.largest_payload);
+        let result = write(self);
+        if result.is_err() {
+            self.bytes.truncate(len);
+            self.count = count;
+            self.largest_payload = largest;
+        }
+        result
+    }
+
+    /// Decodes the entries (sharing one buffer, no copy of their bytes).
+    pub fn into_entries(self) -> Result<Vec<LogEntry>, StorageError> {
+        let mut entries = Vec::with_capacity(self.count);
+        let bytes = Bytes::from(self.bytes);
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let header = bytes
+                .get(pos..pos + FRAME_HEADER_LEN)
+                .and_then(|h| h.try_into().ok())
+                .map(codec::FrameHeader::parse)
+                .ok_or_else(|| StorageError::Corrupt("truncated frame in entry batch".into()))?;
+            let start = pos + FRAME_HEADER_LEN;
+            let end = start + header.payload_len;
+            if end > bytes.len() {
+                return Err(StorageError::Corrupt(
+                    "truncated entry in entry batch".into(),
+                ));
+            }
+            let (_, entry) = codec::decode(&bytes.slice(start..end))
+                .map_err(|e| StorageError::Corrupt(format!("entry batch: {e}")))?;
+            entries.push(entry);
+            pos = end;
+        }
+        Ok(entries)
+    }
+
+    /// The unsealed frames, for a shard writer.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for EntryBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryBatch")
+            .field("len", &self.count)
+            .field("bytes_len", &self.bytes.len())
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .finish()
+    }
+}
+
+/// An entry being written into its batch; dropped unfinished, it is removed again.
+struct Frame<'b> {
+    batch: &'b mut EntryBatch,
+    frame: FrameBuilder,
+    /// Whether the entry was added to the batch.
+    finished: bool,
+}
+
+impl Frame<'_> {
+    #[inline]
+    fn finish(mut self, tag: Option<&[u8]>) -> Result<(), StorageError> {
+        let batch = &mut *self.batch;
+        let payload_len = self
+            .frame
+            .end(&mut batch.bytes, tag, batch.max_entry_bytes)
+            .map_err(|size| StorageError::EntryTooLarge {
+                size,
+                limit: batch.max_entry_bytes,
+            })?;
+        batch.count += 1;
+        batch.largest_payload = batch.largest_payload.max(payload_len);
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Frame<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.finished {
+            self.batch.bytes.truncate(self.frame.start());
+        }
+    }
+}
+
+/// Writes the headers of an entry begun with [`EntryBatch::begin`].
+#[must_use = "the entry is only added by `finish`"]
+pub struct EntryWriter<'b>(Frame<'b>);
+
+impl<'b> EntryWriter<'b> {
+    /// Adds a header (`None`: a null value). Keys may repeat.
+    #[inline]
+    pub fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.0.frame.header(&mut self.0.batch.bytes, key, value);
+    }
+
+    /// Ends the headers; the entry's fields follow.
+    #[inline]
+    pub fn fields(mut self) -> FieldWriter<'b> {
+        self.0.frame.end_headers(&mut self.0.batch.bytes);
+        FieldWriter(self.0)
+    }
+
+    /// Adds the entry, without fields or tag; fails with [`StorageError::EntryTooLarge`]
+    /// (and removes it) when it is larger than the batch allows.
+    #[inline]
+    pub fn finish(self) -> Result<(), StorageError> {
+        self.0.finish(None)
+    }
+
+    /// [`finish`](Self::finish) with a tag (see [`LogEntry::tag`]).
+    #[inline]
+    pub fn finish_with_tag(self, tag: Option<&[u8]>) -> Result<(), StorageError> {
+        self.0.finish(tag)
+    }
+
+    /// Removes the entry from the batch (as dropping the writer does).
+    pub fn abandon(self) {}
+}
+
+/// Writes the fields of an entry, after its headers.
+#[must_use = "the entry is only added by `finish`"]
+pub struct FieldWriter<'b>(Frame<'b>);
+
+impl FieldWriter<'_> {
+    /// Adds a field. Names may repeat.
+    #[inline]
+    pub fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.0.frame.field(&mut self.0.batch.bytes, name, value);
+    }
+
+    /// Adds the entry, without tag; fails with [`StorageError::EntryTooLarge`] (and
+    /// removes it) when it is larger than the batch allows.
+    #[inline]
+    pub fn finish(self) -> Result<(), StorageError> {
+        self.0.finish(None)
+    }
+
+    /// [`finish`](Self::finish) with a tag (see [`LogEntry::tag`]).
+    #[inline]
+    pub fn finish_with_tag(self, tag: Option<&[u8]>) -> Result<(), StorageError> {
+        self.0.finish(tag)
+    }
+
+    /// Removes the entry from the batch (as dropping the writer does).
+    pub fn abandon(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    fn entry(n: u8) -> LogEntry {
+        LogEntry {
+            event_time_ms: i64::from(n),
+            arrival_time_ms: -1,
+            source: b(b"10.0.0.1:5"),
+            key: n.is_multiple_of(2).then(|| Bytes::from(vec![n; 3])),
+            headers: vec![(b(b"h"), None), (b(b"h"), Some(Bytes::from(vec![n])))],
+            fields: vec![(b(b"content"), Bytes::from(vec![b'x'; usize::from(n)]))],
+            tag: (n == 1).then(|| b(b"tag")),
+        }
+    }
+
+    #[test]
+    fn pushed_entries_decode_back() {
+        let entries: Vec<LogEntry> = (0..5).map(entry).collect();
+        let batch = EntryBatch::from_entries(&entries, 1 << 20).unwrap();
+        assert_eq!(batch.len(), 5);
+        assert!(!batch.is_empty());
+        assert_eq!(batch.into_entries().unwrap(), entries);
+        let empty = EntryBatch::new(10);
+        assert!(empty.is_empty());
+        assert_eq!(empty.bytes_len(), 0);
+        assert_eq!(empty.into_entries().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn writer_matches_push_including_an_entry_without_fields() {
+        let mut written = EntryBatch::new(1 << 20);
+        let mut w = written.begin(7, 8, b"src", None);
+        w.header(b"k", Some(b"v"));
+        w.finish().unwrap();
+        let mut w = written.begin(9, 10, b"src", Some(b"key")).fields();
+        w.field(b"a", b"1");
+        w.field(b"a", b"2");
+        w.finish_with_tag(Some(b"t")).unwrap();
+        let decoded = written.clone().into_entries().unwrap();
+        let mut pushed = EntryBatch::new(1 << 20);
+        for e in &decoded {
+            pushed.push(e).unwrap();
+        }
+        assert_eq!(pushed.into_bytes(), written.into_bytes());
+        assert_eq!(decoded[0].headers, vec![(b(b"k"), Some(b(b"v")))]);
+        assert!(decoded[0].fields.is_empty() && decoded[0].tag.is_none());
+        assert_eq!(decoded[1].fields.len(), 2);
+        assert_eq!(decoded[1].tag.as_deref(), Some(&b"t"[..]));
+    }
+
+    #[test]
+    fn unfinished_and_abandoned_entries_leave_nothing() {
+        let mut batch = EntryBatch::new(1 << 20);
+        batch.push(&entry(2)).unwrap();
+        let before = batch.clone().into_bytes();
+        let mut w = batch.begin(1, 2, b"s", None);
+        w.header(b"h", None);
+        drop(w);
+        let mut w = batch.begin(1, 2, b"s", None).fields();
+        w.field(b"f", b"v");
+        w.abandon();
+        batch.begin(1, 2, b"s", None).abandon();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.into_bytes(), before);
+    }
+
+    #[test]
+    fn too_large_entries_are_refused_and_removed() {
+        let mut batch = EntryBatch::new(100);
+        batch.push(&entry(2)).unwrap();
+        let len = batch.bytes_len();
+        let largest = batch.largest_entry_bytes();
+        let mut w = batch.begin(0, 0, b"s", None).fields();
+        w.field(b"big", &[0; 200]);
+        match w.finish() {
+            Err(StorageError::EntryTooLarge { size, limit: 100 }) => assert!(size > 200),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((batch.len(), batch.bytes_len()), (1, len));
+        assert_eq!(batch.largest_entry_bytes(), largest);
+        // The limit is on the payload: an entry of exactly the limit fits.
+        let mut exact = EntryBatch::new(largest);
+        exact.push(&entry(2)).unwrap();
+        let mut under = EntryBatch::new(largest - 1);
+        assert!(under.push(&entry(2)).is_err());
+        assert!(under.is_empty() && under.bytes_len() == 0);
+    }
+
+    #[test]
+    fn all_or_nothing_removes_what_a_failed_write_added() {
+        let mut batch = EntryBatch::new(1 << 20);
+        batch.push(&entry(1)).unwrap();
+        let before = batch.clone().into_bytes();
+        let failed: Result<(), ()> = batch.all_or_nothing(|batch| {
+            batch.push(&entry(4)).unwrap();
+            batch.push(&entry(5)).unwrap();
+            Err(())
+        });
+        assert!(failed.is_err());
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.largest_entry_bytes(), {
+            let mut one = EntryBatch::new(1 << 20);
+            one.push(&entry(1)).unwrap();
+            one.largest_entry_bytes()
+        });
+        assert_eq!(batch.clone().into_bytes(), before);
+        let kept: Result<(), ()> = batch.all_or_nothing(|batch| {
+            batch.push(&entry(4)).unwrap();
+            Ok(())
+        });
+        assert!(kept.is_ok());
+        assert_eq!(batch.len(), 2);
+    }
+}
