@@ -183,9 +183,9 @@ fn log_line(size: usize, rng: &mut Rng, seq: u64) -> String {
         LEVELS[((r >> 22) % 8) as usize],
         SERVICES[((r >> 25) % 6) as usize],
         (r >> 28) % 16,
-        if (r >> 32) % 5 != 0 { "GET" } else { "POST" },
+        if !(r >> 32).is_multiple_of(5) { "GET" } else { "POST" },
         PATHS[((r >> 35) % 6) as usize],
-        if (r >> 38) % 10 != 0 { 200 } else { 503 },
+        if !(r >> 38).is_multiple_of(10) { 200 } else { 503 },
         (r >> 40) % 50000,
         (r >> 50) % 900,
         (r >> 60) % 10,
@@ -210,10 +210,10 @@ fn json_object(size: usize, rng: &mut Rng, seq: u64) -> String {
         SERVICES[((r >> 25) % 6) as usize],
         (r >> 28) % 16,
         rng.next(),
-        if (r >> 38) % 10 != 0 { 200 } else { 503 },
+        if !(r >> 38).is_multiple_of(10) { 200 } else { 503 },
         (r >> 40) % 900,
         (r >> 50) % 10,
-        if (r >> 32) % 5 != 0 { "GET" } else { "POST" },
+        if !(r >> 32).is_multiple_of(5) { "GET" } else { "POST" },
         PATHS[((r >> 35) % 6) as usize],
     );
     let body = size.saturating_sub(2).max(s.len());
@@ -325,7 +325,7 @@ struct Prebuilt {
 fn build_pool(args: &Args) -> Result<(Vec<Prebuilt>, u64), Fail> {
     let json = args.topic.ends_with(".json");
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as i64;
-    let mut rng = Rng(0x5eed_1e55_0f_10c5);
+    let mut rng = Rng(0x5eed_1e55_0f10_c5e5);
     let mut seq = 0u64;
     let mut pool = Vec::with_capacity(args.pool);
     let mut wire = 0u64;
@@ -569,7 +569,7 @@ async fn drive(io: Stream, mut pool: Vec<Prebuilt>, plan: Plan, first_correlatio
         let mut correlation = first_correlation;
         let mut sent = 0u64;
         loop {
-            if plan.requests.is_some_and(|n| sent >= n) || plan.end.is_some_and(|e| Instant::now() >= e) {
+            if plan.requests.is_some_and(|n| sent >= n) {
                 break;
             }
             if let Some(interval) = plan.interval {
@@ -580,6 +580,9 @@ async fn drive(io: Stream, mut pool: Vec<Prebuilt>, plan: Plan, first_correlatio
                 tokio::time::sleep_until(due.into()).await;
             }
             let permit = slots.acquire().await.map_err(|e| e.to_string())?;
+            if plan.end.is_some_and(|e| Instant::now() >= e) {
+                break;
+            }
             permit.forget();
             let k = (sent % pool.len() as u64) as usize;
             let req = &mut pool[k];
