@@ -8,9 +8,17 @@ reports its last delivery (so connection setup is not counted), read the peak RS
 from /proc/<pid>/status, stop the server, and print a markdown table row.
 
     cargo build --release -p loggate && bench/build.sh
+    cargo build --release --example produce_replay   # for the replay-* workloads
     python3 bench/run.py                    # the default set (about 3 minutes)
     python3 bench/run.py raw-lz4 json-lz4   # chosen workloads
+    python3 bench/run.py replay-raw-lz4 replay-raw-lz4-1core replay-raw-lz4-2cores
     python3 bench/run.py --list
+
+Workloads with "client": "replay" (replay-*, not in the default set) load the server with
+target/release/examples/produce_replay instead: pre-built Produce requests replayed over 8
+pipelined connections, at a client CPU cost per record far below librdkafka's, so they
+show the server's capacity and its 1-core to 2-core scaling on a machine where the real
+client would saturate first. Their "client CPU s" is the replay tool's.
 
 Rows are also appended to bench/results/<timestamp>.md and the raw JSON to .jsonl beside it.
 Numbers from one run are comparable with each other; across runs on a shared machine they
@@ -33,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import gateway  # noqa: E402  (tests/integration/gateway.py: config generation, keys, ports)
 
 LOADGEN = HERE / "bin" / "loadgen"
+REPLAY = ROOT / "target" / "release" / "examples" / "produce_replay"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_SHARDS = 2
 
@@ -41,7 +50,8 @@ if ("bench", BENCH_SHARDS, "round_robin") not in gateway.PROJECTS["demo"]:
     gateway.PROJECTS["demo"].append(("bench", BENCH_SHARDS, "round_robin"))
 
 BASE = dict(topic="bench", size=200, codec="lz4", acks="1", linger_ms=5, batch_size=1_000_000,
-            security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None)
+            security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None,
+            client="loadgen", records_per_batch=2000, inflight=4)
 
 # name -> (description, overrides). "half_of" = run at half the records/s measured by that
 # workload earlier in the same invocation.
@@ -61,8 +71,20 @@ WORKLOADS = {
     "raw-lz4-2cores": ("server pinned to 2 cores (taskset -c 0,1)", {"cpus": "0,1"}),
     "raw-lz4-split": ("server on core 0, loadgen on core 1: one core each", {"cpus": "0", "client_cpus": "1"}),
     "conn-1000": ("1,000 idle producers (1 record/s each) + 2 loaded", {"idle": 1000}),
+    # produce_replay instead of librdkafka: 2,000 records a request, 4 requests in flight per
+    # connection, 8 connections. The server answers one connection's requests one at a time
+    # and each waits for its storage write, so 2 connections keep it ~1 core busy at most
+    # (measured: 0.9-1.1 server cores used with 2 available, 4 connections: 0.9); 8 reach ~1.6
+    # (the tool itself takes ~0.2 of the 2 cores); 16 add little.
+    "replay-raw-lz4": ("replay client: raw topic, lz4, acks=1, SASL_SSL, 200 B, 8 connections", {"client": "replay", "producers": 8}),
+    "replay-json-lz4": ("replay client: `.json` topic", {"client": "replay", "producers": 8, "topic": "bench.json"}),
+    "replay-raw-lz4-1core": ("replay client, server pinned to 1 core (taskset -c 0)", {"client": "replay", "producers": 8, "cpus": "0"}),
+    "replay-raw-lz4-2cores": ("replay client, server pinned to 2 cores (taskset -c 0,1)", {"client": "replay", "producers": 8, "cpus": "0,1"}),
+    "replay-raw-lz4-half": ("replay client at half of replay-raw-lz4's peak rate", {"client": "replay", "producers": 8, "half_of": "replay-raw-lz4"}),
 }
-DEFAULT = list(WORKLOADS)
+# (1-core, 2-core) workload pairs whose throughput ratio is printed when both ran.
+SCALING = [("replay-raw-lz4-1core", "replay-raw-lz4-2cores")]
+DEFAULT = [name for name, (_, over) in WORKLOADS.items() if over.get("client", "loadgen") == "loadgen"]
 
 COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
            "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "peak RSS MiB", "client CPU s", "errors",
@@ -139,6 +161,29 @@ def loadgen_args(w, gw, duration):
     return args
 
 
+def replay_args(w, gw, duration):
+    """produce_replay's command line for a workload (connections = producers)."""
+    proto = w["security"]
+    args = [str(REPLAY), "--bootstrap", gw.bootstrap(proto), "--security", proto, "--topic", w["topic"],
+            "--size", str(w["size"]), "--codec", w["codec"], "--acks=%s" % w["acks"],
+            "--records-per-batch", str(w["records_per_batch"]), "--inflight", str(w["inflight"]),
+            "--partitions", str(BENCH_SHARDS), "--connections", str(w["producers"]),
+            "--duration", str(w["duration"] or duration)]
+    if "SASL" in proto:
+        args += ["--user", "demo", "--password", gateway.password()]
+    if "SSL" in proto:
+        args += ["--ca", str(gw.ca)]
+    if w["rate"]:
+        args += ["--rate", str(int(w["rate"]))]
+    if w["client_cpus"]:
+        args = ["taskset", "-c", w["client_cpus"]] + args
+    return args
+
+
+def client_args(w, gw, duration):
+    return replay_args(w, gw, duration) if w["client"] == "replay" else loadgen_args(w, gw, duration)
+
+
 def start_perf(pid, path, callgraph):
     # System-wide (-a): with -p, threads the server starts later (the shard writers, spawned
     # at a shard's first append) are missed. perf_summary.py keeps the server's samples only,
@@ -156,7 +201,7 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
     try:
         gw.start()
         pid = gw.proc.pid
-        args = loadgen_args(w, gw, duration)
+        args = client_args(w, gw, duration)
         lg = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cpu0 = summary = perf_proc = None
         t0 = time.time()
@@ -184,7 +229,7 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
         lg.returncode = os.waitstatus_to_exitcode(status)
         err = lg.stderr.read()
         if summary is None or cpu0 is None:
-            raise RuntimeError("loadgen failed (exit %s): %s\nserver: %s" % (lg.returncode, err[-3000:], gw.log_text()[-3000:]))
+            raise RuntimeError("%s failed (exit %s): %s\nserver: %s" % (w["client"], lg.returncode, err[-3000:], gw.log_text()[-3000:]))
         cpu = cpu1 - cpu0
         records = summary["records"]
         row = {
@@ -242,13 +287,19 @@ def main():
         for name, (desc, _) in WORKLOADS.items():
             print("%-24s %s" % (name, desc))
         return
-    for need in (gateway.BIN, LOADGEN):
-        if not Path(need).exists():
-            sys.exit("missing %s: cargo build --release -p loggate && bench/build.sh" % need)
     names = a.workloads or DEFAULT
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         sys.exit("unknown workload(s): %s (see --list)" % ", ".join(unknown))
+    clients = {WORKLOADS[n][1].get("client", "loadgen") for n in names}
+    needs = [(gateway.BIN, "cargo build --release -p loggate")]
+    if "loadgen" in clients:
+        needs.append((LOADGEN, "bench/build.sh"))
+    if "replay" in clients:
+        needs.append((REPLAY, "cargo build --release --example produce_replay"))
+    for need, how in needs:
+        if not Path(need).exists():
+            sys.exit("missing %s: %s" % (need, how))
     out = Path(a.out) if a.out else HERE / "results" / time.strftime("%Y%m%d-%H%M%S.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     jsonl = out.with_suffix(".jsonl")
@@ -282,6 +333,12 @@ def main():
             f.write(line + "\n")
         with open(jsonl, "a") as f:
             f.write(json.dumps(detail) + "\n")
+    for one, two in SCALING:
+        if peaks.get(one) and peaks.get(two):
+            line = "\n%s / %s records/s: %.2f" % (two, one, peaks[two] / peaks[one])
+            print(line)
+            with open(out, "a") as f:
+                f.write(line + "\n")
     print("\nrows appended to %s (details in %s)" % (out, jsonl), file=sys.stderr)
 
 
