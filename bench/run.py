@@ -133,12 +133,13 @@ class BenchGateway(gateway.Gateway):
 
     default_log_level = "warn"
 
-    def __init__(self, workdir, cpus=None, env=None):
+    def __init__(self, workdir, cpus=None, env=None, storage=None):
         self.cpus = cpus
         # taskset execs the server, so the pid stays the server's
         self.command_prefix = ("taskset", "-c", cpus) if cpus else ()
         self.extra_env = env or {}
-        super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30})
+        super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30},
+                         storage=storage)
 
 
 
@@ -195,9 +196,9 @@ def start_perf(pid, path, callgraph):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None):
+def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None, storage=None):
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
-    gw = BenchGateway(work, cpus=w["cpus"], env=server_env)
+    gw = BenchGateway(work, cpus=w["cpus"], env=server_env, storage=storage)
     try:
         gw.start()
         pid = gw.proc.pid
@@ -280,6 +281,8 @@ def main():
     ap.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock, 999 Hz) the server during the load into DIR/perf-<workload>.data")
     ap.add_argument("--server-env", action="append", default=[], metavar="K=V",
                     help="extra environment for the server (e.g. GLIBC_TUNABLES=...), repeatable")
+    ap.add_argument("--storage", action="append", default=[], metavar="K=V",
+                    help="a [storage] setting of the server, V in TOML (e.g. flush_interval_ms=0, direct_io=false)")
     ap.add_argument("--label", default="", help="suffix for the workload names in the table")
     ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
     a = ap.parse_args()
@@ -321,8 +324,9 @@ def main():
             w["rate"] = peak / 2
         try:
             server_env = dict(kv.split("=", 1) for kv in a.server_env)
+            storage = dict(kv.split("=", 1) for kv in a.storage)
             row, detail = run_workload(name + a.label, w, a.duration, keep=a.keep, perf=a.perf,
-                                       callgraph=a.callgraph, server_env=server_env)
+                                       callgraph=a.callgraph, server_env=server_env, storage=storage)
         except Exception as e:  # keep going: one failed workload should not lose the others
             print("workload %s failed: %s" % (name, e), file=sys.stderr)
             continue
