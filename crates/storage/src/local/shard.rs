@@ -475,6 +475,7 @@ impl Due {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) -> io::Result<()> {
+        raise_priority(&self.core.dir);
         let mut group = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
@@ -907,6 +908,22 @@ impl Core {
     /// `fdatasync` of a segment file.
     fn file_sync(&self, file: &File) -> io::Result<()> {
         file.sync_data()
+    }
+}
+
+/// Nice value of writer threads. Every acknowledgement of a shard waits on its writer, which
+/// needs little CPU; when the cores are busy decoding, a writer that waits its turn for a CPU
+/// delays every producer of the shard (measured: half-load p99 latency about halved).
+pub(crate) const WRITER_NICE: libc::c_int = -5;
+
+/// Gives the calling writer thread [`WRITER_NICE`]; without the privilege for it
+/// (CAP_SYS_NICE) the thread keeps the default priority.
+fn raise_priority(dir: &Path) {
+    // SAFETY: a plain system call; `who` 0 with PRIO_PROCESS means the calling thread on Linux.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
+    if r != 0 {
+        tracing::debug!(dir = %dir.display(), error = %io::Error::last_os_error(),
+            "could not raise the writer thread's priority; it keeps the default");
     }
 }
 
