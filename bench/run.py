@@ -149,14 +149,20 @@ def loadgen_args(w, gw, duration):
             "--size", str(w["size"]), "--codec", w["codec"], "--acks", w["acks"],
             "--linger-ms", str(w["linger_ms"]), "--batch-size", str(w["batch_size"]),
             "--producers", str(w["producers"]), "--duration", str(w["duration"] or duration)]
+    if w["idle"]:
+        args += ["--idle", str(w["idle"]), "--idle-interval-ms", "1000"]
+    return with_common_args(args, w, gw)
+
+
+def with_common_args(args, w, gw):
+    """The options loadgen and replay share: credentials, CA, rate, and the client's taskset."""
+    proto = w["security"]
     if "SASL" in proto:
         args += ["--user", "demo", "--password", gateway.password()]
     if "SSL" in proto:
         args += ["--ca", str(gw.ca)]
     if w["rate"]:
         args += ["--rate", str(int(w["rate"]))]
-    if w["idle"]:
-        args += ["--idle", str(w["idle"]), "--idle-interval-ms", "1000"]
     if w["client_cpus"]:
         args = ["taskset", "-c", w["client_cpus"]] + args
     return args
@@ -170,15 +176,7 @@ def replay_args(w, gw, duration):
             "--records-per-batch", str(w["records_per_batch"]), "--inflight", str(w["inflight"]),
             "--partitions", str(BENCH_SHARDS), "--connections", str(w["producers"]),
             "--duration", str(w["duration"] or duration)]
-    if "SASL" in proto:
-        args += ["--user", "demo", "--password", gateway.password()]
-    if "SSL" in proto:
-        args += ["--ca", str(gw.ca)]
-    if w["rate"]:
-        args += ["--rate", str(int(w["rate"]))]
-    if w["client_cpus"]:
-        args = ["taskset", "-c", w["client_cpus"]] + args
-    return args
+    return with_common_args(args, w, gw)
 
 
 def client_args(w, gw, duration):

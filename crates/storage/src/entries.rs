@@ -228,13 +228,13 @@ impl<'b> EntryWriter<'b> {
     /// (and removes it) when it is larger than the batch allows.
     #[inline]
     pub fn finish(self) -> Result<(), StorageError> {
-        self.0.finish(None)
+        self.fields().finish()
     }
 
     /// [`finish`](Self::finish) with a tag (see [`LogEntry::tag`]).
     #[inline]
     pub fn finish_with_tag(self, tag: Option<&[u8]>) -> Result<(), StorageError> {
-        self.0.finish(tag)
+        self.fields().finish_with_tag(tag)
     }
 
     /// Removes the entry from the batch (as dropping the writer does).

@@ -914,7 +914,7 @@ impl Core {
 /// Nice value of writer threads. Every acknowledgement of a shard waits on its writer, which
 /// needs little CPU; when the cores are busy decoding, a writer that waits its turn for a CPU
 /// delays every producer of the shard (measured: half-load p99 latency about halved).
-pub(crate) const WRITER_NICE: libc::c_int = -5;
+const WRITER_NICE: libc::c_int = -5;
 
 /// Gives the calling writer thread [`WRITER_NICE`]; without the privilege for it
 /// (CAP_SYS_NICE) the thread keeps the default priority.

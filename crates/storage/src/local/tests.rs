@@ -258,30 +258,3 @@ async fn failed_cut_heals_on_a_tick_without_writes() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
-
-#[tokio::test]
-async fn writer_threads_run_at_a_higher_priority_when_allowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = StreamId::new("p", "l");
-    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
-    store.append(&s, 0, batch([entry(0)]), Durability::Written).await.unwrap();
-    let mut nices = Vec::new();
-    for task in fs::read_dir("/proc/self/task").unwrap() {
-        let task = task.unwrap().path();
-        let comm = fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.starts_with("loggate-wr") {
-            let stat = fs::read_to_string(task.join("stat")).unwrap();
-            // Field 19 of stat(5), counted after the parenthesised command name.
-            let nice: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap().parse().unwrap();
-            nices.push(nice);
-        }
-    }
-    assert_eq!(nices.len(), 1, "one writer thread for the one shard");
-    // Lowering a nice value needs CAP_SYS_NICE; without it the writer keeps the default 0.
-    // SAFETY: a plain system call on a scratch thread of this test.
-    let privileged = std::thread::spawn(|| unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -1) } == 0)
-        .join()
-        .unwrap();
-    assert_eq!(nices[0], if privileged { shard::WRITER_NICE } else { 0 });
-    store.close().await.unwrap();
-}
