@@ -25,10 +25,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
+use common::Rng;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
+
+/// The project's record batch builders and PRNG (xorshift64*, the generator loadgen uses,
+/// so the values have the same statistics).
+#[path = "../crates/records/tests/common/mod.rs"]
+mod common;
 
 #[derive(Parser, Debug)]
 #[command(about = "Replays pre-built Produce v7 requests against a Kafka-protocol server (server capacity benchmark)")]
@@ -146,26 +152,16 @@ const SERVICES: [&str; 6] = ["checkout", "cart", "auth", "search", "catalog", "b
 const PATHS: [&str; 6] =
     ["/api/v1/orders", "/api/v1/cart/items", "/login", "/search", "/api/v2/catalog/products", "/healthz"];
 
-/// xorshift64*, the generator loadgen uses, so the values have the same statistics.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[(self.next() % from.len() as u64) as usize]
-    }
+/// A random element of `from`.
+fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
+    from[rng.below(from.len())]
 }
 
 /// Appends words until `s` is `size` bytes long (the last word cut to fit).
 fn pad_words(s: &mut String, size: usize, rng: &mut Rng) {
     while s.len() < size {
         s.push(' ');
-        s.push_str(rng.pick(&WORDS));
+        s.push_str(pick(rng, &WORDS));
     }
     s.truncate(size);
 }
@@ -224,15 +220,6 @@ fn json_object(size: usize, rng: &mut Rng, seq: u64) -> String {
 
 // ---------------------------------------------------------------- encoding
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push(z as u8 | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as i16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -242,18 +229,8 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// records at `timestamp_ms`, producer id -1), its records compressed as one blob.
 fn record_batch(values: &[String], timestamp_ms: i64, codec: Codec) -> Result<Vec<u8>, Fail> {
     let mut records = Vec::with_capacity(values.iter().map(|v| v.len() + 8).sum());
-    let mut body = Vec::with_capacity(256);
     for (i, value) in values.iter().enumerate() {
-        body.clear();
-        body.push(0); // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, i as i64); // offset delta
-        put_varint(&mut body, -1); // key: null
-        put_varint(&mut body, value.len() as i64);
-        body.extend_from_slice(value.as_bytes());
-        put_varint(&mut body, 0); // headers
-        put_varint(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
+        records.extend(common::v2_record(i as i64, None, Some(value.as_bytes())));
     }
     let (attributes, blob): (i16, Vec<u8>) = match codec {
         Codec::None => (0, records),
@@ -263,25 +240,7 @@ fn record_batch(values: &[String], timestamp_ms: i64, codec: Codec) -> Result<Ve
             (3, e.finish().map_err(|e| format!("lz4: {e}"))?)
         }
     };
-    let count = values.len() as i32;
-    let mut b = Vec::with_capacity(61 + blob.len());
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&((49 + blob.len()) as i32).to_be_bytes()); // batch length
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&[0; 4]); // CRC, set below
-    b.extend_from_slice(&attributes.to_be_bytes());
-    b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
-    b.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
-    b.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&count.to_be_bytes());
-    b.extend_from_slice(&blob);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(b)
+    Ok(common::v2_batch(attributes, values.len() as i32, timestamp_ms, &blob))
 }
 
 /// A whole request frame (size prefix, header v1, body); the correlation id is bytes 8..12.
