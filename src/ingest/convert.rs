@@ -110,7 +110,7 @@ impl<'a> Converter<'a> {
                 let mut too_large = None;
                 let written = out.all_or_nothing(|out| {
                     let mut de = serde_json::Deserializer::from_str(value);
-                    let objects = ObjectLogs { ctx, record, out, scratch, too_large: &mut too_large };
+                    let objects = ObjectLogs(ObjectSink { ctx, record, out, scratch, too_large: &mut too_large });
                     match objects.deserialize(&mut de).and_then(|n| de.end().map(|()| n)) {
                         Ok(n) if n > 0 => Ok(()),
                         _ => Err(()),
@@ -250,15 +250,32 @@ impl<'de> Visitor<'de> for NameSeed<'_> {
     }
 }
 
-/// Writes one log per object of a JSON array; the number of logs, or an error as soon as
-/// an element is not an object (or its log does not fit, noted in `too_large`).
-struct ObjectLogs<'s, 'c> {
+/// What writing the logs of one record's JSON objects needs, and where they go.
+struct ObjectSink<'s, 'c> {
     ctx: &'c BatchContext<'c>,
     record: &'c RecordRef<'c>,
     out: &'s mut EntryBatch,
     scratch: &'s mut Scratch,
+    /// Set when a log did not fit (the parse is then stopped with an error).
     too_large: &'s mut Option<StorageError>,
 }
+
+impl<'c> ObjectSink<'_, 'c> {
+    /// The same sink, borrowed for one element.
+    fn reborrow(&mut self) -> ObjectSink<'_, 'c> {
+        ObjectSink {
+            ctx: self.ctx,
+            record: self.record,
+            out: &mut *self.out,
+            scratch: &mut *self.scratch,
+            too_large: &mut *self.too_large,
+        }
+    }
+}
+
+/// Writes one log per object of a JSON array; the number of logs, or an error as soon as
+/// an element is not an object (or its log does not fit).
+struct ObjectLogs<'s, 'c>(ObjectSink<'s, 'c>);
 
 impl<'de> DeserializeSeed<'de> for ObjectLogs<'_, '_> {
     type Value = usize;
@@ -276,9 +293,9 @@ impl<'de> Visitor<'de> for ObjectLogs<'_, '_> {
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
-        let ObjectLogs { ctx, record, out, scratch, too_large } = self;
+        let ObjectLogs(mut sink) = self;
         let mut logs = 0;
-        while seq.next_element_seed(ObjectLog { ctx, record, out: &mut *out, scratch: &mut *scratch, too_large: &mut *too_large })?.is_some() {
+        while seq.next_element_seed(ObjectLog(sink.reborrow()))?.is_some() {
             logs += 1;
         }
         Ok(logs)
@@ -286,24 +303,19 @@ impl<'de> Visitor<'de> for ObjectLogs<'_, '_> {
 }
 
 /// Writes one element of an array, which must be an object, as one log.
-struct ObjectLog<'s, 'c> {
-    ctx: &'c BatchContext<'c>,
-    record: &'c RecordRef<'c>,
-    out: &'s mut EntryBatch,
-    scratch: &'s mut Scratch,
-    too_large: &'s mut Option<StorageError>,
-}
+struct ObjectLog<'s, 'c>(ObjectSink<'s, 'c>);
 
 impl<'de> DeserializeSeed<'de> for ObjectLog<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        let tag = first_tag(self.ctx, self.out);
-        let mut log = begin_log(self.ctx, self.record, self.out).fields();
+        let ObjectLog(sink) = self;
+        let tag = first_tag(sink.ctx, sink.out);
+        let mut log = begin_log(sink.ctx, sink.record, sink.out).fields();
         // On an error the unfinished log is dropped, so removed.
-        d.deserialize_map(ObjectFields { log: &mut log, scratch: self.scratch })?;
+        d.deserialize_map(ObjectFields { log: &mut log, scratch: sink.scratch })?;
         log.finish_with_tag(tag).map_err(|e| {
-            *self.too_large = Some(e);
+            *sink.too_large = Some(e);
             de::Error::custom("log too large")
         })
     }
