@@ -114,21 +114,22 @@ pub(crate) fn recover(
     let file_len = file.metadata()?.len();
     let mut index = SparseIndex::new(base_offset);
     let scanned = scan(file, file_len, 0, base_offset, &mut index)?;
-    if scanned.valid_len < file_len && scanned.tail == Tail::Clean {
-        tracing::debug!(path = %path.display(), valid_len = scanned.valid_len, "cutting the zero padding of a direct write");
-        file.set_len(scanned.valid_len)?;
-        file.sync_all()?;
-    } else if scanned.valid_len < file_len {
+    if scanned.valid_len < file_len {
         let cut = file_len - scanned.valid_len;
-        tracing::warn!(
-            path = %path.display(),
-            bytes_cut = cut,
-            valid_len = scanned.valid_len,
-            next_offset = scanned.next_offset,
-            tail = ?scanned.tail,
-            "logstore recovery: truncating {cut} bytes after the last valid entry; the next entry gets offset {}",
-            scanned.next_offset
-        );
+        if scanned.tail == Tail::Clean {
+            // What follows the data is the zero padding of a direct write: nothing lost.
+            tracing::debug!(path = %path.display(), bytes_cut = cut, "cutting the zero padding of a direct write");
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                bytes_cut = cut,
+                valid_len = scanned.valid_len,
+                next_offset = scanned.next_offset,
+                tail = ?scanned.tail,
+                "logstore recovery: truncating {cut} bytes after the last valid entry; the next entry gets offset {}",
+                scanned.next_offset
+            );
+        }
         file.set_len(scanned.valid_len)?;
         file.sync_all()?;
     }
