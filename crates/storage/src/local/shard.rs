@@ -167,7 +167,7 @@ impl Shard {
     /// files, or a scan), recovers the last one (cutting a torn tail); `start_writer` must follow.
     pub(crate) fn open_writable(
         dir: PathBuf,
-        cfg: WriterConfig,
+        mut cfg: WriterConfig,
         stats: Arc<Counters>,
     ) -> io::Result<Self> {
         let bases = segment::list(&dir)?;
@@ -208,7 +208,7 @@ impl Shard {
             .metadata()
             .and_then(|m| m.created().or_else(|_| m.modified()))
             .unwrap_or_else(|_| SystemTime::now());
-        let direct = open_direct(&cfg, &last.path)?;
+        let direct = open_direct(&mut cfg, &last.path)?;
         let writer = Writer {
             core: Arc::new(Core::new(dir, segments)),
             stats,
@@ -833,7 +833,7 @@ impl Writer {
             drop(fs::remove_file(&path));
             return Err(e);
         }
-        let direct = open_direct(&self.cfg, &path)?;
+        let direct = open_direct(&mut self.cfg, &path)?;
         let file = Arc::new(file);
         let old = std::mem::replace(
             &mut self.active,
@@ -928,13 +928,15 @@ fn raise_priority(dir: &Path) {
 }
 
 /// The direct-write handle of a segment, when configured and the filesystem allows it.
-fn open_direct(cfg: &WriterConfig, path: &Path) -> io::Result<Option<DirectFile>> {
+/// A filesystem without direct I/O turns it off for the shard's later segments too.
+fn open_direct(cfg: &mut WriterConfig, path: &Path) -> io::Result<Option<DirectFile>> {
     if !cfg.direct_io {
         return Ok(None);
     }
     let direct = DirectFile::open(path)?;
     if direct.is_none() {
         tracing::info!(path = %path.display(), "filesystem has no direct I/O; writing through the page cache");
+        cfg.direct_io = false;
     }
     Ok(direct)
 }
