@@ -40,6 +40,16 @@ fn tagged(writer: u64, seq: u64) -> LogEntry {
     }
 }
 
+/// Appends `tagged(0, i)` for each `i` to shard 0, one synced request each.
+async fn append_each(store: &LocalStore, s: &StreamId, seqs: std::ops::Range<u64>) {
+    for i in seqs {
+        store
+            .append(s, 0, entry_batch([tagged(0, i)]), Durability::Synced)
+            .await
+            .unwrap();
+    }
+}
+
 fn tag_of(e: &LogEntry) -> (u64, u64) {
     let num = |i: usize| -> u64 {
         std::str::from_utf8(&e.fields[i].1)
@@ -398,12 +408,7 @@ async fn restart_reads_everything_and_offsets_continue() {
     let s = stream();
     {
         let store = open(dir.path());
-        for i in 0..10 {
-            store
-                .append(&s, 0, entry_batch([tagged(0, i)]), Durability::Synced)
-                .await
-                .unwrap();
-        }
+        append_each(&store, &s, 0..10).await;
         store
             .append(&s, 2, entry_batch([tagged(2, 0)]), Durability::Written)
             .await
@@ -481,12 +486,7 @@ async fn recovers_after(damage: impl FnOnce(&Path, &[u64]), survivors: u64) {
     let path = segment(dir.path(), &s, 0);
     {
         let store = open(dir.path());
-        for i in 0..10 {
-            store
-                .append(&s, 0, entry_batch([tagged(0, i)]), Durability::Synced)
-                .await
-                .unwrap();
-        }
+        append_each(&store, &s, 0..10).await;
         store.close().await.unwrap();
     }
     let ends = frame_ends(&path);
@@ -785,12 +785,7 @@ async fn direct_write_padding_reads_as_the_end_of_data_live_and_after_a_crash() 
     let dir = tempfile::tempdir().unwrap();
     let s = stream();
     let store = open(dir.path());
-    for i in 0..10 {
-        store
-            .append(&s, 0, entry_batch(vec![tagged(0, i)]), Durability::Synced)
-            .await
-            .unwrap();
-    }
+    append_each(&store, &s, 0..10).await;
     let path = segment(dir.path(), &s, 0);
     let live_len = fs::metadata(&path).unwrap().len();
     let data_len = *frame_ends(&path).last().unwrap();
