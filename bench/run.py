@@ -91,11 +91,16 @@ COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", 
            "split ns/record"]
 
 
+def stat_cpu_seconds(text):
+    """(utime, stime) in seconds from the text of a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
 def proc_cpu_seconds(pid):
     """utime + stime of a whole process (all threads, live and exited), in seconds."""
     with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+        return sum(stat_cpu_seconds(f.read()))
 
 
 def thread_cpu_seconds(pid):
@@ -108,10 +113,10 @@ def thread_cpu_seconds(pid):
         except OSError:
             continue  # the thread exited
         comm = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
         group = "writer" if comm.startswith("loggate-wr") else "worker" if comm.startswith("tokio") else "other"
         u, s = groups.get(group, (0.0, 0.0))
-        groups[group] = (u + int(fields[11]) / CLK_TCK, s + int(fields[12]) / CLK_TCK)
+        du, ds = stat_cpu_seconds(text)
+        groups[group] = (u + du, s + ds)
     return groups
 
 
