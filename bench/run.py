@@ -87,8 +87,8 @@ SCALING = [("replay-raw-lz4-1core", "replay-raw-lz4-2cores")]
 DEFAULT = [name for name, (_, over) in WORKLOADS.items() if over.get("client", "loadgen") == "loadgen"]
 
 COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
-           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "peak RSS MiB", "client CPU s", "errors",
-           "split ns/record"]
+           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "server p50 ms", "server p99 ms", "peak RSS MiB", "client CPU s", "errors",
+           "faults/1k records", "split ns/record"]
 
 
 def stat_cpu_seconds(text):
@@ -101,6 +101,37 @@ def proc_cpu_seconds(pid):
     """utime + stime of a whole process (all threads, live and exited), in seconds."""
     with open("/proc/%d/stat" % pid) as f:
         return sum(stat_cpu_seconds(f.read()))
+
+
+def produce_buckets(gw):
+    """{upper bound s: cumulative count} of the server's Produce duration histogram."""
+    return {float(dict(labels)["le"].replace("+Inf", "inf")): v
+            for (name, labels), v in gw.metrics().items()
+            if name == "loggate_request_duration_seconds_bucket" and dict(labels).get("api") == "Produce"}
+
+
+def histogram_quantile(q, before, after):
+    """Quantile q (ms) of the observations made between two scrapes of a cumulative
+    histogram, interpolated linearly within the bucket, as Prometheus' histogram_quantile."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0) for b in bounds]
+    total = counts[-1] if counts else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= rank:
+            if bound == float("inf"):
+                return round(lower * 1e3, 2)
+            return round((lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)) * 1e3, 2)
+        lower, below = bound, count
+    return None
+
+
+def proc_minor_faults(pid):
+    """Minor page faults of a whole process so far (field 10 of stat(5))."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
 
 
 def thread_cpu_seconds(pid):
@@ -193,7 +224,10 @@ def start_perf(pid, path, callgraph):
     # at a shard's first append) are missed. perf_summary.py keeps the server's samples only,
     # by the pid written beside the data.
     Path(str(path) + ".pid").write_text("%d\n" % pid)
-    cmd = ["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "999", "-o", str(path)]
+    event = os.environ.get("BENCH_PERF_EVENT", "cpu-clock")  # e.g. page-faults
+    cmd = ["perf", "record", "-q", "-a", "-e", event, "-o", str(path)]
+    if event == "cpu-clock":
+        cmd += ["-F", "999"]
     if callgraph:
         cmd += ["--call-graph", "dwarf,16384"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -218,10 +252,14 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 if perf:
                     perf_proc = start_perf(pid, Path(perf) / ("perf-%s.data" % name), callgraph)
                 cpu0, t0 = proc_cpu_seconds(pid), time.time()
+                faults0 = proc_minor_faults(pid)
+                buckets0 = produce_buckets(gw)
                 threads0 = thread_cpu_seconds(pid)
             else:
                 summary = msg
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
+                faults1 = proc_minor_faults(pid)
+                buckets1 = produce_buckets(gw)
                 threads1 = thread_cpu_seconds(pid)
                 if perf_proc:
                     perf_proc.send_signal(2)
@@ -247,9 +285,12 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
             "lat p99 ms": summary["lat_ms"]["p99"],
             "lat p999 ms": summary["lat_ms"]["p999"],
             "rtt p99 ms": summary["rtt_ms"]["p99"],
+            "server p50 ms": histogram_quantile(0.5, buckets0, buckets1),
+            "server p99 ms": histogram_quantile(0.99, buckets0, buckets1),
             "peak RSS MiB": round(hwm / 1024, 1),
             "client CPU s": round(ru.ru_utime + ru.ru_stime, 2),
             "errors": summary["errors"],
+            "faults/1k records": round((faults1 - faults0) * 1000 / records, 2) if records else None,
         }
         split = thread_cpu_delta(threads0, threads1)
         per = lambda sec: round(sec * 1e9 / records) if records else None

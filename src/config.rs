@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub storage: StorageConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub projects: Vec<ProjectConfig>,
     #[serde(default)]
     pub access_keys: Vec<AccessKeyConfig>,
@@ -172,6 +174,15 @@ impl Default for StorageConfig {
     }
 }
 
+/// The HTTP endpoint for Prometheus metrics and health checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics`, `/healthz` and `/readyz` on, e.g. `127.0.0.1:9644`;
+    /// no endpoint when absent.
+    pub bind: Option<SocketAddr>,
+}
+
 /// A project: a namespace of logstores, the SASL username.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +267,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            metrics: MetricsConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
         }

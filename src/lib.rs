@@ -9,4 +9,5 @@ pub mod config;
 pub mod ingest;
 pub mod kafka;
 pub mod logs;
+pub mod metrics;
 pub mod server;

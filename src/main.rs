@@ -11,6 +11,7 @@ use loggate::ingest::auth::{generate_key, KeyStore, SecretHash};
 use loggate::ingest::catalog::Catalog;
 use loggate::ingest::Ingest;
 use loggate::kafka::Broker;
+use loggate::metrics::Metrics;
 use loggate::server::{self, tls};
 use loggate_storage::local::LocalStore;
 use loggate_storage::{LogStorage, StreamId};
@@ -196,7 +197,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let recovery_entries = config.limits.producer_recovery_entries;
     let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
     tracing::info!(batches, "idempotent producer state recovered");
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), node_id });
+    let metrics = Arc::new(Metrics::new(ingest.clone()));
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, node_id });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
@@ -226,6 +228,9 @@ fn print_banner(config: &Config, config_path: Option<&Path>, data_dir_flag: Opti
     for l in &config.listeners {
         let adv = l.advertised.clone().unwrap_or_else(|| l.bind.to_string());
         println!("  listener {:?} on {} (advertised {adv})", l.protocol, l.bind);
+    }
+    if let Some(addr) = config.metrics.bind {
+        println!("  metrics on http://{addr}/metrics (health: /healthz, /readyz)");
     }
     let uses_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
     if uses_tls {

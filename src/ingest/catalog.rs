@@ -1,7 +1,7 @@
 //! The topic model: projects, their logstores, and how a Kafka topic name maps to one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use loggate_storage::StreamId;
@@ -31,7 +31,41 @@ pub struct Logstore {
     /// Idempotent producer state per partition (the partition the client chose, which
     /// differs from the shard under round-robin routing).
     pub producers: Vec<Mutex<PartitionProducers>>,
+    /// What has been written to the logstore since start (exported as metrics).
+    pub counters: LogstoreCounters,
     next_shard: AtomicU32,
+}
+
+/// Totals of one logstore since start, counted once per write (not per record).
+#[derive(Debug, Default)]
+pub struct LogstoreCounters {
+    logs: AtomicU64,
+    value_bytes: AtomicU64,
+    json_fallbacks: AtomicU64,
+}
+
+impl LogstoreCounters {
+    /// Counts one write of `logs` logs from `value_bytes` bytes of record values,
+    /// `json_fallbacks` of them stored raw because they were not JSON objects.
+    pub fn add(&self, logs: u64, value_bytes: u64, json_fallbacks: u64) {
+        self.logs.fetch_add(logs, Ordering::Relaxed);
+        self.value_bytes.fetch_add(value_bytes, Ordering::Relaxed);
+        if json_fallbacks > 0 {
+            self.json_fallbacks.fetch_add(json_fallbacks, Ordering::Relaxed);
+        }
+    }
+    /// Logs stored.
+    pub fn logs(&self) -> u64 {
+        self.logs.load(Ordering::Relaxed)
+    }
+    /// Bytes of the record values stored (uncompressed).
+    pub fn value_bytes(&self) -> u64 {
+        self.value_bytes.load(Ordering::Relaxed)
+    }
+    /// Records of a `.json` topic stored raw.
+    pub fn json_fallbacks(&self) -> u64 {
+        self.json_fallbacks.load(Ordering::Relaxed)
+    }
 }
 
 impl Logstore {
@@ -89,6 +123,7 @@ impl Catalog {
                             producers: (0..l.shards)
                                 .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
                                 .collect(),
+                            counters: LogstoreCounters::default(),
                             next_shard: AtomicU32::new(0),
                         };
                         (l.name.clone(), Arc::new(store))

@@ -29,6 +29,8 @@ pub struct ConvertStats {
     /// Values on a `.json` topic that were not a JSON object or array of objects,
     /// stored whole in `content`.
     pub json_fallbacks: u64,
+    /// Bytes of the record values converted (as produced, uncompressed).
+    pub value_bytes: u64,
 }
 
 /// Converts the records of one batch into logs, reusing its buffers from record to record.
@@ -72,6 +74,7 @@ impl<'a> Converter<'a> {
             let tag = first_tag(&self.ctx, out);
             return begin_log(&self.ctx, record, out).finish_with_tag(tag);
         };
+        self.stats.value_bytes += value.len() as u64;
         if self.format == ValueFormat::Json {
             if self.push_json_logs(record, value, out)? {
                 return Ok(());

@@ -9,7 +9,6 @@ pub mod catalog;
 pub mod convert;
 pub mod producers;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,25 +60,17 @@ pub enum WriteError {
     Records(#[from] RecordError),
 }
 
-/// Counters of the ingest path.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    pub logs_written: AtomicU64,
-    pub json_fallbacks: AtomicU64,
-}
-
 /// The ingest service shared by all connections.
 pub struct Ingest {
     catalog: Catalog,
     keys: KeyStore,
     storage: Arc<dyn LogStorage>,
     producer_ids: ProducerIdAllocator,
-    pub stats: IngestStats,
 }
 
 impl Ingest {
     pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>, node_id: i32) -> Self {
-        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id), stats: IngestStats::default() }
+        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id) }
     }
 
     /// A new idempotent producer id.
@@ -190,15 +181,12 @@ impl Ingest {
         stats: ConvertStats,
         durability: Durability,
     ) -> Result<Written, StorageError> {
-        if stats.json_fallbacks > 0 {
-            self.stats.json_fallbacks.fetch_add(stats.json_fallbacks, Ordering::Relaxed);
-        }
         let count = logs.len();
         if count == 0 {
             return Ok(Written { shard, base_offset: -1, logs: 0 });
         }
         let ack = self.storage.append(&topic.logstore.stream, shard, logs, durability).await?;
-        self.stats.logs_written.fetch_add(count as u64, Ordering::Relaxed);
+        topic.logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
         Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
     }
 }

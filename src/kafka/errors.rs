@@ -61,6 +61,26 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
+    /// The error's name, as in Kafka's `Errors` where one exists (a metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            Self::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            Self::CorruptMessage => "CORRUPT_MESSAGE",
+            Self::InvalidRecord => "INVALID_RECORD",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Self::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
+            Self::UnsupportedCompression => "UNSUPPORTED_COMPRESSION_TYPE",
+            Self::StorageError => "KAFKA_STORAGE_ERROR",
+            Self::TransactionsNotSupported => "TRANSACTIONS_NOT_SUPPORTED",
+            Self::Timeout => "REQUEST_TIMED_OUT",
+            Self::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            Self::DuplicateSequence => "DUPLICATE_SEQUENCE_NUMBER",
+            Self::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            Self::UnknownProducerId => "UNKNOWN_PRODUCER_ID",
+        }
+    }
+
     /// The code to send a client that speaks Produce `version`: never a code its era
     /// does not know, and always one it retries when the failure is transient.
     pub fn code_for(self, version: i16) -> i16 {

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 pub use header::RequestHeader;
 pub use session::{AuthState, Session};
 
@@ -39,10 +40,11 @@ pub mod api_key {
     pub const SASL_AUTHENTICATE: i16 = 36;
 }
 
-/// Shared state every handler needs: the ingest service and the limits.
+/// Shared state every handler needs: the ingest service, the limits and the metrics.
 pub struct Broker {
     pub ingest: Arc<Ingest>,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
     /// The node id this gateway reports as the only broker and leader of every shard.
     pub node_id: i32,
 }
@@ -58,6 +60,25 @@ pub enum Reply {
     FrameThenClose(Bytes, String),
     /// Close the connection without writing for `reason`.
     Close(String),
+}
+
+/// The name of the API a frame asks for, for metrics: one of a fixed set, never text
+/// from the frame.
+pub fn api_name(session: &Session, frame: &[u8]) -> &'static str {
+    if matches!(session.auth, AuthState::AwaitRawToken) {
+        return "SaslAuthenticate";
+    }
+    match frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
+        Some(api_key::PRODUCE) => "Produce",
+        Some(api_key::FETCH) => "Fetch",
+        Some(api_key::METADATA) => "Metadata",
+        Some(api_key::FIND_COORDINATOR) => "FindCoordinator",
+        Some(api_key::SASL_HANDSHAKE) => "SaslHandshake",
+        Some(api_key::INIT_PRODUCER_ID) => "InitProducerId",
+        Some(api_key::API_VERSIONS) => "ApiVersions",
+        Some(api_key::SASL_AUTHENTICATE) => "SaslAuthenticate",
+        _ => "other",
+    }
 }
 
 /// Handles one complete request frame (the bytes after the size prefix).

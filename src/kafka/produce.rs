@@ -92,6 +92,7 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
                     Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
                     Err((e, why)) => {
                         log_failure(session, topic_name, index, e, &why);
+                        broker.metrics.produce_error(e.name());
                         PartitionResult { index, error: e.code_for(version), base_offset: -1 }
                     }
                 }

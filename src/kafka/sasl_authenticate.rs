@@ -48,6 +48,7 @@ pub async fn handle_raw_token(broker: &Broker, session: &mut Session, token: Byt
 /// and logs the attempt without the secret.
 async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> Result<(), AuthError> {
     let (result, key_id) = broker.ingest.keys().authenticate_plain(token);
+    broker.metrics.authentication(result.is_ok());
     match result {
         Ok(principal) => {
             if let Some(reason) = sni_mismatch(broker, session, &principal) {

@@ -54,7 +54,7 @@ pub async fn serve<S>(
             }
         };
         // `_held` keeps the request's bytes counted as in flight until it is answered.
-        let (frame, _held) = match frame {
+        let (frame, _held, started) = match frame {
             Ok(Ok(read)) => read,
             Ok(Err(FrameError::Eof)) => {
                 debug!(peer = %session.peer, "client disconnected");
@@ -74,14 +74,16 @@ pub async fn serve<S>(
                 return;
             }
         };
+        let api = kafka::api_name(&session, &frame);
         match kafka::dispatch(broker, &mut session, frame).await {
             Reply::Frame(bytes) => {
                 if let Err(e) = write_frame(&mut stream, &bytes).await {
                     debug!(peer = %session.peer, error = %e, "write failed");
                     return;
                 }
+                broker.metrics.request_handled(api, started.elapsed());
             }
-            Reply::Nothing => {}
+            Reply::Nothing => broker.metrics.request_handled(api, started.elapsed()),
             Reply::FrameThenClose(bytes, reason) => {
                 let _ = write_frame(&mut stream, &bytes).await;
                 warn!(peer = %session.peer, %reason, "closing connection");
@@ -108,7 +110,8 @@ pub fn inflight_permits(bytes: usize) -> usize {
     (bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS)
 }
 
-/// Reads one `int32 size` + payload frame. Before the payload is read, its size is taken
+/// Reads one `int32 size` + payload frame; returns it, its in-flight permits and when its
+/// size was read. Before the payload is read, its size is taken
 /// from the server-wide in-flight budget (waiting while other connections hold it), and
 /// the buffer grows only as bytes arrive, so a client cannot make the server allocate
 /// what it has not sent.
@@ -116,13 +119,15 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
     inflight: &'a Semaphore,
-) -> Result<(Bytes, SemaphorePermit<'a>), FrameError> {
+) -> Result<(Bytes, SemaphorePermit<'a>, std::time::Instant), FrameError> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Eof),
         Err(e) => return Err(e.into()),
     }
+    // The request's time in the server starts when its first bytes are read.
+    let started = std::time::Instant::now();
     let size = i32::from_be_bytes(size);
     let want = usize::try_from(size).map_err(|_| FrameError::TooLarge(size.into(), max))?;
     if want > max {
@@ -139,7 +144,7 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
             return Err(FrameError::Truncated { got: buf.len(), want });
         }
     }
-    Ok((buf.freeze(), held))
+    Ok((buf.freeze(), held, started))
 }
 
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! The network side: listeners, TLS, connection limits and graceful shutdown.
 
 pub mod connection;
+pub mod http;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -70,6 +71,17 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
             protocol = ?l.config.protocol, "listening");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let http = match config.metrics.bind {
+        Some(addr) => {
+            let tcp = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+            info!(bind = %addr, "serving /metrics, /healthz and /readyz");
+            let state = Arc::new(http::HttpState { metrics: broker.metrics.clone(), ready: ready_rx });
+            Some(tokio::spawn(http::serve(tcp, state, http_stop_rx)))
+        }
+        None => None,
+    };
     let slots = Arc::new(Semaphore::new(config.limits.max_connections));
     let inflight = Arc::new(Semaphore::new(connection::inflight_permits(config.limits.max_inflight_bytes)));
     let mut accept_loops = JoinSet::new();
@@ -78,10 +90,15 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     }
     shutdown.await;
     info!("shutting down: no new connections; draining open ones");
+    let _ = ready_tx.send(false);
     let _ = stop_tx.send(true);
     let drain = async { while accept_loops.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         warn!("connections still open after 10 s; closing them");
+    }
+    let _ = http_stop_tx.send(true);
+    if let Some(http) = http {
+        let _ = http.await;
     }
     Ok(())
 }
@@ -111,8 +128,10 @@ async fn accept_loop(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "max_connections reached; refusing connection");
+            broker.metrics.connection_refused();
             continue;
         };
+        let open = broker.metrics.connection_opened();
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let tls = listener.tls.clone();
@@ -122,7 +141,7 @@ async fn accept_loop(
         let inflight = inflight.clone();
         connections.spawn(async move {
             handle(stream, peer, &broker, tls, &config, advertised, &inflight, stop).await;
-            drop(permit);
+            drop((open, permit));
         });
     }
     while connections.join_next().await.is_some() {}

@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ class Gateway:
         self.logstore_options = logstore_options or {}
         self.config = self.dir / "loggate.toml"
         self.ports = {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
+        self.metrics_port = free_port()
         self.ca = self.data / "tls" / "ca.pem"
         self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
         self.limits.update(limits or {})
@@ -70,6 +73,7 @@ class Gateway:
                 lines.append('project = "demo"')
             if proto in self.advertised:
                 lines.append('advertised = "%s"' % self.advertised[proto])
+        lines += ["[metrics]", 'bind = "127.0.0.1:%d"' % self.metrics_port]
         lines.append("[limits]")
         for k, v in self.limits.items():
             lines.append("%s = %s" % (k, v))
@@ -98,6 +102,7 @@ class Gateway:
                 if "cannot listen" not in str(e) or attempt == attempts - 1:
                     raise
                 self.ports = {p: free_port() for p in self.ports}
+                self.metrics_port = free_port()
                 self._write_config()
 
     # What the process is started under (e.g. ["taskset", "-c", "0"]), and extra environment.
@@ -115,7 +120,7 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError("loggate exited: " + self.log_text())
             try:
-                for port in self.ports.values():
+                for port in [*self.ports.values(), self.metrics_port]:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return self
             except OSError:
@@ -140,6 +145,32 @@ class Gateway:
             return self.stderr_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def http_get(self, path):
+        """(status, body text) of a GET on the metrics endpoint."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.metrics_port, path), timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self):
+        """Every sample of /metrics: {(name, ((label, value), ...)): value}, labels sorted."""
+        status, text = self.http_get("/metrics")
+        assert status == 200, text
+        samples = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            pairs = [kv.split("=", 1) for kv in labels.rstrip("}").split(",") if kv]
+            samples[(name, tuple(sorted((k, v.strip('"')) for k, v in pairs)))] = float(value)
+        return samples
+
+    def metric(self, name, **labels):
+        """One sample of /metrics (0 when the series does not exist yet)."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
     def logs_cmd(self, logstore, project="demo", shard=None, args=()):
         """The `loggate logs` command line for a logstore."""
