@@ -87,7 +87,7 @@ SCALING = [("replay-raw-lz4-1core", "replay-raw-lz4-2cores")]
 DEFAULT = [name for name, (_, over) in WORKLOADS.items() if over.get("client", "loadgen") == "loadgen"]
 
 COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
-           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "server p50 ms", "server p99 ms", "peak RSS MiB", "client CPU s", "errors",
+           "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "server p50 ms", "server p99 ms", "read p99 ms", "peak RSS MiB", "client CPU s", "errors",
            "faults/1k records", "split ns/record"]
 
 
@@ -104,10 +104,15 @@ def proc_cpu_seconds(pid):
 
 
 def produce_buckets(gw):
-    """{upper bound s: cumulative count} of the server's Produce duration histogram."""
-    return {float(dict(labels)["le"].replace("+Inf", "inf")): v
-            for (name, labels), v in gw.metrics().items()
-            if name == "loggate_request_duration_seconds_bucket" and dict(labels).get("api") == "Produce"}
+    """{histogram: {upper bound s: cumulative count}} of the server's Produce request
+    histograms ("duration": fully read -> answered, "read": first byte -> fully read)."""
+    out = {"duration": {}, "read": {}}
+    for (name, labels), v in gw.metrics().items():
+        labels = dict(labels)
+        for key in out:
+            if name == "loggate_request_%s_seconds_bucket" % key and labels.get("api") == "Produce":
+                out[key][float(labels["le"].replace("+Inf", "inf"))] = v
+    return out
 
 
 def histogram_quantile(q, before, after):
@@ -187,6 +192,8 @@ def loadgen_args(w, gw, duration):
             "--producers", str(w["producers"]), "--duration", str(w["duration"] or duration)]
     if w["idle"]:
         args += ["--idle", str(w["idle"]), "--idle-interval-ms", "1000"]
+    for kv in w.get("client_conf", []):
+        args += ["-X", kv]
     return with_common_args(args, w, gw)
 
 
@@ -285,8 +292,9 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
             "lat p99 ms": summary["lat_ms"]["p99"],
             "lat p999 ms": summary["lat_ms"]["p999"],
             "rtt p99 ms": summary["rtt_ms"]["p99"],
-            "server p50 ms": histogram_quantile(0.5, buckets0, buckets1),
-            "server p99 ms": histogram_quantile(0.99, buckets0, buckets1),
+            "server p50 ms": histogram_quantile(0.5, buckets0["duration"], buckets1["duration"]),
+            "server p99 ms": histogram_quantile(0.99, buckets0["duration"], buckets1["duration"]),
+            "read p99 ms": histogram_quantile(0.99, buckets0["read"], buckets1["read"]),
             "peak RSS MiB": round(hwm / 1024, 1),
             "client CPU s": round(ru.ru_utime + ru.ru_stime, 2),
             "errors": summary["errors"],
@@ -327,6 +335,8 @@ def main():
                     help="extra environment for the server (e.g. GLIBC_TUNABLES=...), repeatable")
     ap.add_argument("--storage", action="append", default=[], metavar="K=V",
                     help="a [storage] setting of the server, V in TOML (e.g. flush_interval_ms=0, direct_io=false)")
+    ap.add_argument("--client-conf", action="append", default=[], metavar="K=V",
+                    help="a librdkafka property for loadgen (-X), repeatable")
     ap.add_argument("--label", default="", help="suffix for the workload names in the table")
     ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
     a = ap.parse_args()
@@ -358,6 +368,7 @@ def main():
     for name in names:
         desc, over = WORKLOADS[name]
         w = dict(BASE, **{k: v for k, v in over.items() if k != "half_of"})
+        w["client_conf"] = a.client_conf
         if a.producers:
             w["producers"] = a.producers
         if "half_of" in over:

@@ -74,16 +74,17 @@ pub async fn serve<S>(
                 return;
             }
         };
-        let api = kafka::api_name(&session, &frame);
+        let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
+        let started = std::time::Instant::now();
         match kafka::dispatch(broker, &mut session, frame).await {
             Reply::Frame(bytes) => {
                 if let Err(e) = write_frame(&mut stream, &bytes).await {
                     debug!(peer = %session.peer, error = %e, "write failed");
                     return;
                 }
-                broker.metrics.request_handled(api, started.elapsed());
+                broker.metrics.request_handled(api, read, started.elapsed());
             }
-            Reply::Nothing => broker.metrics.request_handled(api, started.elapsed()),
+            Reply::Nothing => broker.metrics.request_handled(api, read, started.elapsed()),
             Reply::FrameThenClose(bytes, reason) => {
                 let _ = write_frame(&mut stream, &bytes).await;
                 warn!(peer = %session.peer, %reason, "closing connection");

@@ -59,6 +59,7 @@ def test_metrics_count_the_logs_stored(gateway):
     assert produces >= 2
     assert m[("loggate_request_duration_seconds_count", (("api", "Produce"),))] == produces
     assert m[("loggate_request_duration_seconds_bucket", (("api", "Produce"), ("le", "+Inf")))] == produces
+    assert m[("loggate_request_read_seconds_count", (("api", "Produce"),))] == produces
     assert m[("loggate_sasl_authentications_total", (("result", "success"),))] >= 2
     assert m[("loggate_connections_accepted_total", ())] >= 2
     assert m[("loggate_build_info", (("version", "0.1.0"),))] == 1
