@@ -42,20 +42,8 @@ pub struct HttpState {
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
+    while let Some((stream, peer)) = super::next_connection(&listener, &mut stop).await {
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "too many HTTP connections; refusing one");
             continue;

@@ -111,21 +111,9 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.tcp.accept() => accepted,
-            _ = stop.changed() => break,
-        };
+    while let Some((stream, peer)) = next_connection(&listener.tcp, &mut stop).await {
         // Reap finished connection tasks so the set stays bounded by live connections.
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "max_connections reached; refusing connection");
             broker.metrics.connection_refused();
@@ -145,6 +133,27 @@ async fn accept_loop(
         });
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// The next accepted connection, or None once `stop` changes. A failed accept (such as
+/// running out of file descriptors) is logged and retried after a pause.
+pub(crate) async fn next_connection(
+    tcp: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            _ = stop.changed() => return None,
+        };
+        match accepted {
+            Ok(pair) => return Some(pair),
+            Err(e) => {
+                warn!(listener = ?tcp.local_addr().ok(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
