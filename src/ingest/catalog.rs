@@ -28,9 +28,11 @@ pub struct Logstore {
     pub topic_id: [u8; 16],
     /// The storage stream this logstore writes to.
     pub stream: StreamId,
-    /// Idempotent producer state per partition (the partition the client chose, which
-    /// differs from the shard under round-robin routing).
-    pub producers: Vec<Mutex<PartitionProducers>>,
+    /// Idempotent producer state per topic name and partition, as the client numbers its
+    /// sequences: `L` and `L.json` are two topics to a client, and the partition is the
+    /// one it chose (which differs from the shard under round-robin routing). See
+    /// [`Logstore::producers`].
+    producers: Vec<Mutex<PartitionProducers>>,
     /// What has been written to the logstore since start (exported as metrics).
     pub counters: LogstoreCounters,
     next_shard: AtomicU32,
@@ -69,6 +71,16 @@ impl LogstoreCounters {
 }
 
 impl Logstore {
+    /// The idempotent producer state of topic `format` (`L` or `L.json`), `partition`.
+    pub fn producers(&self, format: ValueFormat, partition: i32) -> Option<&Mutex<PartitionProducers>> {
+        let partition = u32::try_from(partition).ok().filter(|p| *p < self.shards)?;
+        let topic = match format {
+            ValueFormat::Raw => 0,
+            ValueFormat::Json => 1,
+        };
+        self.producers.get((topic * self.shards + partition) as usize)
+    }
+
     /// The shard a batch sent to `partition` is stored in, or None if the partition
     /// does not exist.
     pub fn route(&self, partition: i32) -> Option<u32> {
@@ -120,7 +132,7 @@ impl Catalog {
                             routing: l.routing,
                             topic_id: topic_id(&p.name, &l.name),
                             stream: StreamId { project: p.name.clone(), logstore: l.name.clone() },
-                            producers: (0..l.shards)
+                            producers: (0..2 * l.shards)
                                 .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
                                 .collect(),
                             counters: LogstoreCounters::default(),
@@ -206,5 +218,16 @@ mod tests {
         assert_eq!(rr.route(-1), None);
         let pinned = catalog(Routing::Partition).topic("demo", "app").unwrap().logstore;
         assert_eq!((pinned.route(2), pinned.route(2)), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn raw_and_json_topics_have_their_own_producer_state() {
+        let store = catalog(Routing::RoundRobin).topic("demo", "app").unwrap().logstore;
+        let raw = store.producers(ValueFormat::Raw, 2).unwrap() as *const _;
+        let json = store.producers(ValueFormat::Json, 2).unwrap() as *const _;
+        assert_ne!(raw, json);
+        assert_ne!(raw, store.producers(ValueFormat::Raw, 1).unwrap() as *const _);
+        assert!(store.producers(ValueFormat::Json, 3).is_none());
+        assert!(store.producers(ValueFormat::Raw, -1).is_none());
     }
 }

@@ -17,7 +17,7 @@ use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
-use catalog::{Catalog, Topic};
+use catalog::{Catalog, Logstore, Topic};
 use convert::{BatchContext, ConvertStats, Converter};
 
 /// Why a topic cannot be written by a principal.
@@ -58,6 +58,10 @@ pub enum WriteError {
     /// A record failed its checks while being converted.
     #[error("{0}")]
     Records(#[from] RecordError),
+    /// The task writing the logs ended without an answer (it panicked or the runtime is
+    /// shutting down).
+    #[error("write task ended without an answer: {0}")]
+    Aborted(String),
 }
 
 /// The ingest service shared by all connections.
@@ -111,9 +115,14 @@ impl Ingest {
 
     /// Writes one partition's batches to `shard`. Their records are first converted into
     /// logs: a record that fails its checks fails the write, and nothing is stored. An
-    /// idempotent batch is then checked against the producer's sequence state for
-    /// `partition`: a retry of a written batch gets its original offset and is not stored
-    /// again.
+    /// idempotent batch is then checked against the producer's sequence state for the
+    /// topic and `partition`: a retry of a written batch gets its original offset and is
+    /// not stored again.
+    ///
+    /// Once the logs are handed to storage the write runs to its end in a task of its own,
+    /// even if the caller stops waiting (a Produce answered with REQUEST_TIMED_OUT): the
+    /// logs land and the producer's state records them, so the client's retry of that
+    /// batch is answered as a duplicate instead of stored a second time.
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
@@ -126,28 +135,43 @@ impl Ingest {
         producer: Option<ProducerBatch>,
     ) -> Result<Written, WriteError> {
         let tag = producer.map(|p| {
-            ProducerTag { producer_id: p.producer_id, epoch: p.epoch, partition, first_seq: p.first_seq, last_seq: p.last_seq }
-                .encode()
+            ProducerTag {
+                producer_id: p.producer_id,
+                epoch: p.epoch,
+                format: topic.format,
+                partition,
+                first_seq: p.first_seq,
+                last_seq: p.last_seq,
+            }
+            .encode()
         });
         let (logs, stats) = self.convert(topic, batches, source, tag.as_ref().map(|t| &t[..]))?;
-        let Some(p) = producer else {
-            return Ok(self.append(topic, shard, logs, stats, durability).await?);
-        };
-        let Some(state) = usize::try_from(partition).ok().and_then(|i| topic.logstore.producers.get(i)) else {
-            return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
-        };
-        // Held across the append so that check, write and record are one step per partition.
-        let mut state = state.lock().await;
-        match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
-            SequenceCheck::Append => {
-                let written = self.append(topic, shard, logs, stats, durability).await?;
-                let batch = WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
-                state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
-                Ok(written)
+        let storage = self.storage.clone();
+        let logstore = topic.logstore.clone();
+        let format = topic.format;
+        let write = async move {
+            let Some(p) = producer else {
+                return Ok(append(&*storage, &logstore, shard, logs, stats, durability).await?);
+            };
+            let Some(state) = logstore.producers(format, partition) else {
+                return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
+            };
+            // Held across the append so that check, write and record are one step per
+            // topic-partition.
+            let mut state = state.lock().await;
+            match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
+                SequenceCheck::Append => {
+                    let written = append(&*storage, &logstore, shard, logs, stats, durability).await?;
+                    let batch =
+                        WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
+                    state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
+                    Ok(written)
+                }
+                SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
+                refused => Err(WriteError::Sequence(refused)),
             }
-            SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
-            refused => Err(WriteError::Sequence(refused)),
-        }
+        };
+        tokio::spawn(write).await.map_err(|e| WriteError::Aborted(e.to_string()))?
     }
 
     /// Converts the records of `batches` into logs; the first log carries `tag`.
@@ -171,24 +195,24 @@ impl Ingest {
         }
         Ok((logs, converter.stats()))
     }
+}
 
-    /// Appends converted logs to `shard` and counts them.
-    async fn append(
-        &self,
-        topic: &Topic,
-        shard: u32,
-        logs: EntryBatch,
-        stats: ConvertStats,
-        durability: Durability,
-    ) -> Result<Written, StorageError> {
-        let count = logs.len();
-        if count == 0 {
-            return Ok(Written { shard, base_offset: -1, logs: 0 });
-        }
-        let ack = self.storage.append(&topic.logstore.stream, shard, logs, durability).await?;
-        topic.logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
-        Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
+/// Appends converted logs to `shard` of `logstore` and counts them.
+async fn append(
+    storage: &dyn LogStorage,
+    logstore: &Logstore,
+    shard: u32,
+    logs: EntryBatch,
+    stats: ConvertStats,
+    durability: Durability,
+) -> Result<Written, StorageError> {
+    let count = logs.len();
+    if count == 0 {
+        return Ok(Written { shard, base_offset: -1, logs: 0 });
     }
+    let ack = storage.append(&logstore.stream, shard, logs, durability).await?;
+    logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
+    Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
 }
 
 impl Ingest {
@@ -217,7 +241,7 @@ impl Ingest {
             // Replay in the order the batches were written: epoch, arrival, sequence.
             tags.sort_by_key(|(t, _, arrival)| (t.producer_id, t.partition, t.epoch, *arrival, t.first_seq));
             for (tag, offset, arrival_ms) in tags {
-                let Some(state) = usize::try_from(tag.partition).ok().and_then(|p| store.producers.get(p)) else {
+                let Some(state) = store.producers(tag.format, tag.partition) else {
                     continue;
                 };
                 let age = std::time::Duration::from_millis(now_ms.saturating_sub(arrival_ms).max(0) as u64);

@@ -8,6 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::catalog::ValueFormat;
+
 /// Batches remembered per producer and partition.
 pub const BATCHES_KEPT: usize = 5;
 
@@ -158,43 +160,59 @@ impl PartitionProducers {
 pub struct ProducerTag {
     pub producer_id: i64,
     pub epoch: i16,
+    /// The topic the client wrote: `L` or `L.json` (each has its own sequences).
+    pub format: ValueFormat,
     /// The partition the client wrote (not the shard).
     pub partition: i32,
     pub first_seq: i32,
     pub last_seq: i32,
 }
 
-const TAG_VERSION: u8 = 1;
+/// Version 1 tags did not say which topic of the logstore was written; they are not
+/// read back (a producer whose state is gone gets UNKNOWN_PRODUCER_ID and resets).
+const TAG_VERSION: u8 = 2;
 /// Length of an encoded [`ProducerTag`].
-pub const TAG_LEN: usize = 1 + 8 + 2 + 4 + 4 + 4;
+pub const TAG_LEN: usize = 1 + 8 + 2 + 1 + 4 + 4 + 4;
 
 impl ProducerTag {
-    /// The tag's bytes: a version byte, then the fields big-endian.
+    /// The tag's bytes: a version byte, then producer id, epoch, topic (0 for `L`, 1 for
+    /// `L.json`), partition, first and last sequence, big-endian.
     pub fn encode(&self) -> [u8; TAG_LEN] {
         let mut b = [0; TAG_LEN];
         b[0] = TAG_VERSION;
         b[1..9].copy_from_slice(&self.producer_id.to_be_bytes());
         b[9..11].copy_from_slice(&self.epoch.to_be_bytes());
-        b[11..15].copy_from_slice(&self.partition.to_be_bytes());
-        b[15..19].copy_from_slice(&self.first_seq.to_be_bytes());
-        b[19..23].copy_from_slice(&self.last_seq.to_be_bytes());
+        b[11] = match self.format {
+            ValueFormat::Raw => 0,
+            ValueFormat::Json => 1,
+        };
+        b[12..16].copy_from_slice(&self.partition.to_be_bytes());
+        b[16..20].copy_from_slice(&self.first_seq.to_be_bytes());
+        b[20..24].copy_from_slice(&self.last_seq.to_be_bytes());
         b
     }
 
     /// Parses a tag written by [`encode`](Self::encode); None for anything else.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != TAG_LEN || b[0] != TAG_VERSION {
+        let b: &[u8; TAG_LEN] = b.try_into().ok()?;
+        if b[0] != TAG_VERSION {
             return None;
         }
-        let i64_at = |at: usize| b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes);
-        let i32_at = |at: usize| b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(i32::from_be_bytes);
-        let epoch = b.get(9..11).and_then(|s| s.try_into().ok()).map(i16::from_be_bytes)?;
+        let i32_at = |at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let format = match b[11] {
+            0 => ValueFormat::Raw,
+            1 => ValueFormat::Json,
+            _ => return None,
+        };
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&b[1..9]);
         Some(Self {
-            producer_id: i64_at(1)?,
-            epoch,
-            partition: i32_at(11)?,
-            first_seq: i32_at(15)?,
-            last_seq: i32_at(19)?,
+            producer_id: i64::from_be_bytes(id),
+            epoch: i16::from_be_bytes([b[9], b[10]]),
+            format,
+            partition: i32_at(12),
+            first_seq: i32_at(16),
+            last_seq: i32_at(20),
         })
     }
 }
@@ -318,12 +336,23 @@ mod tests {
 
     #[test]
     fn tags_round_trip_and_reject_other_bytes() {
-        let t = ProducerTag { producer_id: 1 << 40, epoch: 3, partition: 2, first_seq: i32::MAX - 1, last_seq: 1 };
-        assert_eq!(ProducerTag::decode(&t.encode()), Some(t));
+        for format in [ValueFormat::Raw, ValueFormat::Json] {
+            let t = ProducerTag { producer_id: 1 << 40, epoch: 3, format, partition: 2, first_seq: i32::MAX - 1, last_seq: 1 };
+            assert_eq!(ProducerTag::decode(&t.encode()), Some(t));
+        }
+        let t = ProducerTag { producer_id: 5, epoch: 0, format: ValueFormat::Json, partition: 0, first_seq: 0, last_seq: 0 };
         assert_eq!(ProducerTag::decode(b"short"), None);
         let mut other = t.encode().to_vec();
         other[0] = 9;
         assert_eq!(ProducerTag::decode(&other), None);
+        let mut unknown_topic = t.encode();
+        unknown_topic[11] = 7;
+        assert_eq!(ProducerTag::decode(&unknown_topic), None);
+        // A version 1 tag (no topic) is not read back.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&t.encode()[1..11]);
+        v1.extend_from_slice(&t.encode()[12..]);
+        assert_eq!(ProducerTag::decode(&v1), None);
     }
 
     #[test]

@@ -164,6 +164,7 @@ async fn write_partition(
             WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
             WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
             WriteError::Records(e) => (record_error(&e), e.to_string()),
+            WriteError::Aborted(why) => (ProduceError::StorageError, why),
         })?;
     debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
         base_offset = written.base_offset, "stored");
