@@ -144,7 +144,8 @@ impl KeyStore {
     }
 
     /// Checks a SASL/PLAIN token (`authzid NUL username NUL password`) and returns the
-    /// principal on success, plus the key id for logging on failure.
+    /// principal on success, plus the key id for logging on failure: only an id that is
+    /// configured, since anything else may be a secret typed in the wrong place.
     pub fn authenticate_plain(&self, token: &[u8]) -> (Result<Principal, AuthError>, Option<String>) {
         let mut parts = token.split(|&b| b == 0);
         let (Some(authzid), Some(user), Some(pass), None) =
@@ -166,9 +167,21 @@ impl KeyStore {
         let Some((key_id, secret)) = pass.split_once('#') else {
             return (Err(AuthError::PasswordFormat), None);
         };
-        let key_id_owned = Some(key_id.to_string());
+        let key_id_owned = self.keys.contains_key(key_id).then(|| key_id.to_string());
         let result = self.check(user, key_id, secret);
         (result, key_id_owned)
+    }
+
+    /// The username of a well-formed PLAIN token (exactly three parts), for log lines. A
+    /// token of any other shape gives None: in `user NUL password` the second part is the
+    /// password.
+    pub fn plain_username(token: &[u8]) -> Option<&str> {
+        let mut parts = token.split(|&b| b == 0);
+        let (Some(_authzid), Some(user), Some(_password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        std::str::from_utf8(user).ok()
     }
 
     fn check(&self, project: &str, key_id: &str, secret: &str) -> Result<Principal, AuthError> {
@@ -255,6 +268,11 @@ mod tests {
         assert_eq!(s.authenticate_plain(b"\0demo\0nohash").0, Err(AuthError::PasswordFormat));
         assert_eq!(s.authenticate_plain(b"\0other\0AK1#s3cret#with#hash").0, Err(AuthError::ProjectNotAllowed));
         assert_eq!(s.authenticate_plain(b"only-two\0parts").0, Err(AuthError::Malformed));
+        assert_eq!(s.authenticate_plain(b"\0demo\0AK1#wrong").1.as_deref(), Some("AK1"));
+        assert_eq!(s.authenticate_plain(b"\0demo\0secret#AK1").1, None);
+        assert_eq!(KeyStore::plain_username(b"\0demo\0AK1#x"), Some("demo"));
+        assert_eq!(KeyStore::plain_username(b"demo\0AK1#x"), None);
+        assert_eq!(KeyStore::plain_username(b"\0demo\0AK1#x\0more"), None);
     }
 
     #[test]

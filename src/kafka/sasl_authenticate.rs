@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::errors::code;
 use super::sasl_handshake::close_after;
 use super::{respond, AuthState, Broker, Reply, RequestHeader, Session};
-use crate::ingest::auth::{AuthError, Principal};
+use crate::ingest::auth::{AuthError, KeyStore, Principal};
 
 /// Answers SaslAuthenticate: success with an empty token and no session lifetime (no
 /// re-authentication), or SASL_AUTHENTICATION_FAILED and a closed connection.
@@ -61,8 +61,9 @@ async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> R
             Ok(())
         }
         Err(e) => {
-            let user = plain_username(token);
-            warn!(peer = %session.peer, username = %user, key_id = key_id.as_deref().unwrap_or("-"),
+            // Peer text goes in as `&str` fields, which the log format escapes.
+            let user = KeyStore::plain_username(token).map(|u| &u[..u.floor_char_boundary(128)]);
+            warn!(peer = %session.peer, username = user.unwrap_or("-"), key_id = key_id.as_deref().unwrap_or("-"),
                 reason = %e, "SASL authentication failed");
             tokio::time::sleep(Duration::from_millis(broker.limits.auth_failure_delay_ms)).await;
             Err(e)
@@ -73,12 +74,4 @@ async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> R
 fn sni_mismatch(broker: &Broker, session: &Session, principal: &Principal) -> Option<String> {
     let sni_project = broker.ingest.sni_project(session.sni.as_deref()?)?;
     (sni_project != principal.project).then(|| format!("SNI project {sni_project}"))
-}
-
-/// The username part of a PLAIN token, for log lines (never the password).
-fn plain_username(token: &[u8]) -> String {
-    let mut parts = token.split(|&b| b == 0);
-    let _authzid = parts.next();
-    let user = parts.next().unwrap_or_default();
-    String::from_utf8_lossy(&user[..user.len().min(128)]).into_owned()
 }

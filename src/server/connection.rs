@@ -87,12 +87,12 @@ pub async fn serve<S>(
             Reply::Nothing => broker.metrics.request_handled(api, read, started.elapsed()),
             Reply::FrameThenClose(bytes, reason) => {
                 let _ = write_frame(&mut stream, &bytes).await;
-                warn!(peer = %session.peer, %reason, "closing connection");
+                warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
                 let _ = stream.shutdown().await;
                 return;
             }
             Reply::Close(reason) => {
-                warn!(peer = %session.peer, %reason, "closing connection");
+                warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
                 let _ = stream.shutdown().await;
                 return;
             }
