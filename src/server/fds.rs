@@ -11,6 +11,7 @@ pub struct NofileLimit {
 }
 
 /// The current RLIMIT_NOFILE.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every target
 pub fn nofile_limit() -> std::io::Result<NofileLimit> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the struct we own.
@@ -22,6 +23,7 @@ pub fn nofile_limit() -> std::io::Result<NofileLimit> {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (bounded by the kernel's
 /// `fs.nr_open` when the hard limit is unlimited); returns the limits before and after.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every target
 pub fn raise_nofile_limit() -> std::io::Result<(NofileLimit, NofileLimit)> {
     let before = nofile_limit()?;
     if before.soft >= before.hard {
