@@ -98,15 +98,27 @@ impl Default for TlsConfig {
     }
 }
 
+/// Largest frame accepted before SASL authentication completes (Kafka's
+/// `sasl.server.max.receive.size` is 512 KiB too).
+pub const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+
 /// Bounds on what one client can make the server hold or do.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest Kafka request frame accepted; larger frames close the connection.
     pub max_request_bytes: usize,
-    /// Request bytes all connections together may hold at once (read but not yet
-    /// answered); a connection whose next request does not fit waits before reading it.
+    /// Request bytes all authenticated connections together may hold at once (received
+    /// but not yet answered). A connection takes budget in small chunks as its request's
+    /// bytes arrive, never for what a frame only declares; one that finds the budget
+    /// spent waits (up to `request_timeout_secs`) before reading more.
     pub max_inflight_bytes: usize,
+    /// Request bytes all connections that have not finished SASL authentication may hold
+    /// together: a separate pool, so they can never take the producers' budget.
+    pub max_unauthenticated_inflight_bytes: usize,
+    /// A request must arrive completely (and find budget) within this long of its first
+    /// byte, or the connection is closed (slowloris); separate from `idle_timeout_secs`.
+    pub request_timeout_secs: u64,
     /// Largest record batch (compressed, as sent) accepted; larger gets MESSAGE_TOO_LARGE.
     pub max_batch_bytes: usize,
     /// Largest decompressed size of one batch; more is a decompression bomb (CORRUPT_MESSAGE).
@@ -117,8 +129,13 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Time a client has from connecting to finishing SASL authentication (and TLS).
     pub auth_timeout_secs: u64,
-    /// Most simultaneously open client connections; more are refused at accept.
+    /// Most simultaneously open client connections; more are refused at accept. Lowered
+    /// at start (with a warning) to what RLIMIT_NOFILE leaves after `reserved_fds`.
     pub max_connections: usize,
+    /// File descriptors kept free for everything but Kafka connections (segment files
+    /// opened after start, the HTTP endpoint, TLS files); a connection that would eat
+    /// into them is refused at accept.
+    pub reserved_fds: usize,
     /// Delay before answering a failed authentication.
     pub auth_failure_delay_ms: u64,
     /// Idempotent producers whose sequence state is kept per partition; beyond this the
@@ -135,12 +152,15 @@ impl Default for Limits {
         Self {
             max_request_bytes: 100 * 1024 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
+            max_unauthenticated_inflight_bytes: 8 * 1024 * 1024,
+            request_timeout_secs: 30,
             max_batch_bytes: 8 * 1024 * 1024,
             max_decompressed_batch_bytes: 64 * 1024 * 1024,
             max_records_per_batch: 1_000_000,
             idle_timeout_secs: 600,
             auth_timeout_secs: 10,
             max_connections: 10_000,
+            reserved_fds: 256,
             auth_failure_delay_ms: 500,
             max_producers_per_partition: 10_000,
             producer_expiry_secs: 86_400,
@@ -379,6 +399,17 @@ impl Config {
         if l.max_inflight_bytes < l.max_request_bytes {
             return Err(ConfigError::Invalid(
                 "max_inflight_bytes must be at least max_request_bytes (one request must fit)".into(),
+            ));
+        }
+        if l.max_unauthenticated_inflight_bytes < l.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME) {
+            return Err(ConfigError::Invalid(format!(
+                "max_unauthenticated_inflight_bytes must be at least {} (one pre-authentication request must fit)",
+                l.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)
+            )));
+        }
+        if l.request_timeout_secs == 0 || l.idle_timeout_secs == 0 || l.auth_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "request_timeout_secs, idle_timeout_secs and auth_timeout_secs must be at least 1".into(),
             ));
         }
         let st = &self.storage;

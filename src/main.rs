@@ -167,6 +167,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (config, config_path) = load_config(&args.config)?;
+    // Connections and segment files are descriptors: take all the kernel allows before
+    // opening any (the server then holds max_connections to what fits).
+    match server::fds::raise_nofile_limit() {
+        Ok((before, after)) if after.soft > before.soft => tracing::info!(
+            from = before.soft, to = after.soft, hard = after.hard, "raised the RLIMIT_NOFILE soft limit to the hard limit"),
+        Ok((_, after)) => tracing::info!(soft = after.soft, hard = after.hard, "RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the RLIMIT_NOFILE soft limit"),
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     if config.listeners.iter().any(|l| l.protocol.uses_tls()) && !config.cert_path().exists() {
         if !config.tls.generate {

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
-use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
+use super::budget::{Budget, Claim};
+use crate::config::MAX_UNAUTHENTICATED_FRAME;
 use crate::kafka::{self, AuthState, Broker, Reply, Session};
 
 /// Why reading a frame stopped.
@@ -16,14 +18,38 @@ use crate::kafka::{self, AuthState, Broker, Reply, Session};
 enum FrameError {
     #[error("client closed the connection")]
     Eof,
+    #[error("no request within the timeout")]
+    Idle,
     #[error("frame of {0} bytes exceeds max_request_bytes {1}")]
     TooLarge(i64, usize),
     #[error("truncated frame: connection closed after {got} of {want} bytes")]
     Truncated { got: usize, want: usize },
+    #[error("request not received in time: {got} of {want} bytes after {secs} s ({what})")]
+    Slow { got: usize, want: usize, secs: u64, what: &'static str },
+    #[error("request starved of in-flight budget: waited until its deadline ({secs} s, {what}) with {got} of {want} bytes read")]
+    Starved { got: usize, want: usize, secs: u64, what: &'static str },
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("server is shutting down")]
-    Closed,
+}
+
+/// The budgets request bytes are counted against while they are held (received and not
+/// yet answered).
+pub struct Budgets {
+    /// Requests of authenticated connections (`max_inflight_bytes`).
+    pub inflight: Budget,
+    /// Requests read before SASL authentication completes
+    /// (`max_unauthenticated_inflight_bytes`): a pool of its own, so connections that never
+    /// authenticate cannot take what producers need.
+    pub unauthenticated: Budget,
+}
+
+impl Budgets {
+    pub fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            inflight: Budget::new(limits.max_inflight_bytes),
+            unauthenticated: Budget::new(limits.max_unauthenticated_inflight_bytes),
+        }
+    }
 }
 
 /// Serves one connection until the client leaves, breaks a rule, or the server stops.
@@ -32,22 +58,49 @@ pub async fn serve<S>(
     broker: &Broker,
     mut session: Session,
     auth_deadline: Instant,
-    inflight: &Semaphore,
+    budgets: &Budgets,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stream = BufStream::with_capacity(64 * 1024, 16 * 1024, stream);
-    let idle = Duration::from_secs(broker.limits.idle_timeout_secs);
+    let limits = &broker.limits;
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let request_timeout = Duration::from_secs(limits.request_timeout_secs);
     loop {
-        // Before authentication only small SASL requests are expected (Kafka's
-        // sasl.server.max.receive.size is 512 KiB too).
-        let (deadline, max_frame) = match session.auth {
-            AuthState::Authenticated(_) => (Instant::now() + idle, broker.limits.max_request_bytes),
-            _ => (auth_deadline, broker.limits.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)),
+        // Before authentication only small SASL requests are expected, and their bytes
+        // come from the small pre-authentication pool; the whole exchange must end by the
+        // auth deadline. Afterwards the next request may take `idle` to start, and each
+        // must then arrive within `request_timeout` of its first byte.
+        let authenticated = matches!(session.auth, AuthState::Authenticated(_));
+        let (wait_until, max_frame, pool, free) = if authenticated {
+            (Instant::now() + idle, limits.max_request_bytes, &budgets.inflight, 0)
+        } else {
+            let max = limits.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME);
+            (auth_deadline, max, &budgets.unauthenticated, UNAUTHENTICATED_FREE_FRAME)
+        };
+        let next = async {
+            // Wait for the first byte of the next request.
+            match timeout_at(wait_until, stream.fill_buf()).await {
+                Err(_) => return Err(FrameError::Idle),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok([])) => return Err(FrameError::Eof),
+                Ok(Ok(_)) => {}
+            }
+            // The request's time in the server starts when its first bytes are read.
+            let started = std::time::Instant::now();
+            let by_request = Instant::now() + request_timeout;
+            let deadline = if authenticated {
+                Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
+            } else if auth_deadline < by_request {
+                Deadline { at: auth_deadline, secs: limits.auth_timeout_secs, what: "auth_timeout_secs" }
+            } else {
+                Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
+            };
+            read_frame(&mut stream, max_frame, pool, free, &deadline).await.map(|(frame, held)| (frame, held, started))
         };
         let frame = tokio::select! {
-            read = timeout_at(deadline, read_frame(&mut stream, max_frame, inflight)) => read,
+            read = next => read,
             _ = shutdown.changed() => {
                 debug!(peer = %session.peer, "server shutting down; closing idle connection");
                 return;
@@ -55,22 +108,18 @@ pub async fn serve<S>(
         };
         // `_held` keeps the request's bytes counted as in flight until it is answered.
         let (frame, _held, started) = match frame {
-            Ok(Ok(read)) => read,
-            Ok(Err(FrameError::Eof)) => {
+            Ok(read) => read,
+            Err(FrameError::Eof) => {
                 debug!(peer = %session.peer, "client disconnected");
                 return;
             }
-            Ok(Err(e)) => {
-                warn!(peer = %session.peer, state = session.auth.name(), error = %e, "closing connection");
+            Err(FrameError::Idle) => {
+                let what = if authenticated { "idle timeout" } else { "authentication not completed in time" };
+                info!(peer = %session.peer, reason = what, "closing connection");
                 return;
             }
-            Err(_) => {
-                let what = if matches!(session.auth, AuthState::Authenticated(_)) {
-                    "idle timeout"
-                } else {
-                    "authentication not completed in time"
-                };
-                info!(peer = %session.peer, reason = what, "closing connection");
+            Err(e) => {
+                warn!(peer = %session.peer, state = session.auth.name(), error = %e, "closing connection");
                 return;
             }
         };
@@ -100,52 +149,70 @@ pub async fn serve<S>(
     }
 }
 
-/// Largest frame accepted before SASL authentication completes.
-const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
-
-/// Size of one in-flight permit.
-const PERMIT_BYTES: usize = 1024;
-
-/// Permits for a total in-flight budget of `bytes`.
-pub fn inflight_permits(bytes: usize) -> usize {
-    (bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS)
+/// When the request being read must be complete, and which setting said so.
+struct Deadline {
+    at: Instant,
+    secs: u64,
+    what: &'static str,
 }
 
-/// Reads one `int32 size` + payload frame; returns it, its in-flight permits and when its
-/// size was read. Before the payload is read, its size is taken
-/// from the server-wide in-flight budget (waiting while other connections hold it), and
-/// the buffer grows only as bytes arrive, so a client cannot make the server allocate
-/// what it has not sent.
+/// Before authentication, frames up to this size (every real ApiVersions and SASL
+/// request) are read without the pre-authentication pool, so sockets that drain that pool
+/// cannot stop clients from logging in. Each connection holds at most one such frame, so
+/// this adds at most `max_connections` times this to memory, like the read buffer.
+const UNAUTHENTICATED_FREE_FRAME: usize = 16 * 1024;
+
+/// Budget is taken at most this much ahead of the bytes actually received, so a frame's
+/// declared size reserves nothing.
+const BUDGET_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads one `int32 size` + payload frame by `deadline`; returns it with the budget it
+/// holds. The budget grows with the bytes received, a chunk at a time, taken from `pool`
+/// before each chunk is read (waiting while it is spent, see [`Budget`]), and the buffer
+/// grows only as bytes arrive: a client cannot make the server allocate, or reserve
+/// budget for, what it has not sent. Frames of at most `free` bytes take no budget.
 async fn read_frame<'a, S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
-    inflight: &'a Semaphore,
-) -> Result<(Bytes, SemaphorePermit<'a>, std::time::Instant), FrameError> {
+    pool: &'a Budget,
+    free: usize,
+    deadline: &Deadline,
+) -> Result<(Bytes, Claim<'a>), FrameError> {
     let mut size = [0u8; 4];
-    match stream.read_exact(&mut size).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Eof),
-        Err(e) => return Err(e.into()),
+    match timeout_at(deadline.at, stream.read_exact(&mut size)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::Truncated { got: 0, want: 4 })
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(FrameError::Slow { got: 0, want: 4, secs: deadline.secs, what: deadline.what }),
     }
-    // The request's time in the server starts when its first bytes are read.
-    let started = std::time::Instant::now();
     let size = i32::from_be_bytes(size);
     let want = usize::try_from(size).map_err(|_| FrameError::TooLarge(size.into(), max))?;
     if want > max {
         return Err(FrameError::TooLarge(size.into(), max));
     }
-    let permits = u32::try_from(want.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
-    let held = inflight.acquire_many(permits).await.map_err(|_| FrameError::Closed)?;
-    let mut buf = BytesMut::with_capacity(want.min(64 * 1024));
+    let mut held = pool.claim(if want <= free { 0 } else { want });
+    let mut buf = BytesMut::new();
     while buf.len() < want {
-        buf.reserve((want - buf.len()).min(1024 * 1024));
-        let room = want - buf.len();
-        let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(FrameError::Truncated { got: buf.len(), want });
+        let covered = if want <= free { want } else { held.held() };
+        if buf.len() == covered {
+            if held.grow(BUDGET_CHUNK_BYTES, deadline.at).await.is_err() {
+                return Err(FrameError::Starved { got: buf.len(), want, secs: deadline.secs, what: deadline.what });
+            }
+            continue;
+        }
+        let room = covered - buf.len();
+        buf.reserve(room);
+        let mut limited = (&mut *stream).take(room as u64);
+        match timeout_at(deadline.at, limited.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => return Err(FrameError::Truncated { got: buf.len(), want }),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(FrameError::Slow { got: buf.len(), want, secs: deadline.secs, what: deadline.what }),
         }
     }
-    Ok((buf.freeze(), held, started))
+    Ok((buf.freeze(), held))
 }
 
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {

@@ -1,6 +1,8 @@
 //! The network side: listeners, TLS, connection limits and graceful shutdown.
 
+pub mod budget;
 pub mod connection;
+pub mod fds;
 pub mod http;
 pub mod tls;
 
@@ -82,11 +84,18 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
         }
         None => None,
     };
-    let slots = Arc::new(Semaphore::new(config.limits.max_connections));
-    let inflight = Arc::new(Semaphore::new(connection::inflight_permits(config.limits.max_inflight_bytes)));
+    let (max_connections, fd_budget) = connection_limit(&config);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let budgets = Arc::new(connection::Budgets::new(&config.limits));
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        accept_loops.spawn(accept_loop(listener, broker.clone(), slots.clone(), inflight.clone(), stop_rx.clone()));
+        let limits = AcceptLimits {
+            slots: slots.clone(),
+            max_connections,
+            lowered_by_fds: max_connections < config.limits.max_connections,
+            fd_budget,
+        };
+        accept_loops.spawn(accept_loop(listener, broker.clone(), limits, budgets.clone(), stop_rx.clone()));
     }
     shutdown.await;
     info!("shutting down: no new connections; draining open ones");
@@ -103,19 +112,67 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     Ok(())
 }
 
+/// `max_connections`, lowered to what the file-descriptor limit leaves for connections
+/// beside the descriptors open now (storage, listeners, runtime) and `reserved_fds`.
+fn connection_limit(config: &Config) -> (usize, Option<fds::FdBudget>) {
+    let wanted = config.limits.max_connections;
+    let limit = match fds::nofile_limit() {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot read RLIMIT_NOFILE; connections are limited by max_connections only");
+            return (wanted, None);
+        }
+    };
+    let budget = fds::FdBudget {
+        limit: usize::try_from(limit.soft).unwrap_or(usize::MAX),
+        reserved: config.limits.reserved_fds,
+    };
+    let open = fds::open_descriptors().unwrap_or(0);
+    let allowed = budget.connections_allowed(open);
+    if wanted > allowed {
+        warn!(max_connections = wanted, allowed, nofile_soft_limit = limit.soft, open_descriptors = open,
+            reserved_fds = budget.reserved,
+            "max_connections is more than the file-descriptor limit allows; lowered to what fits");
+    }
+    let max = wanted.min(allowed).max(1);
+    info!(max_connections = max, nofile_soft_limit = limit.soft, open_descriptors = open, "connection limit");
+    (max, Some(budget))
+}
+
+/// What an accept loop checks before taking a connection.
+struct AcceptLimits {
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    /// Whether `max_connections` is lower than configured because of RLIMIT_NOFILE.
+    lowered_by_fds: bool,
+    fd_budget: Option<fds::FdBudget>,
+}
+
 async fn accept_loop(
     listener: Listener,
     broker: Arc<Broker>,
-    slots: Arc<Semaphore>,
-    inflight: Arc<Semaphore>,
+    limits: AcceptLimits,
+    budgets: Arc<connection::Budgets>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use std::os::fd::AsRawFd;
     let mut connections = JoinSet::new();
     while let Some((stream, peer)) = next_connection(&listener.tcp, &mut stop).await {
         // Reap finished connection tasks so the set stays bounded by live connections.
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, "max_connections reached; refusing connection");
+        if let Some(budget) = limits.fd_budget.filter(|b| b.exhausted_by(stream.as_raw_fd())) {
+            warn!(%peer, descriptor = stream.as_raw_fd(), nofile_soft_limit = budget.limit,
+                reserved_fds = budget.reserved, "file descriptor budget nearly exhausted; refusing connection");
+            broker.metrics.connection_refused();
+            continue;
+        }
+        let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
+            if limits.lowered_by_fds {
+                warn!(%peer, max_connections = limits.max_connections,
+                    "max_connections reached (lowered to fit the file descriptor limit); refusing connection");
+            } else {
+                warn!(%peer, max_connections = limits.max_connections, "max_connections reached; refusing connection");
+            }
             broker.metrics.connection_refused();
             continue;
         };
@@ -126,9 +183,9 @@ async fn accept_loop(
         let config = listener.config.clone();
         let advertised = listener.advertised.clone();
         let stop = stop.clone();
-        let inflight = inflight.clone();
+        let budgets = budgets.clone();
         connections.spawn(async move {
-            handle(stream, peer, &broker, tls, &config, advertised, &inflight, stop).await;
+            handle(stream, peer, &broker, tls, &config, advertised, &budgets, stop).await;
             drop((open, permit));
         });
     }
@@ -164,7 +221,7 @@ async fn handle(
     tls: Option<TlsAcceptor>,
     config: &ListenerConfig,
     advertised: Advertised,
-    inflight: &Semaphore,
+    budgets: &connection::Budgets,
     stop: watch::Receiver<bool>,
 ) {
     let auth_deadline = Instant::now() + Duration::from_secs(broker.limits.auth_timeout_secs);
@@ -184,7 +241,7 @@ async fn handle(
         advertised,
     };
     match tls {
-        None => connection::serve(stream, broker, session, auth_deadline, inflight, stop).await,
+        None => connection::serve(stream, broker, session, auth_deadline, budgets, stop).await,
         Some(acceptor) => {
             let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -203,7 +260,7 @@ async fn handle(
                 }
             };
             session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
-            connection::serve(tls_stream, broker, session, auth_deadline, inflight, stop).await
+            connection::serve(tls_stream, broker, session, auth_deadline, budgets, stop).await
         }
     }
 }

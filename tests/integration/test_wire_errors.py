@@ -239,14 +239,15 @@ def test_record_count_limit_and_unknown_partition(tmp_path):
 
 def test_in_flight_bytes_are_bounded_across_connections(tmp_path):
     """With max_inflight_bytes = 1 MiB, a second connection's 500 KiB request waits while a
-    first connection holds 700 KiB of an unfinished request, and is served once it is done."""
+    first connection holds the 800 KiB it has sent of an unfinished 900 KiB request (budget
+    follows bytes received, not the declared size), and is served once it is done."""
     gw = Gateway(tmp_path, limits={"max_request_bytes": 1 << 20, "max_inflight_bytes": 1 << 20,
                                    "max_batch_bytes": 1 << 20}).start()
     try:
-        big_a = produce_v2("one", 0, message_v1(b"a" * (700 * 1024)), correlation_id=1)
+        big_a = produce_v2("one", 0, message_v1(b"a" * (900 * 1024)), correlation_id=1)
         big_b = produce_v2("one", 0, message_v1(b"b" * (500 * 1024)), correlation_id=2)
         a = connect(gw.ports["PLAINTEXT"])
-        a.sendall(big_a[:len(big_a) // 2])
+        a.sendall(big_a[:800 * 1024])
         time.sleep(0.3)
         b = connect(gw.ports["PLAINTEXT"])
         b.sendall(big_b)
@@ -256,7 +257,7 @@ def test_in_flight_bytes_are_bounded_across_connections(tmp_path):
             raise AssertionError("the second request was served beyond the in-flight budget")
         except OSError:
             pass  # timed out: still waiting for budget
-        a.sendall(big_a[len(big_a) // 2:])
+        a.sendall(big_a[800 * 1024:])
         assert parse_produce_v2_response(read_frame(a))[1][0][2] == 0
         b.settimeout(10)
         assert parse_produce_v2_response(read_frame(b))[1][0][2] == 0
