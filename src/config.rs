@@ -123,8 +123,17 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Largest decompressed size of one batch; more is a decompression bomb (CORRUPT_MESSAGE).
     pub max_decompressed_batch_bytes: usize,
-    /// Most records in one partition's data of a Produce request.
+    /// Most records in one partition's data of a Produce request, and most logs they may
+    /// become (a `.json` array is one log per element).
     pub max_records_per_batch: usize,
+    /// Most bytes the logs of one partition's data may take once converted; more gets
+    /// MESSAGE_TOO_LARGE.
+    pub max_converted_batch_bytes: usize,
+    /// Converted logs all requests together may hold until storage has written them;
+    /// decoding waits while it is spent.
+    pub max_decoded_inflight_bytes: usize,
+    /// Threads that decompress, decode and convert Produce data (0: one per core).
+    pub decode_threads: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout_secs: u64,
     /// Time a client has from connecting to finishing SASL authentication (and TLS).
@@ -157,6 +166,9 @@ impl Default for Limits {
             max_batch_bytes: 8 * 1024 * 1024,
             max_decompressed_batch_bytes: 64 * 1024 * 1024,
             max_records_per_batch: 1_000_000,
+            max_converted_batch_bytes: 128 * 1024 * 1024,
+            max_decoded_inflight_bytes: 256 * 1024 * 1024,
+            decode_threads: 0,
             idle_timeout_secs: 600,
             auth_timeout_secs: 10,
             max_connections: 10_000,

@@ -10,6 +10,7 @@ use loggate::config::{Config, SecurityProtocol};
 use loggate::ingest::auth::{generate_key, KeyStore, SecretHash};
 use loggate::ingest::catalog::Catalog;
 use loggate::ingest::Ingest;
+use loggate::kafka::pool::DecodePool;
 use loggate::kafka::Broker;
 use loggate::metrics::Metrics;
 use loggate::server::{self, tls};
@@ -206,7 +207,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
     tracing::info!(batches, "idempotent producer state recovered");
     let metrics = Arc::new(Metrics::new(ingest.clone()));
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, node_id });
+    let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;

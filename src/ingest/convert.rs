@@ -23,6 +23,43 @@ pub struct BatchContext<'a> {
     pub tag: Option<&'a [u8]>,
 }
 
+/// How many logs, and how many encoded bytes of them, one batch's records may become: a
+/// `.json` array fans one record out into a log per element, so the record count alone
+/// does not bound the work or the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    pub max_logs: usize,
+    pub max_bytes: usize,
+}
+
+impl OutputLimits {
+    /// No limit beyond the storage's per-log size.
+    pub const NONE: Self = Self { max_logs: usize::MAX, max_bytes: usize::MAX };
+
+    /// Whether another log may be started in `out`.
+    fn check(&self, out: &EntryBatch) -> Result<(), ConvertError> {
+        if out.len() >= self.max_logs {
+            return Err(ConvertError::TooManyLogs(self.max_logs));
+        }
+        if out.bytes_len() >= self.max_bytes {
+            return Err(ConvertError::TooManyBytes(self.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// Why records could not be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// One log does not fit the storage.
+    #[error(transparent)]
+    Log(#[from] StorageError),
+    #[error("the records make more than {0} logs")]
+    TooManyLogs(usize),
+    #[error("the records' logs take more than {0} bytes")]
+    TooManyBytes(usize),
+}
+
 /// Counts of what conversion did, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConvertStats {
@@ -44,6 +81,7 @@ pub struct ConvertStats {
 pub struct Converter<'a> {
     format: ValueFormat,
     ctx: BatchContext<'a>,
+    limits: OutputLimits,
     scratch: Scratch,
     stats: ConvertStats,
 }
@@ -59,7 +97,13 @@ struct Scratch {
 
 impl<'a> Converter<'a> {
     pub fn new(format: ValueFormat, ctx: BatchContext<'a>) -> Self {
-        Self { format, ctx, scratch: Scratch::default(), stats: ConvertStats::default() }
+        Self { format, ctx, limits: OutputLimits::NONE, scratch: Scratch::default(), stats: ConvertStats::default() }
+    }
+
+    /// The same converter, refusing to write more than `limits` into a batch.
+    pub fn with_limits(mut self, limits: OutputLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// What conversion did so far.
@@ -68,11 +112,12 @@ impl<'a> Converter<'a> {
     }
 
     /// Appends the logs of `record` to `out`: one log, or one per object of a JSON array.
-    /// Fails when a log is larger than `out` allows.
-    pub fn push_logs(&mut self, record: &RecordRef<'_>, out: &mut EntryBatch) -> Result<(), StorageError> {
+    /// Fails when a log is larger than `out` allows, or the logs exceed the limits.
+    pub fn push_logs(&mut self, record: &RecordRef<'_>, out: &mut EntryBatch) -> Result<(), ConvertError> {
+        self.limits.check(out)?;
         let Some(value) = record.value else {
             let tag = first_tag(&self.ctx, out);
-            return begin_log(&self.ctx, record, out).finish_with_tag(tag);
+            return Ok(begin_log(&self.ctx, record, out).finish_with_tag(tag)?);
         };
         self.stats.value_bytes += value.len() as u64;
         if self.format == ValueFormat::Json {
@@ -84,13 +129,14 @@ impl<'a> Converter<'a> {
         let tag = first_tag(&self.ctx, out);
         let mut log = begin_log(&self.ctx, record, out).fields();
         log.field(CONTENT.as_bytes(), value);
-        log.finish_with_tag(tag)
+        Ok(log.finish_with_tag(tag)?)
     }
 
     /// Writes the logs of a JSON object or array of objects; `false` (nothing written) when
     /// `value` is anything else.
-    fn push_json_logs(&mut self, record: &RecordRef<'_>, value: &[u8], out: &mut EntryBatch) -> Result<bool, StorageError> {
+    fn push_json_logs(&mut self, record: &RecordRef<'_>, value: &[u8], out: &mut EntryBatch) -> Result<bool, ConvertError> {
         let ctx = &self.ctx;
+        let limits = self.limits;
         let scratch = &mut self.scratch;
         // JSON that parses is UTF-8 (bytes above 0x7f can only be inside strings, which
         // must be UTF-8): checking it all at once spares the parser checking every string.
@@ -104,7 +150,7 @@ impl<'a> Converter<'a> {
                 let mut de = serde_json::Deserializer::from_str(value);
                 let parsed = ObjectFields { log: &mut log, scratch }.deserialize(&mut de).and_then(|()| de.end());
                 match parsed {
-                    Ok(()) => log.finish_with_tag(tag).map(|()| true),
+                    Ok(()) => Ok(log.finish_with_tag(tag).map(|()| true)?),
                     // Dropping the unfinished log removes it.
                     Err(_) => Ok(false),
                 }
@@ -113,7 +159,7 @@ impl<'a> Converter<'a> {
                 let mut too_large = None;
                 let written = out.all_or_nothing(|out| {
                     let mut de = serde_json::Deserializer::from_str(value);
-                    let objects = ObjectLogs(ObjectSink { ctx, record, out, scratch, too_large: &mut too_large });
+                    let objects = ObjectLogs(ObjectSink { ctx, limits, record, out, scratch, too_large: &mut too_large });
                     match objects.deserialize(&mut de).and_then(|n| de.end().map(|()| n)) {
                         Ok(n) if n > 0 => Ok(()),
                         _ => Err(()),
@@ -256,11 +302,13 @@ impl<'de> Visitor<'de> for NameSeed<'_> {
 /// What writing the logs of one record's JSON objects needs, and where they go.
 struct ObjectSink<'s, 'c> {
     ctx: &'c BatchContext<'c>,
+    limits: OutputLimits,
     record: &'c RecordRef<'c>,
     out: &'s mut EntryBatch,
     scratch: &'s mut Scratch,
-    /// Set when a log did not fit (the parse is then stopped with an error).
-    too_large: &'s mut Option<StorageError>,
+    /// Set when a log did not fit or the limits were reached (the parse is then stopped
+    /// with an error).
+    too_large: &'s mut Option<ConvertError>,
 }
 
 impl<'c> ObjectSink<'_, 'c> {
@@ -268,6 +316,7 @@ impl<'c> ObjectSink<'_, 'c> {
     fn reborrow(&mut self) -> ObjectSink<'_, 'c> {
         ObjectSink {
             ctx: self.ctx,
+            limits: self.limits,
             record: self.record,
             out: &mut *self.out,
             scratch: &mut *self.scratch,
@@ -313,12 +362,16 @@ impl<'de> DeserializeSeed<'de> for ObjectLog<'_, '_> {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         let ObjectLog(sink) = self;
+        if let Err(e) = sink.limits.check(sink.out) {
+            *sink.too_large = Some(e);
+            return Err(de::Error::custom("output limits reached"));
+        }
         let tag = first_tag(sink.ctx, sink.out);
         let mut log = begin_log(sink.ctx, sink.record, sink.out).fields();
         // On an error the unfinished log is dropped, so removed.
         d.deserialize_map(ObjectFields { log: &mut log, scratch: sink.scratch })?;
         log.finish_with_tag(tag).map_err(|e| {
-            *sink.too_large = Some(e);
+            *sink.too_large = Some(e.into());
             de::Error::custom("log too large")
         })
     }
@@ -351,7 +404,7 @@ mod tests {
         format: ValueFormat,
         ctx: BatchContext<'_>,
         max_entry_bytes: usize,
-    ) -> Result<(Vec<LogEntry>, ConvertStats), StorageError> {
+    ) -> Result<(Vec<LogEntry>, ConvertStats), ConvertError> {
         let mut out = EntryBatch::new(max_entry_bytes);
         let mut converter = Converter::new(format, ctx);
         for r in records {
@@ -493,8 +546,33 @@ mod tests {
         for value in [big.clone(), format!("[{big}]"), "y".repeat(300)] {
             for format in [ValueFormat::Raw, ValueFormat::Json] {
                 let r = convert_all(&[record(value.as_bytes())], format, ctx(), 256);
-                assert!(matches!(r, Err(StorageError::EntryTooLarge { limit: 256, .. })), "{value} {format:?}: {r:?}");
+                assert!(
+                    matches!(r, Err(ConvertError::Log(StorageError::EntryTooLarge { limit: 256, .. }))),
+                    "{value} {format:?}: {r:?}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_json_array_fanning_out_stops_at_the_output_limits() {
+        // 3 bytes of input per log: the record count (1) says nothing of the work.
+        let value = format!("[{}{{}}]", "{},".repeat(9_999));
+        let convert = |limits| {
+            let mut out = EntryBatch::new(1 << 20);
+            let mut converter = Converter::new(ValueFormat::Json, ctx()).with_limits(limits);
+            converter.push_logs(&record(value.as_bytes()), &mut out).map(|()| out)
+        };
+        assert_eq!(convert(OutputLimits::NONE).unwrap().len(), 10_000);
+        let r = convert(OutputLimits { max_logs: 1000, max_bytes: usize::MAX });
+        assert!(matches!(r, Err(ConvertError::TooManyLogs(1000))), "{r:?}");
+        let r = convert(OutputLimits { max_logs: usize::MAX, max_bytes: 10_000 });
+        assert!(matches!(r, Err(ConvertError::TooManyBytes(10_000))), "{r:?}");
+        // Raw records are counted the same way, before each log.
+        let mut out = EntryBatch::new(1 << 20);
+        let mut converter = Converter::new(ValueFormat::Raw, ctx()).with_limits(OutputLimits { max_logs: 2, max_bytes: usize::MAX });
+        converter.push_logs(&record(b"a"), &mut out).unwrap();
+        converter.push_logs(&record(b"b"), &mut out).unwrap();
+        assert!(matches!(converter.push_logs(&record(b"c"), &mut out), Err(ConvertError::TooManyLogs(2))));
     }
 }

@@ -18,7 +18,7 @@ use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
 use catalog::{Catalog, Logstore, Topic};
-use convert::{BatchContext, ConvertStats, Converter};
+use convert::{BatchContext, ConvertError, ConvertStats, Converter, OutputLimits};
 
 /// Why a topic cannot be written by a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,9 @@ pub enum WriteError {
     /// A record failed its checks while being converted.
     #[error("{0}")]
     Records(#[from] RecordError),
+    /// The records make more logs, or larger ones, than one batch may.
+    #[error("{0}")]
+    Oversized(ConvertError),
     /// The task writing the logs ended without an answer (it panicked or the runtime is
     /// shutting down).
     #[error("write task ended without an answer: {0}")]
@@ -113,27 +116,22 @@ impl Ingest {
         Ok(resolved)
     }
 
-    /// Writes one partition's batches to `shard`. Their records are first converted into
-    /// logs: a record that fails its checks fails the write, and nothing is stored. An
-    /// idempotent batch is then checked against the producer's sequence state for the
-    /// topic and `partition`: a retry of a written batch gets its original offset and is
-    /// not stored again.
-    ///
-    /// Once the logs are handed to storage the write runs to its end in a task of its own,
-    /// even if the caller stops waiting (a Produce answered with REQUEST_TIMED_OUT): the
-    /// logs land and the producer's state records them, so the client's retry of that
-    /// batch is answered as a duplicate instead of stored a second time.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn write(
+    /// Converts one partition's batches into logs (CPU work: run it off the async workers
+    /// for anything large). A record that fails its checks, or logs beyond `limits`, fail
+    /// the partition, and nothing is stored. The first log of an idempotent batch carries
+    /// its producer tag.
+    pub fn convert(
         &self,
         topic: &Topic,
         partition: i32,
-        shard: u32,
         batches: &[RawBatch],
         source: &[u8],
-        durability: Durability,
         producer: Option<ProducerBatch>,
-    ) -> Result<Written, WriteError> {
+        limits: OutputLimits,
+    ) -> Result<Converted, WriteError> {
+        /// Bytes a log takes beyond its record's data, roughly: frame, times, lengths and
+        /// counts, the `content` name.
+        const LOG_OVERHEAD: usize = 80;
         let tag = producer.map(|p| {
             ProducerTag {
                 producer_id: p.producer_id,
@@ -145,15 +143,54 @@ impl Ingest {
             }
             .encode()
         });
-        let (logs, stats) = self.convert(topic, batches, source, tag.as_ref().map(|t| &t[..]))?;
+        // A guess from the batch headers, so capped by what the bytes present can hold.
+        let capacity: usize = batches
+            .iter()
+            .map(|b| {
+                let guess = b.data_len().saturating_add(b.record_count().saturating_mul(LOG_OVERHEAD + source.len()));
+                guess.min(b.data_len().saturating_mul(16).saturating_add(4096))
+            })
+            .fold(0usize, usize::saturating_add)
+            .min(limits.max_bytes);
+        let mut logs = EntryBatch::with_capacity(self.storage.max_entry_bytes(), capacity);
+        let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag.as_ref().map(|t| &t[..]) };
+        let mut converter = Converter::new(topic.format, ctx).with_limits(limits);
+        for batch in batches {
+            for record in batch.records() {
+                converter.push_logs(&record?, &mut logs).map_err(|e| match e {
+                    ConvertError::Log(e) => WriteError::Storage(e),
+                    limit => WriteError::Oversized(limit),
+                })?;
+            }
+        }
+        Ok(Converted { topic: topic.clone(), partition, logs, stats: converter.stats(), producer })
+    }
+
+    /// Writes converted logs to `shard`. An idempotent batch is first checked against the
+    /// producer's sequence state for its topic and partition: a retry of a written batch
+    /// gets its original offset and is not stored again.
+    ///
+    /// The write runs to its end in a task of its own, even if the caller stops waiting (a
+    /// Produce answered with REQUEST_TIMED_OUT): the logs land and the producer's state
+    /// records them, so the client's retry of that batch is answered as a duplicate
+    /// instead of stored a second time. `hold` is kept until then (the budget the logs'
+    /// memory was counted in).
+    pub async fn write<H: Send + 'static>(
+        &self,
+        converted: Converted,
+        shard: u32,
+        durability: Durability,
+        hold: H,
+    ) -> Result<Written, WriteError> {
         let storage = self.storage.clone();
-        let logstore = topic.logstore.clone();
-        let format = topic.format;
+        let Converted { topic, partition, logs, stats, producer } = converted;
         let write = async move {
+            let _hold = hold;
+            let logstore = &topic.logstore;
             let Some(p) = producer else {
-                return Ok(append(&*storage, &logstore, shard, logs, stats, durability).await?);
+                return Ok(append(&*storage, logstore, shard, logs, stats, durability).await?);
             };
-            let Some(state) = logstore.producers(format, partition) else {
+            let Some(state) = logstore.producers(topic.format, partition) else {
                 return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
             };
             // Held across the append so that check, write and record are one step per
@@ -161,7 +198,7 @@ impl Ingest {
             let mut state = state.lock().await;
             match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
                 SequenceCheck::Append => {
-                    let written = append(&*storage, &logstore, shard, logs, stats, durability).await?;
+                    let written = append(&*storage, logstore, shard, logs, stats, durability).await?;
                     let batch =
                         WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
                     state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
@@ -173,27 +210,22 @@ impl Ingest {
         };
         tokio::spawn(write).await.map_err(|e| WriteError::Aborted(e.to_string()))?
     }
+}
 
-    /// Converts the records of `batches` into logs; the first log carries `tag`.
-    fn convert(
-        &self,
-        topic: &Topic,
-        batches: &[RawBatch],
-        source: &[u8],
-        tag: Option<&[u8]>,
-    ) -> Result<(EntryBatch, ConvertStats), WriteError> {
-        /// Bytes a log takes beyond its record's data, roughly: frame, times, lengths and
-        /// counts, the `content` name.
-        const LOG_OVERHEAD: usize = 80;
-        let capacity = batches.iter().map(|b| b.data_len() + b.record_count() * (LOG_OVERHEAD + source.len())).sum();
-        let mut logs = EntryBatch::with_capacity(self.storage.max_entry_bytes(), capacity);
-        let mut converter = Converter::new(topic.format, BatchContext { arrival_time_ms: now_ms(), source, tag });
-        for batch in batches {
-            for record in batch.records() {
-                converter.push_logs(&record?, &mut logs)?;
-            }
-        }
-        Ok((logs, converter.stats()))
+/// One partition's records converted into logs, ready for [`Ingest::write`].
+#[derive(Debug)]
+pub struct Converted {
+    topic: Topic,
+    partition: i32,
+    logs: EntryBatch,
+    stats: ConvertStats,
+    producer: Option<ProducerBatch>,
+}
+
+impl Converted {
+    /// Encoded size of the logs (what they hold in memory until written).
+    pub fn bytes_len(&self) -> usize {
+        self.logs.bytes_len()
     }
 }
 

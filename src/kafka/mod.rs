@@ -11,6 +11,7 @@ pub mod find_coordinator;
 pub mod header;
 pub mod init_producer_id;
 pub mod metadata;
+pub mod pool;
 pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
@@ -45,6 +46,9 @@ pub struct Broker {
     pub ingest: Arc<Ingest>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// Where Produce data is decompressed, decoded and converted, and the budget of its
+    /// output until written.
+    pub pool: pool::DecodePool,
     /// The node id this gateway reports as the only broker and leader of every shard.
     pub node_id: i32,
 }

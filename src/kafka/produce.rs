@@ -16,10 +16,12 @@ use loggate_storage::Durability;
 use tracing::{debug, warn};
 
 use super::errors::{code, ProduceError};
+use super::pool::{RequestJobs, INLINE_BYTES};
 use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::Principal;
 use crate::ingest::producers::{last_seq, SequenceCheck};
-use crate::ingest::{ProducerBatch, ResolveError, WriteError};
+use crate::ingest::convert::OutputLimits;
+use crate::ingest::{Converted, ProducerBatch, ResolveError, WriteError};
 
 /// Highest Produce version served (v9 is the first flexible one).
 pub const MAX_VERSION: i16 = 9;
@@ -74,14 +76,17 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
 
     let mut results = Vec::with_capacity(request.topics.len());
     let mut failures = 0usize;
+    let jobs = broker.pool.request_jobs();
     for (topic_name, partitions) in request.topics {
         let writes = partitions.into_iter().map(|(index, records)| {
             let topic_name = &topic_name;
+            let jobs = &jobs;
             async move {
                 let outcome = match blanket_error {
                     Some(e) => Err((e, "request-level error".to_string())),
                     None => {
-                        let write = write_partition(broker, session, principal, version, topic_name, index, records, durability);
+                        let write =
+                            write_partition(broker, session, principal, version, topic_name, index, records, durability, jobs);
                         match tokio::time::timeout(deadline, write).await {
                             Ok(outcome) => outcome,
                             Err(_) => Err((ProduceError::Timeout, format!("storage did not answer within {deadline:?}"))),
@@ -114,7 +119,8 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
     encode(header, results)
 }
 
-/// Decodes, checks and stores one partition's records; returns the base offset.
+/// Decodes, checks and stores one partition's records; returns the base offset. The
+/// decoding and conversion run in the broker's decode pool (see [`super::pool`]).
 #[allow(clippy::too_many_arguments)]
 async fn write_partition(
     broker: &Broker,
@@ -125,6 +131,7 @@ async fn write_partition(
     partition: i32,
     records: Option<Bytes>,
     durability: Durability,
+    jobs: &RequestJobs,
 ) -> Result<i64, (ProduceError, String)> {
     let topic = if session.sni_conflict {
         Err(ResolveError::UnknownTopic)
@@ -152,23 +159,45 @@ async fn write_partition(
         max_records: limits.max_records_per_batch,
         allow_zstd: version >= 7,
     };
-    // Batches are checked and decompressed here, their records as they are converted.
-    let batches = decode_batches(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
-    let producer = producer_batch(&batches)?;
-    check_batches(version, &batches)?;
-    let written = broker
-        .ingest
-        .write(&topic, partition, shard, &batches, &session.source, durability, producer)
-        .await
-        .map_err(|e| match e {
-            WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
-            WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
-            WriteError::Records(e) => (record_error(&e), e.to_string()),
-            WriteError::Aborted(why) => (ProduceError::StorageError, why),
-        })?;
+    let output = OutputLimits { max_logs: limits.max_records_per_batch, max_bytes: limits.max_converted_batch_bytes };
+    let inline = records.len() <= INLINE_BYTES && !maybe_compressed(&records);
+    let (ingest, source) = (broker.ingest.clone(), session.source.clone());
+    // Batches are checked and decompressed, and their records converted, in one job.
+    let job = move || {
+        let batches = decode_batches(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+        let producer = producer_batch(&batches)?;
+        check_batches(version, &batches)?;
+        ingest.convert(&topic, partition, &batches, &source, producer, output).map_err(write_error)
+    };
+    let size = |r: &Result<Converted, _>| r.as_ref().map_or(0, Converted::bytes_len);
+    let (converted, pending) =
+        broker.pool.run(jobs, inline, job, size).await.map_err(|e| (ProduceError::StorageError, e.to_string()))?;
+    let written = broker.ingest.write(converted?, shard, durability, pending).await.map_err(write_error)?;
     debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
         base_offset = written.base_offset, "stored");
     Ok(written.base_offset)
+}
+
+/// Whether record data may hold compressed batches (so its work is not bounded by its
+/// size): a magic-2 batch says so in its attributes; message sets of magic 0/1 may carry
+/// compressed wrappers anywhere, so they count as compressed.
+fn maybe_compressed(records: &[u8]) -> bool {
+    match (records.get(16), records.get(22)) {
+        (Some(2), Some(attributes)) => attributes & 0x07 != 0,
+        (Some(2), None) | (None, _) => false,
+        _ => true,
+    }
+}
+
+/// The Kafka error for a failed conversion or write.
+fn write_error(e: WriteError) -> (ProduceError, String) {
+    match e {
+        WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
+        WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
+        WriteError::Records(e) => (record_error(&e), e.to_string()),
+        WriteError::Oversized(e) => (ProduceError::MessageTooLarge, e.to_string()),
+        WriteError::Aborted(why) => (ProduceError::StorageError, why),
+    }
 }
 
 /// Applies the rules the decoder leaves to the broker.
