@@ -12,9 +12,11 @@ pub mod header;
 pub mod init_producer_id;
 pub mod metadata;
 pub mod produce;
+pub mod produce_request;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod session;
+pub mod wire;
 
 use std::sync::Arc;
 
