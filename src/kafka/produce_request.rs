@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{Wire, WireError};
+use super::wire::{Wire, WireError, MAX_REQUEST_ENTRIES};
 
 /// One partition's data: its index and record bytes.
 pub type PartitionData = (i32, Option<Bytes>);
@@ -37,10 +37,18 @@ pub fn parse(version: i16, body: Bytes) -> Result<ProduceBody, WireError> {
     let acks = w.i16("acks")?;
     let timeout_ms = w.i32("timeout")?;
     let topic_count = w.array(min_topic, "topics")?;
+    if topic_count > MAX_REQUEST_ENTRIES {
+        return Err(WireError::TooManyEntries { what: "topics", count: topic_count });
+    }
     let mut topics = Vec::with_capacity(topic_count);
+    let mut entries = 0usize;
     for _ in 0..topic_count {
         let name = w.string("topic name")?;
         let partition_count = w.array(min_partition, "partitions")?;
+        entries += partition_count;
+        if entries > MAX_REQUEST_ENTRIES {
+            return Err(WireError::TooManyEntries { what: "partitions", count: entries });
+        }
         let mut partitions = Vec::with_capacity(partition_count);
         for _ in 0..partition_count {
             let index = w.i32("partition index")?;
@@ -171,6 +179,22 @@ mod tests {
         // v0: topics count 0x7fffffff.
         let v0 = vec![0, 1, 0, 0, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0];
         assert!(matches!(parse(0, Bytes::from(v0)), Err(WireError::Count { .. })));
+        // 10,001 partition entries (all there) over two topics.
+        let mut many = vec![0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30, 0, 0, 0, 2];
+        for n in [5_000i32, 5_001] {
+            many.extend([0, 1, b'a']);
+            many.extend(n.to_be_bytes());
+            for _ in 0..n {
+                many.extend([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+            }
+        }
+        let err = parse(3, Bytes::from(many.clone())).unwrap_err();
+        assert!(matches!(err, WireError::TooManyEntries { what: "partitions", .. }), "{err}");
+        // 10,000 are fine.
+        many.truncate(many.len() - 8);
+        let at = 12 + 3 + 4 + 5_000 * 8 + 3;
+        many[at..at + 4].copy_from_slice(&5_000i32.to_be_bytes());
+        assert_eq!(parse(3, Bytes::from(many)).unwrap().topics[1].1.len(), 5_000);
         // v9: a tagged-field bomb after the topics.
         let v9 = vec![0, 0, 1, 0, 0, 0x75, 0x30, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0];
         assert!(parse(9, Bytes::from(v9)).is_err());

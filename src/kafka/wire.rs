@@ -13,6 +13,12 @@ use bytes::{Buf, Bytes};
 /// unknown one in a map, so an unbounded section would cost far more memory than bytes.
 pub const MAX_TAGGED_FIELDS: u32 = 64;
 
+/// Most topics one Metadata or Produce request may name, and most partition entries one
+/// Produce request may carry (over all its topics). A gateway's projects have tens of
+/// logstores of a few shards; each entry costs a response entry and, in Produce, a write
+/// in flight, far more memory than its few bytes on the wire.
+pub const MAX_REQUEST_ENTRIES: usize = 10_000;
+
 /// Why a request body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -30,6 +36,8 @@ pub enum WireError {
     Utf8(&'static str),
     #[error("{0}: varint longer than 5 bytes")]
     Varint(&'static str),
+    #[error("{what}: {count} entries, more than {MAX_REQUEST_ENTRIES}")]
+    TooManyEntries { what: &'static str, count: usize },
     #[error("{0}: {1} tagged fields, more than {MAX_TAGGED_FIELDS}")]
     TooManyTaggedFields(&'static str, u32),
 }
@@ -207,6 +215,9 @@ pub fn check(api_key: i16, version: i16, body: &Bytes) -> Result<(), WireError> 
             // Smallest topic: a UUID (v10+), an empty or null name, its tagged fields.
             let min_topic = if version >= 10 { 18 } else { 2 };
             let count = w.array_len(min_topic, "metadata topics")?.unwrap_or(0);
+            if count > MAX_REQUEST_ENTRIES {
+                return Err(WireError::TooManyEntries { what: "metadata topics", count });
+            }
             for _ in 0..count {
                 if version >= 10 {
                     w.skip(16, "topic id")?;
@@ -309,6 +320,13 @@ mod tests {
         assert!(check(METADATA, 1, &Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff])).is_err());
         // v12: compact count 2^32-2, nothing after.
         assert!(check(METADATA, 12, &Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f])).is_err());
+        // v0: 10,001 empty topic names, all there.
+        let mut many = (10_001i32).to_be_bytes().to_vec();
+        many.extend(vec![0u8; 2 * 10_001]);
+        assert!(matches!(check(METADATA, 0, &Bytes::from(many)), Err(WireError::TooManyEntries { .. })));
+        let mut ok = (10_000i32).to_be_bytes().to_vec();
+        ok.extend(vec![0u8; 2 * 10_000]);
+        assert_eq!(check(METADATA, 0, &Bytes::from(ok)), Ok(()));
         // v12, null topics, three booleans... (v12 has two) and no tagged fields.
         assert_eq!(check(METADATA, 12, &Bytes::from_static(&[0, 1, 0, 0])), Ok(()));
         // v4 with one topic "a".

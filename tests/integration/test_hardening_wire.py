@@ -210,6 +210,24 @@ def test_count_bombs_under_an_address_space_limit(limited):
     assert "cannot fit in the" in gw.log_text()
 
 
+def test_requests_naming_too_many_entries_are_refused(limited):
+    """Bytes that are all there, but 200,000 partition entries (1.6 MB) of one Produce, or
+    20,000 topics of one Metadata: each would cost far more memory than its bytes."""
+    gw = limited
+    partitions = b"".join(struct.pack(">ii", i, -1) for i in range(200_000))
+    produce = request(PRODUCE, 3, 31, struct.pack(">hhii", -1, 1, 10000, 1) + string("one")
+                      + struct.pack(">i", 200_000) + partitions)
+    metadata = request(METADATA, 1, 32, struct.pack(">i", 20_000) + b"".join(string("t%d" % i) for i in range(20_000)))
+    for frame in (produce, metadata):
+        s = connect(gw.ports["PLAINTEXT"])
+        s.sendall(frame)
+        assert is_closed(s, timeout=10)
+        s.close()
+    assert gw.alive()
+    assert "more than 10000" in gw.log_text()
+    produce_ok(gw, "after too many entries")
+
+
 def test_sasl_authenticate_bombs_before_authentication(limited):
     gw = limited
     bombs = {
