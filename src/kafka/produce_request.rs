@@ -149,6 +149,37 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_bodies_are_errors_or_parse_like_kafka_protocol() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for version in 0..=9 {
+            let base = if version >= 3 { encoded(version, false).to_vec() } else { vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0] };
+            for _ in 0..3_000 {
+                let mut body = base.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % body.len();
+                    body[at] = next() as u8;
+                }
+                let body = Bytes::from(body);
+                let ours = parse(version, body.clone());
+                if version >= 3 {
+                    // Where ours accepts, kafka-protocol reads the same request.
+                    if let Ok(ours) = ours {
+                        let reference = ProduceRequest::decode(&mut body.clone(), version).expect("reference accepts");
+                        assert_eq!(ours.topics.len(), reference.topic_data.len());
+                        assert_eq!(ours.acks, reference.acks);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn parses_v0_to_v2() {
         let mut body = vec![0, 1, 0, 0, 0x75, 0x30, 0, 0, 0, 1, 0, 3, b'a', b'p', b'p', 0, 0, 0, 1];
         body.extend([0, 0, 0, 4, 0, 0, 0, 2, b'h', b'i']);
