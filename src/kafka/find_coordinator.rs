@@ -15,6 +15,10 @@ pub fn handle(header: &RequestHeader, mut body: Bytes) -> Reply {
     if !(0..=3).contains(&header.api_version) {
         return Reply::Close(format!("unsupported FindCoordinator version {}", header.api_version));
     }
+    // Every count and length checked against the bytes present before decoding.
+    if let Err(e) = super::wire::check(super::api_key::FIND_COORDINATOR, header.api_version, &body) {
+        return Reply::Close(format!("malformed FindCoordinator: {e}"));
+    }
     let request = match FindCoordinatorRequest::decode(&mut body, header.api_version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed FindCoordinator: {e}")),

@@ -3,6 +3,8 @@
 
 use bytes::{Buf, Bytes};
 
+use super::wire::MAX_TAGGED_FIELDS;
+
 /// A request header: which API, which version, and the id to echo back.
 #[derive(Debug, Clone)]
 pub struct RequestHeader {
@@ -63,9 +65,13 @@ impl RequestHeader {
     }
 }
 
-/// Skips a tagged-field section (unsigned varint count, then tag, size, bytes each).
+/// Skips a tagged-field section (unsigned varint count, then tag, size, bytes each): at
+/// most [`MAX_TAGGED_FIELDS`], each at least the 2 bytes of its tag and size.
 pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
     let count = read_uvarint(buf)?;
+    if count > MAX_TAGGED_FIELDS || count as usize > buf.remaining() / 2 {
+        return Err(HeaderError("more tagged fields than the request can hold"));
+    }
     for _ in 0..count {
         let _tag = read_uvarint(buf)?;
         let size = read_uvarint(buf)? as usize;

@@ -19,6 +19,10 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
     if !(0..=MAX_VERSION).contains(&header.api_version) {
         return Reply::Close(format!("unsupported InitProducerId version {}", header.api_version));
     }
+    // Every count and length checked against the bytes present before decoding.
+    if let Err(e) = super::wire::check(super::api_key::INIT_PRODUCER_ID, header.api_version, &body) {
+        return Reply::Close(format!("malformed InitProducerId: {e}"));
+    }
     let request = match InitProducerIdRequest::decode(&mut body, header.api_version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed InitProducerId: {e}")),

@@ -21,6 +21,10 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
     if !(0..=MAX_VERSION).contains(&version) {
         return Reply::Close(format!("unsupported Metadata version {version}"));
     }
+    // Every count and length checked against the bytes present before decoding.
+    if let Err(e) = super::wire::check(super::api_key::METADATA, version, &body) {
+        return Reply::Close(format!("malformed Metadata request: {e}"));
+    }
     let request = match MetadataRequest::decode(&mut body, version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed Metadata request: {e}")),

@@ -13,9 +13,11 @@ pub mod init_producer_id;
 pub mod metadata;
 pub mod pool;
 pub mod produce;
+pub mod produce_request;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod session;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -1,16 +1,16 @@
 //! Produce (key 0) v0-v9: decode each partition's records, write them, answer per
 //! partition in the error codes the client's era understands.
 //!
-//! Versions 0-2 (message sets of magic 0/1) are parsed here by hand; versions 3+ by the
-//! `kafka-protocol` crate. Either way the records bytes stay zero-copy slices of the frame.
+//! Request bodies of every version are parsed by [`super::produce_request`] with counts
+//! bounded by the bytes present; the records bytes stay zero-copy slices of the frame.
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::{ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use loggate_records::{decode_batches, DecodeOptions, RawBatch, RecordError};
 use loggate_storage::Durability;
 use tracing::{debug, warn};
@@ -265,52 +265,11 @@ fn log_failure(session: &Session, topic: &str, partition: i32, error: ProduceErr
     }
 }
 
-/// Parses the request body of any served version.
-fn parse(version: i16, mut body: Bytes) -> Result<Request, String> {
-    if version >= 3 {
-        let r = ProduceRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
-        let topics = r
-            .topic_data
-            .into_iter()
-            .map(|t| (t.name.0.to_string(), t.partition_data.into_iter().map(|p| (p.index, p.records)).collect()))
-            .collect();
-        return Ok(Request { acks: r.acks, timeout_ms: r.timeout_ms, transactional: r.transactional_id.is_some(), topics });
-    }
-    // v0-v2: acks int16, timeout int32, [topic string, [partition int32, message set bytes]]
-    let b = &mut body;
-    let acks = get_i16(b)?;
-    let timeout_ms = get_i32(b)?;
-    let topic_count = get_count(b)?;
-    let mut topics = Vec::with_capacity(topic_count.min(1024));
-    for _ in 0..topic_count {
-        let name_len = usize::try_from(get_i16(b)?).map_err(|_| "null topic name")?;
-        let name = take(b, name_len)?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| "topic name is not UTF-8")?;
-        let partition_count = get_count(b)?;
-        let mut partitions = Vec::with_capacity(partition_count.min(1024));
-        for _ in 0..partition_count {
-            let index = get_i32(b)?;
-            let size = get_i32(b)?;
-            let records = if size < 0 { None } else { Some(take(b, size as usize)?) };
-            partitions.push((index, records));
-        }
-        topics.push((name, partitions));
-    }
-    Ok(Request { acks, timeout_ms, transactional: false, topics })
-}
-
-fn get_i16(b: &mut Bytes) -> Result<i16, String> {
-    (b.remaining() >= 2).then(|| b.get_i16()).ok_or_else(|| "truncated".to_string())
-}
-fn get_i32(b: &mut Bytes) -> Result<i32, String> {
-    (b.remaining() >= 4).then(|| b.get_i32()).ok_or_else(|| "truncated".to_string())
-}
-fn get_count(b: &mut Bytes) -> Result<usize, String> {
-    let n = get_i32(b)?;
-    usize::try_from(n).map_err(|_| format!("negative array length {n}"))
-}
-fn take(b: &mut Bytes, n: usize) -> Result<Bytes, String> {
-    (b.remaining() >= n).then(|| b.split_to(n)).ok_or_else(|| "truncated".to_string())
+/// Parses the request body of any served version, every count checked against the bytes
+/// left (see [`super::produce_request`]).
+fn parse(version: i16, body: Bytes) -> Result<Request, String> {
+    let r = super::produce_request::parse(version, body).map_err(|e| e.to_string())?;
+    Ok(Request { acks: r.acks, timeout_ms: r.timeout_ms, transactional: r.transactional, topics: r.topics })
 }
 
 /// Encodes the response in the request's version.

@@ -19,6 +19,10 @@ pub async fn handle(broker: &Broker, session: &mut Session, header: &RequestHead
     if !(0..=2).contains(&header.api_version) {
         return Reply::Close(format!("unsupported SaslAuthenticate version {}", header.api_version));
     }
+    // Every count and length checked against the bytes present before decoding.
+    if let Err(e) = super::wire::check(super::api_key::SASL_AUTHENTICATE, header.api_version, &body) {
+        return Reply::Close(format!("malformed SaslAuthenticate: {e}"));
+    }
     let request = match SaslAuthenticateRequest::decode(&mut body, header.api_version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed SaslAuthenticate: {e}")),

@@ -15,6 +15,10 @@ pub fn handle(session: &mut Session, header: &RequestHeader, mut body: Bytes) ->
     if !(0..=1).contains(&header.api_version) {
         return Reply::Close(format!("unsupported SaslHandshake version {}", header.api_version));
     }
+    // Every count and length checked against the bytes present before decoding.
+    if let Err(e) = super::wire::check(super::api_key::SASL_HANDSHAKE, header.api_version, &body) {
+        return Reply::Close(format!("malformed SaslHandshake: {e}"));
+    }
     let request = match SaslHandshakeRequest::decode(&mut body, header.api_version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed SaslHandshake: {e}")),

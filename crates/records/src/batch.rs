@@ -20,6 +20,10 @@ use crate::{BatchInfo, Budget, Compression, RecordError};
 /// Size of the batch header, up to and including recordCount.
 const HEADER_LEN: usize = 61;
 
+/// Smallest possible encoded record: length, attributes, timestampDelta, offsetDelta,
+/// key length, value length and header count, one byte each.
+pub(crate) const MIN_RECORD_LEN: usize = 7;
+
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 
@@ -68,6 +72,13 @@ pub(crate) fn decode(entry: Bytes, budget: &mut Budget) -> Result<RawBatch, Reco
     budget.take_records(count)?;
 
     let data = budget.decompress(compression, 2, &entry.slice(HEADER_LEN..))?;
+    // Whoever sizes buffers by `record_count()` relies on it being backed by bytes.
+    if count > data.len() / MIN_RECORD_LEN {
+        return Err(RecordError::corrupt(format!(
+            "record count {count} cannot fit in {} bytes of records",
+            data.len()
+        )));
+    }
     Ok(RawBatch {
         info: BatchInfo {
             magic: 2,

@@ -1,7 +1,11 @@
 //! Decompression of Kafka codecs with a hard output cap.
 //!
-//! Every decoder is read through [`read_capped`], so a decompression bomb stops after
-//! `limit + 1` bytes of output and never allocates much beyond `limit`.
+//! Every decoder is read through [`read_capped`] or checks its output against the limit
+//! as it goes, so a decompression bomb stops after `limit + 1` bytes of output and never
+//! allocates much beyond `limit`. No work or allocation is sized by a length the input
+//! declares without the input's bytes backing it: snappy's declared length is checked
+//! against what the block can hold, LZ4 blocks get room for what they can produce (not
+//! the frame's block maximum), and a zstd frame's window is capped by the limit.
 
 use std::io::{self, Read};
 
@@ -33,14 +37,35 @@ pub(crate) fn decompress(
         }
         Compression::Snappy => snappy(input, limit),
         Compression::Lz4 => lz4(input, magic, limit),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(input)
-            .map_err(|e| Failure::Corrupt(e.to_string()))
-            .and_then(|d| read_capped(d, limit, input.len())),
+        Compression::Zstd => zstd(input, limit),
     };
     out.map(Bytes::from).map_err(|f| match f {
         Failure::Corrupt(msg) => Failure::Corrupt(format!("{codec:?}: {msg}")),
         too_large => too_large,
     })
+}
+
+/// Smallest window (as a power of two) a zstd frame may ask for whatever the limit: 8 MiB,
+/// above what Kafka clients write by default (librdkafka and zstd-jni at level 3 use 2 MiB).
+const ZSTD_MIN_WINDOW_LOG: u32 = 23;
+/// Largest window a zstd frame may ask for: libzstd's own default cap (128 MiB).
+const ZSTD_MAX_WINDOW_LOG: u32 = 27;
+
+/// The largest zstd window accepted with a decompression limit of `limit`: the window is
+/// history the decoder allocates up front, so a frame may not ask for more than the
+/// output it is allowed to produce (but at least 2^[`ZSTD_MIN_WINDOW_LOG`]).
+pub(crate) fn zstd_window_log_max(limit: usize) -> u32 {
+    let log = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    log.clamp(ZSTD_MIN_WINDOW_LOG, ZSTD_MAX_WINDOW_LOG)
+}
+
+/// Zstd, streamed through [`read_capped`], with the window a frame may declare bounded by
+/// [`zstd_window_log_max`] so a few header bytes cannot reserve a large history buffer.
+fn zstd(input: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
+    let corrupt = |e: io::Error| Failure::Corrupt(e.to_string());
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
+    decoder.window_log_max(zstd_window_log_max(limit)).map_err(corrupt)?;
+    read_capped(decoder, limit, input.len())
 }
 
 /// Reads `reader` to its end, failing once more than `limit` bytes come out.
@@ -100,12 +125,24 @@ fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
     Ok(out)
 }
 
-/// Appends one raw snappy block to `out`, checking its declared length first.
+/// Most bytes one byte of a snappy block can decode to: a 3-byte copy element (tag and
+/// 2-byte offset) yields at most 64 bytes, every other element less per byte.
+const SNAPPY_MAX_RATIO: usize = 22;
+
+/// Appends one raw snappy block to `out`, checking its declared length first: against
+/// the limit, and against what the block's bytes could possibly hold, so the output
+/// buffer is never sized by a length the bytes cannot back.
 fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Failure> {
     let n = snap::raw::decompress_len(block).map_err(|e| Failure::Corrupt(e.to_string()))?;
     let start = out.len();
     if n > limit - start {
         return Err(Failure::TooLarge);
+    }
+    if n > block.len().saturating_mul(SNAPPY_MAX_RATIO) {
+        return Err(Failure::Corrupt(format!(
+            "snappy block of {} bytes declares {n} bytes, more than it can hold",
+            block.len()
+        )));
     }
     out.resize(start + n, 0);
     let written = snap::raw::Decoder::new()
@@ -133,6 +170,9 @@ const FLG_CONTENT_CHECKSUM: u8 = 0x04;
 const FLG_DICT_ID: u8 = 0x01;
 /// Block size field: the high bit marks a block stored uncompressed.
 const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
+/// Most bytes one byte of an LZ4 block can decode to: a match length grows by 255 per
+/// extension byte, and every other part of a sequence yields less per byte.
+const LZ4_MAX_RATIO: usize = 255;
 
 /// An LZ4 frame, decoded block by block straight into one output buffer (no intermediate
 /// block buffer), linked blocks reading their history from the output itself.
@@ -179,9 +219,14 @@ fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
     }
     let block_checksums = flg & FLG_BLOCK_CHECKSUM != 0;
 
-    let mut out: Vec<u8> = Vec::with_capacity(
-        declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(limit),
-    );
+    // What the frame can produce: bounded by the limit, and by what its bytes can hold
+    // whatever the header declares.
+    let most = data.len().saturating_mul(LZ4_MAX_RATIO).min(limit);
+    let mut out: Vec<u8> = Vec::with_capacity(declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(most));
+    // `out[..pos]` is the output so far; `out[pos..]` is zeroed room kept from earlier
+    // blocks, so the zeroing done over the whole frame is bounded by its largest output
+    // plus one block's room, never by the number of blocks.
+    let mut pos = 0;
     let mut rest = &data[4 + descriptor_len + 1..];
     loop {
         let (size, tail) = rest
@@ -197,23 +242,33 @@ fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
             return Err(corrupt("truncated or oversized LZ4 block"));
         }
         let (block, tail) = tail.split_at(len);
-        let pos = out.len();
         if size & BLOCK_UNCOMPRESSED != 0 {
             if len > limit - pos {
                 return Err(Failure::TooLarge);
             }
-            out.extend_from_slice(block);
+            match out.get_mut(pos..pos + len) {
+                Some(room) => room.copy_from_slice(block),
+                None => {
+                    out.truncate(pos);
+                    out.extend_from_slice(block);
+                }
+            }
+            pos += len;
         } else {
-            // Room for the largest block the frame allows, within the limit (+1 to tell
-            // "exactly at the limit" from "over it").
-            let room = block_max.min(limit - pos + 1);
-            out.resize(pos + room, 0);
+            // Room for the most this block can produce: the frame's block maximum, what
+            // its bytes can hold, and the limit (+1 to tell "exactly at the limit" from
+            // "over it"), whichever is least.
+            let possible = block_max.min(len.saturating_mul(LZ4_MAX_RATIO));
+            let room = possible.min(limit - pos + 1);
+            if out.len() < pos + room {
+                out.resize(pos + room, 0);
+            }
             let (history, free) = out.split_at_mut(pos);
             let window = &history[pos.saturating_sub(LZ4_WINDOW)..];
-            match lz4_flex::block::decompress_into_with_dict(block, free, window) {
-                Ok(n) if n <= limit - pos => out.truncate(pos + n),
+            match lz4_flex::block::decompress_into_with_dict(block, &mut free[..room], window) {
+                Ok(n) if n <= limit - pos => pos += n,
                 Ok(_) => return Err(Failure::TooLarge),
-                Err(_) if room < block_max => return Err(Failure::TooLarge),
+                Err(_) if room < possible => return Err(Failure::TooLarge),
                 Err(e) => return Err(Failure::Corrupt(e.to_string())),
             }
         }
@@ -224,6 +279,7 @@ fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
                 .ok_or_else(|| corrupt("truncated LZ4 block checksum"))?;
         }
     }
+    out.truncate(pos);
     if flg & FLG_CONTENT_CHECKSUM != 0 {
         rest = rest
             .get(4..)

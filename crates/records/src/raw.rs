@@ -5,7 +5,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::batch::{next_header, V2Records};
+use crate::batch::{next_header, V2Records, MIN_RECORD_LEN};
 use crate::varint::Reader;
 use crate::{Batch, BatchInfo, Header, Record, RecordError};
 
@@ -34,7 +34,8 @@ pub(crate) enum Body {
 }
 
 impl RawBatch {
-    /// Number of records the batch declares (and, iterated without error, yields).
+    /// Number of records the batch declares (and, iterated without error, yields); never
+    /// more than its record data could hold, so it may size buffers.
     pub fn record_count(&self) -> usize {
         match &self.body {
             Body::V2 { count, .. } => *count,
@@ -108,10 +109,6 @@ impl RawBatch {
         Ok(out)
     }
 }
-
-/// Smallest possible encoded record: length, attributes, timestampDelta, offsetDelta,
-/// key length, value length and header count, one byte each.
-const MIN_RECORD_LEN: usize = 7;
 
 /// Iterator over the records of a [`RawBatch`]; see [`RawBatch::records`].
 #[derive(Debug, Clone)]

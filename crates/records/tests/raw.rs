@@ -134,7 +134,14 @@ fn record_errors_come_while_iterating_and_end_it() {
             1,
             corrupt,
         ),
-        ("one record of two", good.clone(), 2, 0, corrupt),
+        // Long enough for two records (a shorter section is refused up front).
+        (
+            "one record of two",
+            v2_record(0, None, Some(b"0123456789")),
+            2,
+            0,
+            corrupt,
+        ),
         (
             "trailing byte",
             [good.clone(), vec![0]].concat(),
