@@ -106,8 +106,8 @@ pub async fn serve<S>(
                 return;
             }
         };
-        // `_held` keeps the request's bytes counted as in flight until it is answered.
-        let (frame, _held, started) = match frame {
+        // `held` keeps the request's bytes counted as in flight until it is handled.
+        let (frame, held, started) = match frame {
             Ok(read) => read,
             Err(FrameError::Eof) => {
                 debug!(peer = %session.peer, "client disconnected");
@@ -125,24 +125,31 @@ pub async fn serve<S>(
         };
         let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
         let started = std::time::Instant::now();
-        match kafka::dispatch(broker, &mut session, frame).await {
+        let reply = kafka::dispatch(broker, &mut session, frame).await;
+        // The request's bytes are gone once it is handled: a client that is slow to read
+        // its answer must not keep them counted.
+        drop(held);
+        match reply {
             Reply::Frame(bytes) => {
-                if let Err(e) = write_frame(&mut stream, &bytes).await {
-                    debug!(peer = %session.peer, error = %e, "write failed");
+                if let Err(e) = write_frame(&mut stream, &bytes, request_timeout).await {
+                    match e.kind() {
+                        std::io::ErrorKind::TimedOut => warn!(peer = %session.peer, error = %e, "closing connection"),
+                        _ => debug!(peer = %session.peer, error = %e, "write failed"),
+                    }
                     return;
                 }
                 broker.metrics.request_handled(api, read, started.elapsed());
             }
             Reply::Nothing => broker.metrics.request_handled(api, read, started.elapsed()),
             Reply::FrameThenClose(bytes, reason) => {
-                let _ = write_frame(&mut stream, &bytes).await;
+                let _ = write_frame(&mut stream, &bytes, request_timeout).await;
                 warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
-                let _ = stream.shutdown().await;
+                let _ = tokio::time::timeout(request_timeout, stream.shutdown()).await;
                 return;
             }
             Reply::Close(reason) => {
                 warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
-                let _ = stream.shutdown().await;
+                let _ = tokio::time::timeout(request_timeout, stream.shutdown()).await;
                 return;
             }
         }
@@ -215,8 +222,18 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
     Ok((buf.freeze(), held))
 }
 
-async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {
-    stream.write_all(&(payload.len() as u32).to_be_bytes()).await?;
-    stream.write_all(payload).await?;
-    stream.flush().await
+/// Writes one response frame; a client that does not read it within `limit` (its
+/// receive window stays full) gets a `TimedOut` error, and the connection is closed.
+async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8], limit: Duration) -> std::io::Result<()> {
+    let write = async {
+        stream.write_all(&(payload.len() as u32).to_be_bytes()).await?;
+        stream.write_all(payload).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("response of {} bytes not read by the client within request_timeout_secs ({} s)", payload.len(), limit.as_secs()),
+        ))
+    })
 }

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from clients import check_stored
 from gateway import Gateway, password
-from wire import connect, is_closed, message_v1, parse_produce_v2_response, produce_v2, read_frame
+from wire import connect, is_closed, message_v1, parse_produce_v2_response, produce_v2, read_frame, request
 
 
 def raise_own_fd_limit(n):
@@ -235,5 +235,40 @@ def test_descriptor_budget_raised_at_start_and_enforced_at_accept(tmp_path):
         # ...and the raw request after the flood, whose record carries a fixed 2023 timestamp
         stored = sorted(l["content"] for l in gw.wait_logs("one", len(first + later) + 1))
         assert stored == sorted(first + later + ["after-flood"]), stored
+    finally:
+        gw.stop()
+
+
+def test_client_that_never_reads_its_answers_is_closed_and_holds_no_budget(tmp_path):
+    """Four connections each send a 16 MiB Metadata request (its answer is as large) and
+    never read: together they could hold the whole in-flight budget while their answers
+    wait. The budget is given back once a request is handled, a producer keeps writing,
+    and each reader that does not read is closed within request_timeout_secs."""
+    gw = Gateway(tmp_path, limits={"max_inflight_bytes": 64 << 20, "max_request_bytes": 32 << 20,
+                                   "request_timeout_secs": 3}).start()
+    try:
+        name = "n" * 32000
+        body = struct.pack(">i", 520) + (struct.pack(">h", len(name)) + name.encode()) * 520
+        frame = request(3, 1, 1, body)
+        readers = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", gw.ports["PLAINTEXT"]))
+            s.sendall(frame)
+            readers.append(s)
+        started = time.time()
+        w = Writer(plaintext(gw))
+        vals = values(20, "while-unread")
+        w.write("app", vals, timeout=10)
+        assert sorted(w.delivered) == sorted(vals) and w.errors == []
+        check_stored(gw, "app", vals, started)
+        deadline = time.time() + 10
+        while gw.log_text().count("not read by the client within request_timeout_secs") < 4 and time.time() < deadline:
+            time.sleep(0.1)
+        assert gw.log_text().count("not read by the client within request_timeout_secs") == 4
+        assert time.time() - started < 10
+        for s in readers:
+            s.close()
     finally:
         gw.stop()
