@@ -1,9 +1,12 @@
 //! Where the CPU work on a partition's records runs: decompressing, decoding and
 //! converting them into logs.
 //!
-//! Large or compressed record data is worked on by at most `threads` blocking threads at
-//! once (one job per thread, taken in arrival order), never on the async workers, so one
-//! large partition cannot stall the connections sharing a worker. Small uncompressed data
+//! Large or compressed record data is worked on by the pool's own `threads` threads (one
+//! job per thread, taken in arrival order), never on the async workers, so one large
+//! partition cannot stall the connections sharing a worker. The threads run at a lower
+//! priority (nice +5) than the async workers, so when decompression bombs or huge batches
+//! keep every core busy, the workers still get the CPU they need to answer everyone
+//! else. Small uncompressed data
 //! is converted inline: it is bounded by its size, and a hand-off would cost more than the
 //! work. A request has at most `per_request` jobs queued or running, so other requests'
 //! jobs interleave with a request of many partitions instead of waiting for all of them.
@@ -13,9 +16,10 @@
 //! output is counted, so when storage falls behind, decoding waits (backpressure) instead
 //! of piling up converted logs.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::warn;
 
 /// Bytes per permit of the pending-output budget.
 const PERMIT_BYTES: usize = 1024;
@@ -32,8 +36,15 @@ pub enum PoolError {
     Job(String),
 }
 
+/// Niceness of the pool's threads (the async workers run at 0).
+const DECODE_NICE: i32 = 5;
+
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Bounded CPU work on record data, and the budget of its output.
 pub struct DecodePool {
+    /// Jobs for the threads; at most `threads` are in it or running (the slots below).
+    jobs: Mutex<mpsc::Sender<Job>>,
     threads: Arc<Semaphore>,
     pending: Arc<Semaphore>,
     pending_permits: usize,
@@ -57,7 +68,31 @@ impl DecodePool {
             n => n,
         };
         let pending_permits = (max_pending_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
+        let (send, receive) = mpsc::channel::<Job>();
+        let receive = Arc::new(Mutex::new(receive));
+        for i in 0..threads {
+            let receive = receive.clone();
+            let spawned = std::thread::Builder::new().name(format!("loggate-decode-{i}")).spawn(move || {
+                lower_priority();
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = receive.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        // A job that panics (a bug, never input: decoders return errors)
+                        // loses only its own answer; the thread goes on.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a decode thread");
+            }
+        }
         Self {
+            jobs: Mutex::new(send),
             threads: Arc::new(Semaphore::new(threads)),
             pending: Arc::new(Semaphore::new(pending_permits)),
             pending_permits,
@@ -86,7 +121,13 @@ impl DecodePool {
         }
         let _mine = request.0.acquire().await.map_err(|_| PoolError::Closed)?;
         let _slot = self.threads.acquire().await.map_err(|_| PoolError::Closed)?;
-        let output = tokio::task::spawn_blocking(job).await.map_err(|e| PoolError::Job(e.to_string()))?;
+        let (done, output) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| PoolError::Closed)?;
+        // A job that panicked drops its sender without an answer.
+        let output = output.await.map_err(|_| PoolError::Job("the decode job panicked".into()))?;
         let pending = self.hold(size(&output)).await?;
         Ok((output, pending))
     }
@@ -107,6 +148,12 @@ impl DecodePool {
     pub fn pending_free_bytes(&self) -> usize {
         self.pending.available_permits() * PERMIT_BYTES
     }
+}
+
+/// Lowers the calling thread's priority (best effort: without it the pool still works).
+fn lower_priority() {
+    // SAFETY: setpriority only reads its arguments; `0` names the calling thread on Linux.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DECODE_NICE) };
 }
 
 #[cfg(test)]
@@ -140,8 +187,19 @@ mod tests {
         let pool = DecodePool::new(2, 1 << 20);
         let jobs = pool.request_jobs();
         let worker = std::thread::current().id();
-        let (thread, _) = pool.run(&jobs, false, || std::thread::current().id(), |_| 0).await.unwrap();
-        assert_ne!(thread, worker);
-        assert!(tokio::runtime::Handle::try_current().is_ok());
+        let (thread, _) = pool.run(&jobs, false, || std::thread::current().name().map(str::to_string), |_| 0).await.unwrap();
+        assert!(thread.as_deref().is_some_and(|n| n.starts_with("loggate-decode-")), "{thread:?}");
+        let (inline, _) = pool.run(&jobs, true, || std::thread::current().id(), |_| 0).await.unwrap();
+        assert_eq!(inline, worker);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_panics_fails_only_itself() {
+        let pool = DecodePool::new(1, 1 << 20);
+        let jobs = pool.request_jobs();
+        let failed = pool.run(&jobs, false, || -> u8 { panic!("bad input") }, |_| 0).await;
+        assert!(matches!(failed, Err(PoolError::Job(_))));
+        let (ok, _) = pool.run(&jobs, false, || 7u8, |_| 0).await.unwrap();
+        assert_eq!(ok, 7);
     }
 }

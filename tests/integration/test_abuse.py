@@ -28,12 +28,13 @@ ATTACK_SECS = 10
 
 
 class Steady:
-    """A confluent-kafka SASL_SSL producer sending one record every 5 ms to `app`."""
+    """A confluent-kafka SASL_SSL producer sending one lz4 record every 5 ms to `app` (so
+    its batches share the decode pool with the bombs)."""
 
     def __init__(self, gw):
         self.p = Producer({"bootstrap.servers": gw.bootstrap("SASL_SSL"), "security.protocol": "SASL_SSL",
                            "sasl.mechanism": "PLAIN", "sasl.username": "demo", "sasl.password": password("main"),
-                           "ssl.ca.location": str(gw.ca), "acks": "all", "linger.ms": 1,
+                           "ssl.ca.location": str(gw.ca), "acks": "all", "linger.ms": 1, "compression.codec": "lz4",
                            "message.timeout.ms": 30000})
         self.prefix = unique_prefix("steady")
         self.sent, self.delivered, self.failed = 0, [], []
