@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loggate_storage::local::{LocalStoreOptions, StreamOptions};
+use loggate_storage::local::{LocalStoreOptions, StreamOptions, MAX_ENTRY_BYTES_LIMIT};
 use loggate_storage::StreamId;
 use serde::Deserialize;
 
@@ -166,11 +166,22 @@ pub struct StorageConfig {
     /// Write segments with direct I/O (bypassing the page cache) where the filesystem
     /// allows it; false writes through the page cache.
     pub direct_io: bool,
+    /// Largest log stored, encoded (a record's value, key and headers plus about 50 bytes);
+    /// a record that makes a larger log gets MESSAGE_TOO_LARGE.
+    /// 1024..=[`MAX_ENTRY_BYTES_LIMIT`] (1 GiB).
+    pub max_log_bytes: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { segment_bytes: 256 * 1024 * 1024, segment_ms: 3_600_000, flush_interval_ms: 1000, flush_bytes: 0, direct_io: true }
+        Self {
+            segment_bytes: 256 * 1024 * 1024,
+            segment_ms: 3_600_000,
+            flush_interval_ms: 1000,
+            flush_bytes: 0,
+            direct_io: true,
+            max_log_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -388,6 +399,12 @@ impl Config {
         if st.segment_ms < 1000 {
             return Err(ConfigError::Invalid("[storage] segment_ms must be at least 1000".into()));
         }
+        if !(1024..=MAX_ENTRY_BYTES_LIMIT).contains(&st.max_log_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "[storage] max_log_bytes must be 1024..={MAX_ENTRY_BYTES_LIMIT}, not {}",
+                st.max_log_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -414,6 +431,7 @@ impl Config {
             flush_bytes: (st.flush_bytes > 0).then_some(st.flush_bytes),
             streams,
             direct_io: st.direct_io,
+            max_entry_bytes: st.max_log_bytes,
             ..LocalStoreOptions::default()
         }
     }

@@ -161,6 +161,10 @@ async fn write_partition(
         .write(&topic, partition, shard, &batches, &session.source, durability, producer)
         .await
         .map_err(|e| match e {
+            // A log the storage can never hold: retrying cannot help.
+            WriteError::Storage(e @ loggate_storage::StorageError::EntryTooLarge { .. }) => {
+                (ProduceError::MessageTooLarge, format!("record too large to store ([storage] max_log_bytes): {e}"))
+            }
             WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
             WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
             WriteError::Records(e) => (record_error(&e), e.to_string()),

@@ -43,11 +43,15 @@ use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 /// [`StorageError::Overloaded`].
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest [`LocalStoreOptions::max_entry_bytes`] the segment format can hold (1 GiB).
+pub const MAX_ENTRY_BYTES_LIMIT: usize = codec::MAX_PAYLOAD_LEN;
+
 /// Options of a writable [`LocalStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStoreOptions {
     /// Largest encoded entry accepted (bytes); larger ones fail with
-    /// [`StorageError::EntryTooLarge`]. Capped at 1 GiB.
+    /// [`StorageError::EntryTooLarge`], a permanent error (the entry can never be stored).
+    /// Capped at [`MAX_ENTRY_BYTES_LIMIT`].
     pub max_entry_bytes: usize,
     /// Capacity of each shard's bounded request queue, in requests.
     pub queue_depth: usize,
