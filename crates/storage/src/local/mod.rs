@@ -182,7 +182,8 @@ impl LocalStore {
         enqueue_timeout: Duration,
     ) -> Result<Self, StorageError> {
         let root = data_dir.join(paths::LOGSTORES_DIR);
-        fs::create_dir_all(&root)?;
+        // The data dir and `logstores/` must survive a crash as soon as shards go in them.
+        paths::create_dir_durable(&root)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -201,6 +202,10 @@ impl LocalStore {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        // The data dir's entries (`logstores/`, the lock file) and the data dir itself, also
+        // when an earlier start created them and then failed to sync them.
+        paths::sync_dir(data_dir)?;
+        paths::sync_dir(paths::parent_dir(data_dir))?;
         let opts = LocalStoreOptions {
             max_entry_bytes: opts.max_entry_bytes.min(codec::MAX_PAYLOAD_LEN),
             queue_depth: opts.queue_depth.max(1),
@@ -424,7 +429,7 @@ impl Inner {
 
     /// Creates a new segment file and makes its directory entries durable.
     fn create_segment(&self, dir: &Path, path: &Path) -> io::Result<File> {
-        fs::create_dir_all(dir)?;
+        paths::create_dir_durable(dir)?;
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
