@@ -543,6 +543,11 @@ async fn empty_segments_left_by_failed_rolls_do_not_hide_offsets_after_a_restart
 
     let store = LocalStore::open(dir.path(), small_segments()).unwrap();
     assert_eq!(all(&store).await, (0..200).collect::<Vec<_>>());
+    // A read starting at one of their offsets finds the entry there.
+    for from in [mid, last] {
+        let logs = store.read(&stream(), 0, from, 1).await.unwrap();
+        assert_eq!(logs.iter().map(|l| l.offset).collect::<Vec<_>>(), [from]);
+    }
     assert_eq!(
         files(dir.path()),
         before,
