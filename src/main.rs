@@ -167,7 +167,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (config, config_path) = load_config(&args.config)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    // Fsynced with every directory it creates, so that a crash cannot lose them.
+    loggate_storage::local::create_dir_durable(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     if config.listeners.iter().any(|l| l.protocol.uses_tls()) && !config.cert_path().exists() {
         if !config.tls.generate {
             return Err(format!("TLS certificate {} does not exist", config.cert_path().display()));

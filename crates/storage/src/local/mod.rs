@@ -12,7 +12,9 @@
 //! filesystem allows it, see `direct.rs`), and issues one `fdatasync` for
 //! the group when any of them asked for [`Durability::Synced`] (group commit) or the flush
 //! policy says so. A failed group is cut off the file before anything else is written, so
-//! readers never see it. Retention deletes whole sealed segments, never the active one.
+//! readers never see it. A failed fsync is fatal for the shard until the writer reopened it
+//! from disk, cut back to the last good fsync (see `shard.rs`). Retention deletes whole
+//! sealed segments, never the active one.
 
 pub(crate) mod codec;
 mod direct;
@@ -23,6 +25,7 @@ mod recovery;
 mod segment;
 mod shard;
 
+pub use paths::create_dir_durable;
 pub use read::{ReadBatch, ReadQuery};
 
 use std::collections::HashMap;

@@ -85,7 +85,7 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
 
 /// Creates `dir` and its missing parents like `create_dir_all`, then fsyncs `dir` and the
 /// directory holding each one it created, so that a crash right after loses none of them.
-pub(crate) fn create_dir_durable(dir: &Path) -> io::Result<()> {
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     // The missing directories, deepest first.
     let mut missing = Vec::new();
     let mut d = dir;
