@@ -481,6 +481,7 @@ mod tests {
     fn storage_settings_reach_the_store_options() {
         let c = parse(
             "[storage]\nsegment_bytes = 65536\nsegment_ms = 60000\nflush_interval_ms = 0\nflush_bytes = 1000\n\
+             max_log_bytes = 5000000\n\
              [[projects]]\nname = \"p\"\n\
              [[projects.logstores]]\nname = \"a\"\nshards = 3\nretention_hours = 0.5\nretention_bytes = 1000\n\
              [[projects.logstores]]\nname = \"b\"\nretention_hours = 24\n\
@@ -489,6 +490,7 @@ mod tests {
         .unwrap();
         let o = c.local_store_options();
         assert_eq!(o.segment_bytes, 65536);
+        assert_eq!(o.max_entry_bytes, 5_000_000);
         assert_eq!(o.segment_age, Duration::from_secs(60));
         assert_eq!((o.flush_interval, o.flush_bytes), (None, Some(1000)));
         let a = o.streams[&StreamId::new("p", "a")];
@@ -500,6 +502,7 @@ mod tests {
 
         let d = Config::default().local_store_options();
         assert_eq!((d.segment_bytes, d.flush_interval), (256 << 20, Some(Duration::from_secs(1))));
+        assert_eq!(d.max_entry_bytes, 1 << 20);
     }
 
     #[test]
@@ -507,6 +510,8 @@ mod tests {
         for bad in [
             "[storage]\nsegment_bytes = 10\n",
             "[storage]\nsegment_ms = 5\n",
+            "[storage]\nmax_log_bytes = 1023\n",
+            "[storage]\nmax_log_bytes = 1073741825\n",
             "[storage]\nflush_every = 5\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = 0\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = -1\n",
