@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loggate_storage::local::{LocalStoreOptions, StreamOptions};
+use loggate_storage::local::{LocalStoreOptions, StreamOptions, MAX_ENTRY_BYTES_LIMIT};
 use loggate_storage::StreamId;
 use serde::Deserialize;
 
@@ -198,11 +198,22 @@ pub struct StorageConfig {
     /// Write segments with direct I/O (bypassing the page cache) where the filesystem
     /// allows it; false writes through the page cache.
     pub direct_io: bool,
+    /// Largest log stored, encoded (a record's value, key and headers plus about 50 bytes);
+    /// a record that makes a larger log gets MESSAGE_TOO_LARGE.
+    /// 1024..=[`MAX_ENTRY_BYTES_LIMIT`] (1 GiB).
+    pub max_log_bytes: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { segment_bytes: 256 * 1024 * 1024, segment_ms: 3_600_000, flush_interval_ms: 1000, flush_bytes: 0, direct_io: true }
+        Self {
+            segment_bytes: 256 * 1024 * 1024,
+            segment_ms: 3_600_000,
+            flush_interval_ms: 1000,
+            flush_bytes: 0,
+            direct_io: true,
+            max_log_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -431,6 +442,12 @@ impl Config {
         if st.segment_ms < 1000 {
             return Err(ConfigError::Invalid("[storage] segment_ms must be at least 1000".into()));
         }
+        if !(1024..=MAX_ENTRY_BYTES_LIMIT).contains(&st.max_log_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "[storage] max_log_bytes must be 1024..={MAX_ENTRY_BYTES_LIMIT}, not {}",
+                st.max_log_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -457,6 +474,7 @@ impl Config {
             flush_bytes: (st.flush_bytes > 0).then_some(st.flush_bytes),
             streams,
             direct_io: st.direct_io,
+            max_entry_bytes: st.max_log_bytes,
             ..LocalStoreOptions::default()
         }
     }
@@ -506,6 +524,7 @@ mod tests {
     fn storage_settings_reach_the_store_options() {
         let c = parse(
             "[storage]\nsegment_bytes = 65536\nsegment_ms = 60000\nflush_interval_ms = 0\nflush_bytes = 1000\n\
+             max_log_bytes = 5000000\n\
              [[projects]]\nname = \"p\"\n\
              [[projects.logstores]]\nname = \"a\"\nshards = 3\nretention_hours = 0.5\nretention_bytes = 1000\n\
              [[projects.logstores]]\nname = \"b\"\nretention_hours = 24\n\
@@ -514,6 +533,7 @@ mod tests {
         .unwrap();
         let o = c.local_store_options();
         assert_eq!(o.segment_bytes, 65536);
+        assert_eq!(o.max_entry_bytes, 5_000_000);
         assert_eq!(o.segment_age, Duration::from_secs(60));
         assert_eq!((o.flush_interval, o.flush_bytes), (None, Some(1000)));
         let a = o.streams[&StreamId::new("p", "a")];
@@ -525,6 +545,7 @@ mod tests {
 
         let d = Config::default().local_store_options();
         assert_eq!((d.segment_bytes, d.flush_interval), (256 << 20, Some(Duration::from_secs(1))));
+        assert_eq!(d.max_entry_bytes, 1 << 20);
     }
 
     #[test]
@@ -532,6 +553,8 @@ mod tests {
         for bad in [
             "[storage]\nsegment_bytes = 10\n",
             "[storage]\nsegment_ms = 5\n",
+            "[storage]\nmax_log_bytes = 1023\n",
+            "[storage]\nmax_log_bytes = 1073741825\n",
             "[storage]\nflush_every = 5\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = 0\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = -1\n",

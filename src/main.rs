@@ -176,7 +176,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok((_, after)) => tracing::info!(soft = after.soft, hard = after.hard, "RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the RLIMIT_NOFILE soft limit"),
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    // Fsynced with every directory it creates, so that a crash cannot lose them.
+    loggate_storage::local::create_dir_durable(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     if config.listeners.iter().any(|l| l.protocol.uses_tls()) && !config.cert_path().exists() {
         if !config.tls.generate {
             return Err(format!("TLS certificate {} does not exist", config.cert_path().display()));

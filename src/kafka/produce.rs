@@ -192,6 +192,10 @@ fn maybe_compressed(records: &[u8]) -> bool {
 /// The Kafka error for a failed conversion or write.
 fn write_error(e: WriteError) -> (ProduceError, String) {
     match e {
+        // A log the storage can never hold: retrying cannot help.
+        WriteError::Storage(e @ loggate_storage::StorageError::EntryTooLarge { .. }) => {
+            (ProduceError::MessageTooLarge, format!("record too large to store ([storage] max_log_bytes): {e}"))
+        }
         WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
         WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
         WriteError::Records(e) => (record_error(&e), e.to_string()),

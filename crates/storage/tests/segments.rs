@@ -516,3 +516,82 @@ async fn read_only_follows_rolls_and_retention() {
         .unwrap();
     assert!(b.start_offset > 0 && b.logs[0].offset == b.start_offset);
 }
+
+#[tokio::test]
+async fn empty_segments_left_by_failed_rolls_do_not_hide_offsets_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), small_segments()).unwrap();
+    fill(&store, 0, 200, 10, |n| n as i64, now_ms()).await;
+    store.close().await.unwrap();
+    drop(store);
+    let before = files(dir.path());
+    let logs: Vec<String> = before
+        .iter()
+        .filter(|f| f.ends_with(".log"))
+        .cloned()
+        .collect();
+    assert!(logs.len() >= 3, "{before:?}");
+    // What a roll leaves when it fails after creating its file and the shard writes on in
+    // the previous segment: an empty file named by an offset that segment went on to take,
+    // in the middle and at the end.
+    let base_of = |name: &str| name.trim_end_matches(".log").parse::<u64>().unwrap();
+    let mid = base_of(&logs[1]) + 1;
+    let last = base_of(&logs[logs.len() - 1]) + 1;
+    for base in [mid, last] {
+        fs::write(shard_dir(dir.path()).join(format!("{base:020}.log")), b"").unwrap();
+    }
+
+    let store = LocalStore::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(all(&store).await, (0..200).collect::<Vec<_>>());
+    // A read starting at one of their offsets finds the entry there.
+    for from in [mid, last] {
+        let logs = store.read(&stream(), 0, from, 1).await.unwrap();
+        assert_eq!(logs.iter().map(|l| l.offset).collect::<Vec<_>>(), [from]);
+    }
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "the empty segments were not removed"
+    );
+    let ack = store
+        .append(
+            &stream(),
+            0,
+            entry_batch([entry(200, 0, now_ms())]),
+            Durability::Synced,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, 200);
+    assert_eq!(all(&store).await, (0..201).collect::<Vec<_>>());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_newest_segment_that_follows_on_is_kept() {
+    // A roll that succeeded and wrote nothing yet: the normal case, kept as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), small_segments()).unwrap();
+    fill(&store, 0, 50, 10, |n| n as i64, now_ms()).await;
+    store.close().await.unwrap();
+    drop(store);
+    fs::write(shard_dir(dir.path()).join(format!("{:020}.log", 50)), b"").unwrap();
+    let before = files(dir.path());
+    let store = LocalStore::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(all(&store).await, (0..50).collect::<Vec<_>>());
+    let ack = store
+        .append(
+            &stream(),
+            0,
+            entry_batch([entry(50, 0, now_ms())]),
+            Durability::Synced,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, 50);
+    let logs = |names: Vec<String>| -> Vec<String> {
+        names.into_iter().filter(|f| f.ends_with(".log")).collect()
+    };
+    assert_eq!(logs(files(dir.path())), logs(before));
+    store.close().await.unwrap();
+}

@@ -12,7 +12,9 @@
 //! filesystem allows it, see `direct.rs`), and issues one `fdatasync` for
 //! the group when any of them asked for [`Durability::Synced`] (group commit) or the flush
 //! policy says so. A failed group is cut off the file before anything else is written, so
-//! readers never see it. Retention deletes whole sealed segments, never the active one.
+//! readers never see it. A failed fsync is fatal for the shard until the writer reopened it
+//! from disk, cut back to the last good fsync (see `shard.rs`). Retention deletes whole
+//! sealed segments, never the active one.
 
 pub(crate) mod codec;
 mod direct;
@@ -23,6 +25,7 @@ mod recovery;
 mod segment;
 mod shard;
 
+pub use paths::create_dir_durable;
 pub use read::{ReadBatch, ReadQuery};
 
 use std::collections::HashMap;
@@ -43,11 +46,15 @@ use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 /// [`StorageError::Overloaded`].
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest [`LocalStoreOptions::max_entry_bytes`] the segment format can hold (1 GiB).
+pub const MAX_ENTRY_BYTES_LIMIT: usize = codec::MAX_PAYLOAD_LEN;
+
 /// Options of a writable [`LocalStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStoreOptions {
     /// Largest encoded entry accepted (bytes); larger ones fail with
-    /// [`StorageError::EntryTooLarge`]. Capped at 1 GiB.
+    /// [`StorageError::EntryTooLarge`], a permanent error (the entry can never be stored).
+    /// Capped at [`MAX_ENTRY_BYTES_LIMIT`].
     pub max_entry_bytes: usize,
     /// Capacity of each shard's bounded request queue, in requests.
     pub queue_depth: usize,
@@ -178,7 +185,8 @@ impl LocalStore {
         enqueue_timeout: Duration,
     ) -> Result<Self, StorageError> {
         let root = data_dir.join(paths::LOGSTORES_DIR);
-        fs::create_dir_all(&root)?;
+        // The data dir and `logstores/` must survive a crash as soon as shards go in them.
+        paths::create_dir_durable(&root)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -197,6 +205,10 @@ impl LocalStore {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        // The data dir's entries (`logstores/`, the lock file) and the data dir itself, also
+        // when an earlier start created them and then failed to sync them.
+        paths::sync_dir(data_dir)?;
+        paths::sync_dir(paths::parent_dir(data_dir))?;
         let opts = LocalStoreOptions {
             max_entry_bytes: opts.max_entry_bytes.min(codec::MAX_PAYLOAD_LEN),
             queue_depth: opts.queue_depth.max(1),
@@ -420,7 +432,7 @@ impl Inner {
 
     /// Creates a new segment file and makes its directory entries durable.
     fn create_segment(&self, dir: &Path, path: &Path) -> io::Result<File> {
-        fs::create_dir_all(dir)?;
+        paths::create_dir_durable(dir)?;
         let file = match OpenOptions::new()
             .read(true)
             .write(true)

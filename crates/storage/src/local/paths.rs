@@ -1,7 +1,7 @@
 //! On-disk layout: `<data_dir>/logstores/<project>/<logstore>/shard-<n>/<20-digit base offset>.log`
 //! (plus `.index` beside each sealed segment).
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +70,66 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// Fsyncs a directory so entries created in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    synced::record(dir);
     File::open(dir)?.sync_all()
+}
+
+/// The directory holding `path` (`.` for a bare relative name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates `dir` and its missing parents like `create_dir_all`, then fsyncs `dir` and the
+/// directory holding each one it created, so that a crash right after loses none of them.
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    // The missing directories, deepest first.
+    let mut missing = Vec::new();
+    let mut d = dir;
+    loop {
+        match fs::metadata(d) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(d);
+                match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => d = p,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(parent_dir(created))?;
+    }
+    sync_dir(dir)
+}
+
+/// Test-only record of the directories fsynced, to check that created ones are.
+#[cfg(test)]
+pub(crate) mod synced {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(crate) fn record(dir: &Path) {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        SYNCED.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+    }
+
+    /// The directories fsynced so far that lie in `under` (or are it).
+    pub(crate) fn under(under: &Path) -> Vec<PathBuf> {
+        let all = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|d| d.starts_with(under))
+            .cloned()
+            .collect()
+    }
 }
 
 #[cfg(test)]

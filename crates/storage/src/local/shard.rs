@@ -78,8 +78,17 @@ pub(crate) struct WriterConfig {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pub fail_writes: std::sync::atomic::AtomicU32,
+    /// Fsyncs of segment files.
     pub fail_syncs: std::sync::atomic::AtomicU32,
+    /// Fsyncs of the shard directory (rolls, retention).
+    pub fail_dir_syncs: std::sync::atomic::AtomicU32,
     pub fail_truncates: std::sync::atomic::AtomicU32,
+    /// A roll fails right after it created the new segment file (as EMFILE would when
+    /// opening it a second time for direct writes).
+    pub fail_roll_after_create: std::sync::atomic::AtomicU32,
+    /// While set, a segment fsync waits before it runs (and `syncing` is set meanwhile).
+    pub stall_sync: std::sync::atomic::AtomicBool,
+    pub syncing: std::sync::atomic::AtomicBool,
     /// While set, the writer waits before committing its next group.
     pub stall: std::sync::atomic::AtomicBool,
     /// Set while the writer holds a group back because of `stall`.
@@ -170,64 +179,18 @@ impl Shard {
         mut cfg: WriterConfig,
         stats: Arc<Counters>,
     ) -> io::Result<Self> {
-        let bases = segment::list(&dir)?;
-        let mut segments = Vec::with_capacity(bases.len());
-        let mut sealed = VecDeque::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let path = dir.join(paths::segment_file_name(base));
-            let last = i + 1 == bases.len();
-            let file = open_file(&path, last)?;
-            let mut st = SegmentState::empty(base, path, Arc::new(file));
-            if last {
-                let (scanned, index) = recovery::recover(&st.path, &st.file, base)?;
-                st.len = scanned.valid_len;
-                st.next_offset = scanned.next_offset;
-                st.max_arrival_ms = scanned.max_arrival_ms;
-                st.index = Arc::new(index);
-            } else {
-                st.load_sealed(true)?;
-                sealed.push_back(Sealed::of(&st));
-            }
-            if let Some(prev) = segments.last() {
-                let prev: &SegmentState = prev;
-                if prev.next_offset != base {
-                    tracing::warn!(dir = %dir.display(), previous_end = prev.next_offset, next_base = base,
-                        "logstore segments do not line up; offsets between them cannot be read");
-                }
-            }
-            segments.push(st);
-        }
-        let Some(last) = segments.last().cloned() else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{}: no segment", dir.display()),
-            ));
-        };
-        let created = last
-            .file
-            .metadata()
-            .and_then(|m| m.created().or_else(|_| m.modified()))
-            .unwrap_or_else(|_| SystemTime::now());
-        let direct = open_direct(&mut cfg, &last.path)?;
+        let loaded = load(&dir, &mut cfg)?;
         let writer = Writer {
-            core: Arc::new(Core::new(dir, segments)),
+            core: Arc::new(Core::new(dir, loaded.segments)),
             stats,
-            active: Active {
-                base: last.base,
-                path: last.path.clone(),
-                file: last.file.clone(),
-                direct,
-                len: last.len,
-                index: (*last.index).clone(),
-                max_arrival_ms: last.max_arrival_ms,
-                created,
-            },
-            sealed,
-            next_offset: last.next_offset,
+            active: loaded.active,
+            sealed: loaded.sealed,
+            next_offset: loaded.next_offset,
             dirty: false,
             dirty_bytes: 0,
             dirty_since: None,
             restore_to: None,
+            fault: None,
             preallocate: true,
             last_retention: None,
             roll_retry_at: None,
@@ -378,6 +341,127 @@ impl Shard {
     }
 }
 
+/// A writable shard as found on disk.
+struct Loaded {
+    /// Every segment, for readers.
+    segments: Vec<SegmentState>,
+    /// All but the last, for retention.
+    sealed: VecDeque<Sealed>,
+    /// The last one, recovered and synced.
+    active: Active,
+    next_offset: u64,
+}
+
+/// Loads a shard directory of at least one segment for writing: removes what failed rolls
+/// left, loads the sealed segments (their index files, or a scan), recovers the last one
+/// (cutting a torn tail) and fsyncs it, so that all it holds is durable.
+fn load(dir: &Path, cfg: &mut WriterConfig) -> io::Result<Loaded> {
+    let bases = drop_failed_rolls(dir, segment::list(dir)?)?;
+    let mut segments: Vec<SegmentState> = Vec::with_capacity(bases.len());
+    let mut sealed = VecDeque::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let path = dir.join(paths::segment_file_name(base));
+        let last = i + 1 == bases.len();
+        let file = open_file(&path, last)?;
+        let mut st = SegmentState::empty(base, path, Arc::new(file));
+        if last {
+            let (scanned, index) = recovery::recover(&st.path, &st.file, base)?;
+            st.len = scanned.valid_len;
+            st.next_offset = scanned.next_offset;
+            st.max_arrival_ms = scanned.max_arrival_ms;
+            st.index = Arc::new(index);
+        } else {
+            st.load_sealed(true)?;
+            sealed.push_back(Sealed::of(&st));
+        }
+        if let Some(prev) = segments.last() {
+            if prev.next_offset != base {
+                tracing::warn!(dir = %dir.display(), previous_end = prev.next_offset, next_base = base,
+                    "logstore segments do not line up; offsets between them cannot be read");
+            }
+        }
+        segments.push(st);
+    }
+    let Some(last) = segments.last().cloned() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: no segment", dir.display()),
+        ));
+    };
+    // What the last process wrote may still be in the page cache only: a later failure cuts
+    // back to what is known to be on disk, so make all of it so now.
+    last.file.sync_data()?;
+    let created = last
+        .file
+        .metadata()
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .unwrap_or_else(|_| SystemTime::now());
+    let direct = open_direct(cfg, &last.path)?;
+    Ok(Loaded {
+        active: Active {
+            base: last.base,
+            path: last.path.clone(),
+            file: last.file.clone(),
+            direct,
+            len: last.len,
+            durable_len: last.len,
+            index: (*last.index).clone(),
+            max_arrival_ms: last.max_arrival_ms,
+            created,
+        },
+        next_offset: last.next_offset,
+        segments,
+        sealed,
+    })
+}
+
+/// Removes the empty segment files a failed roll can leave behind (created, then the roll
+/// failed and the shard wrote on in the previous segment): after a restart their base offset
+/// would hide the entries the previous segment went on to take, and new entries would get
+/// those offsets again. An empty segment is one only when it is not the last (a segment is
+/// only followed by another once it holds entries), or when it is the last and the previous
+/// segment ends past its base. Returns the bases that remain.
+fn drop_failed_rolls(dir: &Path, mut bases: Vec<u64>) -> io::Result<Vec<u64>> {
+    let path_of = |base: u64| dir.join(paths::segment_file_name(base));
+    let is_empty = |base: u64| fs::metadata(path_of(base)).map(|m| m.len() == 0);
+    let mut removed = Vec::new();
+    let mut i = 0;
+    while i + 1 < bases.len() {
+        if is_empty(bases[i])? {
+            removed.push(bases.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    if let [.., prev, last] = bases[..] {
+        if is_empty(last)? {
+            let path = path_of(prev);
+            let file = open_file(&path, false)?;
+            let mut st = SegmentState::empty(prev, path, Arc::new(file));
+            st.load_sealed(false)?;
+            if st.next_offset > last {
+                removed.push(last);
+                bases.pop();
+            }
+        }
+    }
+    for &base in &removed {
+        let path = path_of(base);
+        tracing::warn!(path = %path.display(),
+            "removing an empty segment left by a failed roll (its offsets belong to the previous segment)");
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        drop(fs::remove_file(segment::index_path(&path)));
+    }
+    if !removed.is_empty() {
+        paths::sync_dir(dir)?;
+    }
+    Ok(bases)
+}
+
 /// The segment holding `cursor`, or the first one after it (offsets deleted by retention, or
 /// a gap); `None` at the end.
 fn pick(segments: &[SegmentState], cursor: u64) -> Option<SegmentState> {
@@ -409,6 +493,8 @@ struct Active {
     /// End of data in the file (written, maybe not yet synced). With direct writes the file
     /// may go on with up to a block of zero padding.
     len: u64,
+    /// End of the data the last successful fsync covered: all that is known to be on disk.
+    durable_len: u64,
     index: SparseIndex,
     max_arrival_ms: i64,
     created: SystemTime,
@@ -449,6 +535,10 @@ struct Writer {
     /// After a failed group whose bytes could not be cut off: the length to cut back to
     /// before anything else is written (retried on every group and tick).
     restore_to: Option<u64>,
+    /// Set when an fsync failed (of the segment or the directory): the kernel may have
+    /// dropped the dirty pages, and a later fsync could succeed without them ("fsyncgate").
+    /// Nothing is acknowledged until the shard was reopened from disk (`reopen`).
+    fault: Option<(io::ErrorKind, String)>,
     /// Whether to reserve disk space before writing (off when the filesystem cannot).
     preallocate: bool,
     last_retention: Option<Instant>,
@@ -463,6 +553,24 @@ enum Due {
 }
 
 impl Due {
+    /// The reply due to a request that is refused without being written (none for a tick).
+    fn refused(req: Request, stats: &Counters) -> Option<Due> {
+        match req {
+            Request::Append { reply, .. } => {
+                stats.append_requests.fetch_add(1, Ordering::Relaxed);
+                Some(Due::Append(
+                    reply,
+                    AppendAck {
+                        base_offset: 0,
+                        count: 0,
+                    },
+                ))
+            }
+            Request::Flush { reply } => Some(Due::Flush(reply)),
+            Request::Tick => None,
+        }
+    }
+
     fn fail(self, e: &io::Error) {
         let err = || StorageError::Io(io::Error::new(e.kind(), e.to_string()));
         // A requester that gave up no longer listens; nothing to do about it.
@@ -491,46 +599,48 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(&mut group);
+            self.commit_group(&mut group, &mut rx);
             if self.buf.capacity() > MAX_IDLE_BUF {
                 self.buf = Vec::new();
             }
         }
         // Every sender is gone: the store is closing or dropped. Leave nothing unsynced.
+        if self.fault.is_some() {
+            self.reopen()?;
+        }
         if self.restore_to.is_none() && self.cut_padding()? {
             self.dirty = true;
         }
         if self.dirty && self.restore_to.is_none() {
-            self.core.file_sync(&self.active.file)?;
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.sync_active(self.active.len)?;
         }
         Ok(())
     }
 
     /// Writes a drained group with one write and at most one sync, then replies to each.
-    fn commit_group(&mut self, group: &mut Vec<Request>) {
+    fn commit_group(&mut self, group: &mut Vec<Request>, rx: &mut mpsc::Receiver<Request>) {
+        if let Err(e) = self.reopen() {
+            let e = io::Error::new(
+                e.kind(),
+                format!("logstore shard not yet reopened after a failed fsync: {e}"),
+            );
+            self.refuse(group, &e);
+            return;
+        }
         if let Err(e) = self.retry_restore() {
-            self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
-            for req in group.drain(..) {
-                match req {
-                    Request::Append { reply, .. } => {
-                        self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
-                        Due::Append(
-                            reply,
-                            AppendAck {
-                                base_offset: 0,
-                                count: 0,
-                            },
-                        )
-                        .fail(&e)
-                    }
-                    Request::Flush { reply } => Due::Flush(reply).fail(&e),
-                    Request::Tick => {}
-                }
-            }
+            self.refuse(group, &e);
             return;
         }
         self.maybe_roll();
+        if self.fault.is_some() {
+            // The roll's fsync failed: nothing of this group is written.
+            let dues = group
+                .drain(..)
+                .filter_map(|r| Due::refused(r, &self.stats))
+                .collect();
+            self.on_fault(dues, rx);
+            return;
+        }
 
         let start_len = self.active.len;
         let mark = self.active.index.mark();
@@ -615,6 +725,12 @@ impl Writer {
                     }
                 }
             }
+            Err(_) if self.fault.is_some() => {
+                self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+                self.active.index.rollback(mark);
+                self.active.max_arrival_ms = max_arrival_before;
+                self.on_fault(dues, rx);
+            }
             Err(e) => {
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 self.active.index.rollback(mark);
@@ -639,7 +755,121 @@ impl Writer {
             .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
         {
             self.enforce_retention();
+            if self.fault.is_some() {
+                self.on_fault(Vec::new(), rx);
+            }
         }
+    }
+
+    /// Fails every request of `group` with `e`, writing nothing.
+    fn refuse(&mut self, group: &mut Vec<Request>, e: &io::Error) {
+        let mut any = false;
+        for req in group.drain(..) {
+            if let Some(due) = Due::refused(req, &self.stats) {
+                due.fail(e);
+                any = true;
+            }
+        }
+        if any {
+            self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// After a failed fsync: fails `dues` and every request already queued, reopens the
+    /// shard from disk, and only then replies, so that whatever a requester sends after
+    /// its error is taken by the reopened shard.
+    fn on_fault(&mut self, mut dues: Vec<Due>, rx: &mut mpsc::Receiver<Request>) {
+        let Some((kind, why)) = self.fault.clone() else {
+            return;
+        };
+        // Bounded by the queue's capacity plus what arrives meanwhile; cap it anyway.
+        let cap = dues.len() + 4 * self.cfg.queue_depth.max(1);
+        while dues.len() < cap {
+            match rx.try_recv() {
+                Ok(req) => dues.extend(Due::refused(req, &self.stats)),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = self.reopen() {
+            tracing::error!(dir = %self.core.dir.display(), error = %e,
+                "could not reopen the shard after a failed fsync; it refuses writes until that succeeds (retried every tick)");
+        }
+        let e = io::Error::new(
+            kind,
+            format!("{why}; nothing since the last good fsync was acknowledged as synced"),
+        );
+        for due in dues {
+            due.fail(&e);
+        }
+    }
+
+    /// Records a failed fsync (see `fault`).
+    fn set_fault(&mut self, what: &str, e: &io::Error) {
+        tracing::error!(dir = %self.core.dir.display(), error = %e,
+            "logstore {what} failed; the shard acknowledges nothing until it is reopened from disk");
+        self.fault
+            .get_or_insert_with(|| (e.kind(), format!("logstore {what} failed: {e}")));
+    }
+
+    /// Fsyncs the active segment, whose data ends at `len`; a failure is a fault.
+    fn sync_active(&mut self, len: u64) -> io::Result<()> {
+        if let Err(e) = self.core.file_sync(&self.active.file) {
+            self.set_fault("fsync", &e);
+            return Err(e);
+        }
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.dirty = false;
+        self.dirty_bytes = 0;
+        self.dirty_since = None;
+        self.active.durable_len = len;
+        Ok(())
+    }
+
+    /// Fsyncs the shard directory; a failure is a fault.
+    fn sync_dir(&mut self) -> io::Result<()> {
+        if let Err(e) = self.core.dir_sync() {
+            self.set_fault("directory fsync", &e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// After a fault: cuts the active segment back to what the last good fsync covered,
+    /// through a new descriptor, and loads the shard again from disk as at start (re-scanning
+    /// the tail). Whatever was written since that fsync is not known to be on disk, so it is
+    /// dropped, as a crash would drop it; no request was told it was synced. No-op without a fault.
+    fn reopen(&mut self) -> io::Result<()> {
+        if self.fault.is_none() {
+            return Ok(());
+        }
+        let keep = self.active.durable_len;
+        let entries_before = self.next_offset;
+        let cut_bytes = {
+            let file = open_file(&self.active.path, true)?;
+            let len = file.metadata()?.len();
+            if len > keep {
+                file.set_len(keep)?;
+            }
+            file.sync_all()?;
+            len.saturating_sub(keep)
+        };
+        self.core.dir_sync()?;
+        let loaded = load(&self.core.dir, &mut self.cfg)?;
+        *self.core.view() = loaded.segments;
+        self.active = loaded.active;
+        self.sealed = loaded.sealed;
+        self.next_offset = loaded.next_offset;
+        self.dirty = false;
+        self.dirty_bytes = 0;
+        self.dirty_since = None;
+        self.restore_to = None;
+        self.roll_retry_at = None;
+        self.last_retention = None;
+        self.fault = None;
+        tracing::warn!(dir = %self.core.dir.display(), bytes_cut = cut_bytes,
+            entries_cut = entries_before.saturating_sub(self.next_offset), next_offset = self.next_offset,
+            "logstore shard reopened from disk after a failed fsync; writing again");
+        Ok(())
     }
 
     /// Shows readers what the last group added to the active segment.
@@ -670,15 +900,7 @@ impl Writer {
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         if need_sync && self.dirty {
-            #[cfg(test)]
-            if Faults::take(&self.core.faults.fail_syncs) {
-                return Err(io::Error::other("injected sync failure"));
-            }
-            self.core.file_sync(&self.active.file)?;
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.dirty = false;
-            self.dirty_bytes = 0;
-            self.dirty_since = None;
+            self.sync_active(at + self.buf.len() as u64)?;
         }
         Ok(())
     }
@@ -782,6 +1004,8 @@ impl Writer {
                 self.roll_retry_at = None;
                 self.last_retention = None;
             }
+            // A failed fsync is a fault, handled by the caller.
+            Err(_) if self.fault.is_some() => {}
             Err(e) => {
                 tracing::warn!(dir = %self.core.dir.display(), error = %e,
                     "could not start a new segment; writing on in the current one");
@@ -796,11 +1020,7 @@ impl Writer {
             self.dirty = true;
         }
         if self.dirty {
-            self.core.file_sync(&self.active.file)?;
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.dirty = false;
-            self.dirty_bytes = 0;
-            self.dirty_since = None;
+            self.sync_active(self.active.len)?;
         }
         let sealed_state = {
             let v = self.core.view();
@@ -829,11 +1049,19 @@ impl Writer {
             }
             Err(e) => return Err(e),
         };
-        if let Err(e) = paths::sync_dir(&self.core.dir) {
-            drop(fs::remove_file(&path));
-            return Err(e);
-        }
-        let direct = open_direct(&mut self.cfg, &path)?;
+        // From here on a failure must not leave the new file behind: after a restart its base
+        // offset would hide the entries the current segment goes on to take.
+        let direct = match self.open_new_segment(&path) {
+            Ok(direct) => direct,
+            Err(e) => {
+                drop(file);
+                if let Err(e) = fs::remove_file(&path).and_then(|()| self.core.dir_sync()) {
+                    tracing::error!(path = %path.display(), error = %e,
+                        "could not remove the new segment of a failed roll; the next start removes it");
+                }
+                return Err(e);
+            }
+        };
         let file = Arc::new(file);
         let old = std::mem::replace(
             &mut self.active,
@@ -843,6 +1071,7 @@ impl Writer {
                 file: file.clone(),
                 direct,
                 len: 0,
+                durable_len: 0,
                 index: SparseIndex::new(base),
                 max_arrival_ms: i64::MIN,
                 created: SystemTime::now(),
@@ -858,6 +1087,16 @@ impl Writer {
         self.stats.segments_rolled.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(dir = %self.core.dir.display(), base, "started a new segment");
         Ok(())
+    }
+
+    /// Makes a just created segment file's name durable and opens it for direct writes.
+    fn open_new_segment(&mut self, path: &Path) -> io::Result<Option<DirectFile>> {
+        self.sync_dir()?;
+        #[cfg(test)]
+        if Faults::take(&self.core.faults.fail_roll_after_create) {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        open_direct(&mut self.cfg, path)
     }
 
     /// Deletes the oldest sealed segments while they are older than the retention age or the
@@ -897,9 +1136,8 @@ impl Writer {
             deleted = true;
         }
         if deleted {
-            if let Err(e) = paths::sync_dir(&self.core.dir) {
-                tracing::warn!(dir = %self.core.dir.display(), error = %e, "could not sync the shard directory");
-            }
+            // A failure is a fault like any failed fsync (`set_fault` logs it).
+            drop(self.sync_dir());
         }
     }
 }
@@ -907,7 +1145,26 @@ impl Writer {
 impl Core {
     /// `fdatasync` of a segment file.
     fn file_sync(&self, file: &File) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            while self.faults.stall_sync.load(Ordering::SeqCst) {
+                self.faults.syncing.store(true, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if Faults::take(&self.faults.fail_syncs) {
+                return Err(io::Error::other("injected sync failure"));
+            }
+        }
         file.sync_data()
+    }
+
+    /// Fsync of the shard directory.
+    fn dir_sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if Faults::take(&self.faults.fail_dir_syncs) {
+            return Err(io::Error::other("injected directory sync failure"));
+        }
+        paths::sync_dir(&self.dir)
     }
 }
 
