@@ -141,6 +141,10 @@ pub struct Limits {
     /// Most simultaneously open client connections; more are refused at accept. Lowered
     /// at start (with a warning) to what RLIMIT_NOFILE leaves after `reserved_fds`.
     pub max_connections: usize,
+    /// Connections from one client address that have not finished TLS and SASL
+    /// authentication; more are refused at accept, so one host cannot hold every
+    /// connection slot with logins it never completes.
+    pub max_unauthenticated_per_ip: usize,
     /// File descriptors kept free for everything but Kafka connections (segment files
     /// opened after start, the HTTP endpoint, TLS files); a connection that would eat
     /// into them is refused at accept.
@@ -172,6 +176,7 @@ impl Default for Limits {
             idle_timeout_secs: 600,
             auth_timeout_secs: 10,
             max_connections: 10_000,
+            max_unauthenticated_per_ip: 256,
             reserved_fds: 256,
             auth_failure_delay_ms: 500,
             max_producers_per_partition: 10_000,

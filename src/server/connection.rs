@@ -10,6 +10,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use super::budget::{Budget, Claim};
+use super::logins::PendingLogin;
 use crate::config::MAX_UNAUTHENTICATED_FRAME;
 use crate::kafka::{self, AuthState, Broker, Reply, Session};
 
@@ -59,6 +60,7 @@ pub async fn serve<S>(
     mut session: Session,
     auth_deadline: Instant,
     budgets: &Budgets,
+    mut login: Option<PendingLogin>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -73,6 +75,10 @@ pub async fn serve<S>(
         // auth deadline. Afterwards the next request may take `idle` to start, and each
         // must then arrive within `request_timeout` of its first byte.
         let authenticated = matches!(session.auth, AuthState::Authenticated(_));
+        if authenticated {
+            // No longer counted among its address's unauthenticated connections.
+            drop(login.take());
+        }
         let (wait_until, max_frame, pool, free) = if authenticated {
             (Instant::now() + idle, limits.max_request_bytes, &budgets.inflight, 0)
         } else {

@@ -4,6 +4,7 @@ pub mod budget;
 pub mod connection;
 pub mod fds;
 pub mod http;
+pub mod logins;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -87,10 +88,12 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     let (max_connections, fd_budget) = connection_limit(&config);
     let slots = Arc::new(Semaphore::new(max_connections));
     let budgets = Arc::new(connection::Budgets::new(&config.limits));
+    let pending_logins = logins::PendingLogins::new(config.limits.max_unauthenticated_per_ip);
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         let limits = AcceptLimits {
             slots: slots.clone(),
+            logins: pending_logins.clone(),
             max_connections,
             lowered_by_fds: max_connections < config.limits.max_connections,
             fd_budget,
@@ -142,6 +145,8 @@ fn connection_limit(config: &Config) -> (usize, Option<fds::FdBudget>) {
 /// What an accept loop checks before taking a connection.
 struct AcceptLimits {
     slots: Arc<Semaphore>,
+    /// Unauthenticated connections per client address (shared by every listener).
+    logins: Arc<logins::PendingLogins>,
     max_connections: usize,
     /// Whether `max_connections` is lower than configured because of RLIMIT_NOFILE.
     lowered_by_fds: bool,
@@ -176,6 +181,18 @@ async fn accept_loop(
             broker.metrics.connection_refused();
             continue;
         };
+        // Until it authenticates (TLS and SASL), a connection also counts for its address.
+        let needs_login = listener.tls.is_some() || listener.config.protocol.uses_sasl();
+        let login = match needs_login.then(|| limits.logins.try_take(peer.ip())) {
+            Some(None) => {
+                warn!(%peer, max_unauthenticated_per_ip = broker.limits.max_unauthenticated_per_ip,
+                    "too many unauthenticated connections from this address; refusing connection");
+                broker.metrics.connection_refused();
+                continue;
+            }
+            Some(Some(login)) => Some(login),
+            None => None,
+        };
         let open = broker.metrics.connection_opened();
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
@@ -185,7 +202,7 @@ async fn accept_loop(
         let stop = stop.clone();
         let budgets = budgets.clone();
         connections.spawn(async move {
-            handle(stream, peer, &broker, tls, &config, advertised, &budgets, stop).await;
+            handle(stream, peer, &broker, tls, &config, advertised, &budgets, login, stop).await;
             drop((open, permit));
         });
     }
@@ -222,6 +239,7 @@ async fn handle(
     config: &ListenerConfig,
     advertised: Advertised,
     budgets: &connection::Budgets,
+    login: Option<logins::PendingLogin>,
     stop: watch::Receiver<bool>,
 ) {
     let auth_deadline = Instant::now() + Duration::from_secs(broker.limits.auth_timeout_secs);
@@ -241,7 +259,7 @@ async fn handle(
         advertised,
     };
     match tls {
-        None => connection::serve(stream, broker, session, auth_deadline, budgets, stop).await,
+        None => connection::serve(stream, broker, session, auth_deadline, budgets, login, stop).await,
         Some(acceptor) => {
             let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -260,7 +278,7 @@ async fn handle(
                 }
             };
             session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
-            connection::serve(tls_stream, broker, session, auth_deadline, budgets, stop).await
+            connection::serve(tls_stream, broker, session, auth_deadline, budgets, login, stop).await
         }
     }
 }

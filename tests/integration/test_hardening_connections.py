@@ -59,11 +59,12 @@ class Writer:
         return time.time() - started
 
 
-def announce(port, size, count):
-    """`count` connections that each send only a frame length of `size`."""
+def announce(port, size, count, sources=("127.0.0.1",)):
+    """`count` connections that each send only a frame length of `size`, from the
+    loopback `sources` in turn."""
     socks = []
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(sources[i % len(sources)], 0))
         s.sendall(struct.pack(">i", size))
         socks.append(s)
     return socks
@@ -96,13 +97,14 @@ def test_unauthenticated_connections_cannot_take_the_producers_budget(tmp_path):
     """600 SASL_PLAINTEXT connections that never authenticate announce a 512 KiB frame
     each (300 MiB declared) and send nothing; 100 more send 256 KiB of theirs for real.
     Producers on the PLAINTEXT listener and on SASL_PLAINTEXT (logging in meanwhile)
-    deliver everything."""
+    deliver everything. (The hostile sockets come from other loopback addresses, each
+    within max_unauthenticated_per_ip.)"""
     raise_own_fd_limit(4096)
     gw = Gateway(tmp_path, limits={"auth_timeout_secs": 60}).start()
     try:
         t0 = time.time()
-        hostile = announce(gw.ports["SASL_PLAINTEXT"], 512 * 1024, 600)
-        senders = announce(gw.ports["SASL_PLAINTEXT"], 512 * 1024, 100)
+        hostile = announce(gw.ports["SASL_PLAINTEXT"], 512 * 1024, 600, ("127.0.0.2", "127.0.0.3", "127.0.0.4"))
+        senders = announce(gw.ports["SASL_PLAINTEXT"], 512 * 1024, 100, ("127.0.0.5",))
         for s in senders:
             s.setblocking(False)
             try:
@@ -269,6 +271,35 @@ def test_client_that_never_reads_its_answers_is_closed_and_holds_no_budget(tmp_p
         assert gw.log_text().count("not read by the client within request_timeout_secs") == 4
         assert time.time() - started < 10
         for s in readers:
+            s.close()
+    finally:
+        gw.stop()
+
+
+def test_one_address_cannot_hold_every_connection_slot_with_logins_it_never_finishes(tmp_path):
+    """400 SASL connections from 127.0.0.2 that never log in, against max_connections=300:
+    that address gets max_unauthenticated_per_ip=100 of them, the rest are refused at
+    accept with a log line, and a producer from 127.0.0.1 still connects and delivers."""
+    raise_own_fd_limit(4096)
+    gw = Gateway(tmp_path, limits={"auth_timeout_secs": 60, "max_connections": 300,
+                                   "max_unauthenticated_per_ip": 100}).start()
+    try:
+        t0 = time.time()
+        hostile = []
+        for _ in range(400):
+            s = socket.create_connection(("127.0.0.1", gw.ports["SASL_PLAINTEXT"]), timeout=10,
+                                         source_address=("127.0.0.2", 0))
+            hostile.append(s)
+        time.sleep(0.5)
+        open_ = sum(not is_closed(s, timeout=0.01) for s in hostile)
+        assert open_ == 100, open_
+        assert "too many unauthenticated connections from this address" in gw.log_text()
+        w = Writer(sasl_plaintext(gw))
+        want = values(20, "other-address")
+        w.write("app", want)
+        assert w.errors == [] and sorted(w.delivered) == sorted(want), (w.errors, len(w.delivered))
+        check_stored(gw, "app", want, t0)
+        for s in hostile:
             s.close()
     finally:
         gw.stop()
