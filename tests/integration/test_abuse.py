@@ -78,7 +78,12 @@ class Attack:
         self.counts = {}
 
     def spawn(self, name, fn, limit):
+        # Each attack comes from a loopback address of its own (as separate hosts would),
+        # so the per-address limits do not hide one attack behind another.
+        source = "127.0.0.%d" % (2 + len(self.threads) % 200)
+
         def loop():
+            threading.current_thread().source = source
             n = 0
             while not self.stop.is_set() and n < limit:
                 try:
@@ -92,7 +97,8 @@ class Attack:
         t.start()
 
     def sock(self, proto, timeout=5):
-        return socket.create_connection(("127.0.0.1", self.ports[proto]), timeout=timeout)
+        source = getattr(threading.current_thread(), "source", "127.0.0.250")
+        return socket.create_connection(("127.0.0.1", self.ports[proto]), timeout=timeout, source_address=(source, 0))
 
     def hold(self, proto, first_bytes, count):
         """`count` connections that send `first_bytes` and then nothing."""
@@ -113,10 +119,9 @@ class Attack:
 
 
 def start_attacks(attack):
-    plain = attack.ports["PLAINTEXT"]
-    # Announced-only frames: 3 x 100 MiB after authentication, 300 x 512 KiB before.
+    # Announced-only frames: 3 x 100 MiB after authentication, 250 x 512 KiB before.
     attack.hold("PLAINTEXT", struct.pack(">i", 100 << 20), 3)
-    attack.hold("SASL_PLAINTEXT", struct.pack(">i", 512 << 10), 300)
+    attack.hold("SASL_PLAINTEXT", struct.pack(">i", 512 << 10), 250)
     # Stalled TLS handshakes: connect and say nothing.
     attack.hold("SASL_SSL", b"", 50)
 
@@ -160,7 +165,7 @@ def start_attacks(attack):
     bomb = batch_v2([b"\0" * (96 << 20)], codec=1)  # decompresses past the 64 MiB limit
 
     def bombs():
-        s = socket.create_connection(("127.0.0.1", plain), timeout=30)
+        s = attack.sock("PLAINTEXT", timeout=30)
         for corr in range(5):
             s.sendall(produce_v3("one", [(0, bomb)], corr=corr))
             read_frame(s)
