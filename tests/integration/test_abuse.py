@@ -21,8 +21,8 @@ from confluent_kafka import Producer
 
 from clients import check_stored, unique_prefix
 from gateway import Gateway, password
-from test_hardening_decode import batch_v2, peak_rss_mib, produce_v3
-from wire import read_frame, request, string
+from test_hardening_decode import peak_rss_mib
+from wire import batch_v2, produce_v3, read_frame, request, string
 
 ATTACK_SECS = 10
 
@@ -167,7 +167,7 @@ def start_attacks(attack):
     def bombs():
         s = attack.sock("PLAINTEXT", timeout=30)
         for corr in range(5):
-            s.sendall(produce_v3("one", [(0, bomb)], corr=corr))
+            s.sendall(produce_v3("one", [(0, bomb)], correlation_id=corr))
             read_frame(s)
         s.close()
     attack.spawn("bombs", bombs, 200)

@@ -3,62 +3,16 @@
 (converted logs waiting for storage), and done off the async workers so a heavy
 partition does not stall other connections."""
 
-import gzip
-import struct
 import threading
 import time
 
-import crc32c
-
 from gateway import Gateway
-from wire import connect, read_frame, request, string
+from wire import batch_v2, connect, parse_produce_v2_response, produce_v3, read_frame, request
 
 
-def varint(n):
-    n = (n << 1) ^ (n >> 63)  # zigzag
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def batch_v2(values, codec=0):
-    """A magic-2 record batch of `values` (codec 0 none, 1 gzip)."""
-    records = bytearray()
-    for i, v in enumerate(values):
-        body = b"\0" + varint(0) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
-        records += varint(len(body)) + body
-    data = gzip.compress(bytes(records), 1) if codec == 1 else bytes(records)
-    after_crc = struct.pack(">hiqqqhii", codec, len(values) - 1, 1_700_000_000_000, 1_700_000_000_000,
-                            -1, -1, -1, len(values)) + data
-    head = struct.pack(">ib", 0, 2) + struct.pack(">I", crc32c.crc32c(after_crc)) + after_crc
-    return struct.pack(">qi", 0, len(head)) + head
-
-
-def produce_v3(topic, partitions, acks=1, corr=1):
-    """A Produce v3 request: `partitions` is a list of (index, batch bytes)."""
-    body = struct.pack(">hhi", -1, acks, 30000) + struct.pack(">i", 1) + string(topic) + struct.pack(">i", len(partitions))
-    for index, batch in partitions:
-        body += struct.pack(">ii", index, len(batch)) + batch
-    return request(0, 3, corr, body)
-
-
-def produce_errors(frame, topic):
-    """[(error, base_offset)] of each partition of a one-topic Produce v3 response."""
-    pos = 4 + 4 + 2 + len(topic)
-    count = struct.unpack(">i", frame[pos:pos + 4])[0]
-    pos += 4
-    out = []
-    for _ in range(count):
-        _, error, offset = struct.unpack(">ihq", frame[pos:pos + 14])
-        out.append((error, offset))
-        pos += 4 + 2 + 8 + 8  # index, error, base offset, log append time
-    return out
+def produce_errors(frame):
+    """[(error, base_offset)] of each partition of a Produce v3 answer."""
+    return [(error, offset) for _, _, error, offset in parse_produce_v2_response(frame)[1]]
 
 
 def peak_rss_mib(pid):
@@ -77,10 +31,10 @@ def test_json_array_logs_count_against_max_records_per_batch(tmp_path):
         s = connect(gw.ports["PLAINTEXT"])
         fan_out = b"[" + b",".join(b'{"i":%d}' % i for i in range(5000)) + b"]"
         s.sendall(produce_v3("one.json", [(0, batch_v2([fan_out]))]))
-        assert produce_errors(read_frame(s), "one.json") == [(10, -1)]
+        assert produce_errors(read_frame(s)) == [(10, -1)]
         fits = b"[" + b",".join(b'{"i":%d}' % i for i in range(1000)) + b"]"
-        s.sendall(produce_v3("one.json", [(0, batch_v2([fits]))], corr=2))
-        assert produce_errors(read_frame(s), "one.json") == [(0, 0)]
+        s.sendall(produce_v3("one.json", [(0, batch_v2([fits]))], correlation_id=2))
+        assert produce_errors(read_frame(s)) == [(0, 0)]
         assert sorted(int(l["i"]) for l in gw.logs("one")) == list(range(1000))
     finally:
         gw.stop()
@@ -98,8 +52,8 @@ def test_a_request_naming_one_partition_many_times_holds_bounded_memory(tmp_path
         copies = 40
         s = connect(gw.ports["PLAINTEXT"])
         s.settimeout(120)
-        s.sendall(produce_v3("one", [(0, batch)] * copies))
-        answers = produce_errors(read_frame(s), "one")
+        s.sendall(produce_v3("one", [(0, batch)] * copies, timeout_ms=30000))
+        answers = produce_errors(read_frame(s))
         assert [e for e, _ in answers] == [0] * copies
         assert sorted(o for _, o in answers) == [i * len(values) for i in range(copies)]
         peak = peak_rss_mib(gw.proc.pid)
@@ -117,7 +71,7 @@ def test_heavy_partitions_do_not_stall_other_connections(tmp_path):
     gw = Gateway(tmp_path, storage={"flush_interval_ms": 0}).start()
     try:
         values = [b'{"n":%d,"msg":"a heavy json log","tag":"x"}' % i for i in range(150_000)]
-        heavy = produce_v3("one.json", [(0, batch_v2(values, codec=1))])
+        heavy = produce_v3("one.json", [(0, batch_v2(values, codec=1))], timeout_ms=30000)
         durations, stop = [], threading.Event()
 
         def hammer():
@@ -126,7 +80,7 @@ def test_heavy_partitions_do_not_stall_other_connections(tmp_path):
             while not stop.is_set():
                 t = time.monotonic()
                 s.sendall(heavy)
-                assert produce_errors(read_frame(s), "one.json")[0][0] == 0
+                assert produce_errors(read_frame(s))[0][0] == 0
                 durations.append(time.monotonic() - t)
 
         threads = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]

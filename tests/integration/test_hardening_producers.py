@@ -4,7 +4,6 @@ recorded, so its retry is not stored twice."""
 
 import json
 import os
-import struct
 import subprocess
 import time
 
@@ -13,7 +12,7 @@ from confluent_kafka import Producer
 
 from gateway import Gateway, password
 from test_idempotence import idempotent_batch, init_producer_id
-from wire import connect, read_frame, request, string
+from wire import connect, produce_v3_answer
 
 
 def idempotent_producer(gw, **extra):
@@ -93,16 +92,6 @@ def freezable_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def produce_v3(sock, topic, batch, corr, timeout_ms):
-    """One acks=-1 Produce v3 of `batch` to partition 0; returns (error, base_offset)."""
-    body = struct.pack(">hhi", -1, -1, timeout_ms) + struct.pack(">i", 1) + string(topic)
-    body += struct.pack(">iii", 1, 0, len(batch)) + batch
-    sock.sendall(request(0, 3, corr, body))
-    frame = read_frame(sock)
-    off = 4 + 4 + 2 + len(topic) + 4 + 4
-    return struct.unpack(">hq", frame[off:off + 10])
-
-
 def test_a_write_that_outlives_the_deadline_is_recorded_and_its_retry_is_not_stored_twice(tmp_path, freezable_disk):
     """The disk stalls while an idempotent batch is written: the client is answered
     REQUEST_TIMED_OUT, the write lands once the disk is back, and the client's retry of
@@ -111,18 +100,18 @@ def test_a_write_that_outlives_the_deadline_is_recorded_and_its_retry_is_not_sto
     try:
         s = connect(gw.ports["PLAINTEXT"])
         pid = init_producer_id(s)
-        assert produce_v3(s, "one", idempotent_batch(pid, 0, 0, [b"a0"]), 2, 1000) == (0, 0)
+        assert produce_v3_answer(s, "one", 0, idempotent_batch(pid, 0, 0, [b"a0"]), 2, timeout_ms=1000) == (0, 0)
         retried = idempotent_batch(pid, 0, 1, [b"b1", b"b2"])
         subprocess.run(["fsfreeze", "-f", str(freezable_disk)], check=True)
         try:
             started = time.monotonic()
-            error, _ = produce_v3(s, "one", retried, 3, 1000)
+            error, _ = produce_v3_answer(s, "one", 0, retried, 3, timeout_ms=1000)
             assert error == 7, error  # REQUEST_TIMED_OUT
             assert time.monotonic() - started < 5
         finally:
             subprocess.run(["fsfreeze", "-u", str(freezable_disk)], check=True)
-        assert produce_v3(s, "one", retried, 4, 10000) == (0, 1)
-        assert produce_v3(s, "one", idempotent_batch(pid, 0, 3, [b"c3"]), 5, 10000) == (0, 3)
+        assert produce_v3_answer(s, "one", 0, retried, 4, timeout_ms=10000) == (0, 1)
+        assert produce_v3_answer(s, "one", 0, idempotent_batch(pid, 0, 3, [b"c3"]), 5, timeout_ms=10000) == (0, 3)
         assert sorted(l["content"] for l in gw.logs("one")) == ["a0", "b1", "b2", "c3"]
     finally:
         gw.stop()

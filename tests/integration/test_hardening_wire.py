@@ -12,13 +12,13 @@ import struct
 import time
 import uuid
 
-import crc32c
 import pytest
 import xxhash
 from confluent_kafka import Producer
 
 from gateway import Gateway, contents, password
-from wire import connect, is_closed, read_frame, recv_exact, string
+from wire import (connect, is_closed, parse_produce_v2_response, produce_v3, read_frame, record, record_batch,
+                  recv_exact, request, string, uvarint)
 
 # Well above what the gateway maps at start (mimalloc arenas, tokio threads: ~1.3 GiB
 # here), far below any count bomb.
@@ -38,66 +38,9 @@ def limited(tmp_path):
 # ------------------------------------------------------------------ encoders
 
 
-def uvarint(n):
-    out = b""
-    while n >= 0x80:
-        out += bytes([(n & 0x7F) | 0x80])
-        n >>= 7
-    return out + bytes([n])
-
-
-def varint(n):
-    return uvarint((n << 1) ^ (n >> 63))
-
-
-def request(api_key, version, correlation_id, body, flexible=False):
-    """A frame with request header v1, or v2 (an empty tagged-field section) if flexible."""
-    header = struct.pack(">hhi", api_key, version, correlation_id) + string("hardening")
-    if flexible:
-        header += b"\x00"
-    payload = header + body
-    return struct.pack(">i", len(payload)) + payload
-
-
 def compact_string(s):
     b = s.encode()
     return uvarint(len(b) + 1) + b
-
-
-def record(value):
-    body = b"\x00" + varint(0) + varint(0) + varint(-1) + varint(len(value)) + value + varint(0)
-    return varint(len(body)) + body
-
-
-def record_batch(blob, count, attributes=0):
-    """A magic-2 batch (base offset 0, no producer id) around a records blob."""
-    ts = int(time.time() * 1000)
-    after_crc = struct.pack(">hiqqqhi", attributes, count - 1, ts, ts, -1, -1, -1) + struct.pack(">i", count) + blob
-    rest = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c.crc32c(after_crc)) + after_crc
-    return struct.pack(">qi", 0, len(rest)) + rest
-
-
-def produce_v3(topic, partition, records, correlation_id=1):
-    body = struct.pack(">hhi", -1, 1, 10000) + struct.pack(">i", 1) + string(topic)
-    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
-    return request(0, 3, correlation_id, body)
-
-
-def parse_produce_v3_response(frame):
-    """-> (correlation_id, [(topic, partition, error, base_offset)])"""
-    corr, ntopics = struct.unpack(">ii", frame[:8])
-    pos, out = 8, []
-    for _ in range(ntopics):
-        tlen = struct.unpack(">h", frame[pos:pos + 2])[0]
-        topic = frame[pos + 2:pos + 2 + tlen].decode()
-        pos += 2 + tlen
-        nparts = struct.unpack(">i", frame[pos:pos + 4])[0]
-        pos += 4
-        for _ in range(nparts):
-            part, err, off, _ts = struct.unpack(">ihqq", frame[pos:pos + 22])
-            pos += 22
-            out.append((topic, part, err, off))
-    return corr, out
 
 
 def lz4_tiny_blocks(data):
@@ -147,8 +90,8 @@ COUNT_BOMBS = {
 def produce_ok(gw, value):
     """A well-formed Produce v3 on a fresh PLAINTEXT connection succeeds."""
     s = connect(gw.ports["PLAINTEXT"])
-    s.sendall(produce_v3("one", 0, record_batch(record(value.encode()), 1)))
-    _, results = parse_produce_v3_response(read_frame(s))
+    s.sendall(produce_v3("one", [(0, record_batch(record(value.encode()), 1))]))
+    _, results = parse_produce_v2_response(read_frame(s))
     s.close()
     assert [r[2] for r in results] == [0], results
 
@@ -260,17 +203,17 @@ def test_record_batch_bombs_get_kafka_errors(limited):
     gw = limited
     # A record count of a million for one 10-byte record.
     s = connect(gw.ports["PLAINTEXT"])
-    s.sendall(produce_v3("one", 0, record_batch(record(b"x"), 1_000_000), correlation_id=21))
-    corr, results = parse_produce_v3_response(read_frame(s))
+    s.sendall(produce_v3("one", [(0, record_batch(record(b"x"), 1_000_000))], correlation_id=21))
+    corr, results = parse_produce_v2_response(read_frame(s))
     assert corr == 21 and results[0][2] == 2, results  # CORRUPT_MESSAGE
     # 500,000 two-byte LZ4 blocks in a 4 MiB-block frame (3 MB): one record of 500 KB.
     value = b"lz4-tiny-blocks-" + bytes(b"abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(499_960))
     blob = record(value)
-    frame = produce_v3("one", 0, record_batch(lz4_tiny_blocks(blob), 1, attributes=3), correlation_id=22)
+    frame = produce_v3("one", [(0, record_batch(lz4_tiny_blocks(blob), 1, attributes=3))], correlation_id=22)
     started = time.monotonic()
     s.sendall(frame)
     s.settimeout(20)
-    corr, results = parse_produce_v3_response(read_frame(s))
+    corr, results = parse_produce_v2_response(read_frame(s))
     took = time.monotonic() - started
     assert corr == 22 and results[0][2] == 0, results
     assert took < 10, "an LZ4 batch of %d bytes took %.1f s" % (len(frame), took)

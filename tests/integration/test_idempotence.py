@@ -115,17 +115,6 @@ def idempotent_batch(pid, epoch, first_seq, values):
     return bytes(b.build())
 
 
-def produce_v3(sock, topic, partition, batch, corr):
-    import struct
-    from wire import read_frame, request, string
-    body = struct.pack(">h", -1) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1) + string(topic)
-    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(batch)) + batch
-    sock.sendall(request(0, 3, corr, body))
-    frame = read_frame(sock)
-    off = 4 + 4 + 2 + len(topic) + 4 + 4
-    return struct.unpack(">hq", frame[off:off + 10])  # (error, base_offset)
-
-
 def init_producer_id(sock):
     import struct
     from wire import read_frame, request
@@ -139,27 +128,27 @@ def test_producer_state_survives_a_crash(tmp_path):
     """A batch written just before a crash and retried after the restart is recognised;
     the producer's next batch follows on without UNKNOWN_PRODUCER_ID."""
     import signal
-    from wire import connect
+    from wire import connect, produce_v3_answer
     gw = Gateway(tmp_path).start()
     try:
         s = connect(gw.ports["PLAINTEXT"])
         pid = init_producer_id(s)
         first = idempotent_batch(pid, 0, 0, [b"a0", b"a1", b"a2"])
         second = idempotent_batch(pid, 0, 3, [b"b3", b"b4"])
-        assert produce_v3(s, "one", 0, first, 2) == (0, 0)
-        assert produce_v3(s, "one", 0, second, 3) == (0, 3)
-        assert produce_v3(s, "one", 0, second, 4) == (0, 3)  # a retry: same offset, not stored again
+        assert produce_v3_answer(s, "one", 0, first, 2) == (0, 0)
+        assert produce_v3_answer(s, "one", 0, second, 3) == (0, 3)
+        assert produce_v3_answer(s, "one", 0, second, 4) == (0, 3)  # a retry: same offset, not stored again
         gw.proc.send_signal(signal.SIGKILL)
         gw.proc.wait()
         gw.start()
         assert "idempotent producer state recovered batches=2" in gw.log_text()
         s = connect(gw.ports["PLAINTEXT"])
-        assert produce_v3(s, "one", 0, second, 5) == (0, 3)   # retried after the restart
-        assert produce_v3(s, "one", 0, first, 6) == (0, 0)
+        assert produce_v3_answer(s, "one", 0, second, 5) == (0, 3)   # retried after the restart
+        assert produce_v3_answer(s, "one", 0, first, 6) == (0, 0)
         third = idempotent_batch(pid, 0, 5, [b"c5"])
-        assert produce_v3(s, "one", 0, third, 7) == (0, 5)    # continues in sequence
+        assert produce_v3_answer(s, "one", 0, third, 7) == (0, 5)    # continues in sequence
         gap = idempotent_batch(pid, 0, 9, [b"gap"])
-        assert produce_v3(s, "one", 0, gap, 8)[0] == 45       # OUT_OF_ORDER_SEQUENCE_NUMBER
+        assert produce_v3_answer(s, "one", 0, gap, 8)[0] == 45       # OUT_OF_ORDER_SEQUENCE_NUMBER
         assert contents(gw.logs("one")) == ["a0", "a1", "a2", "b3", "b4", "c5"]
     finally:
         gw.stop()

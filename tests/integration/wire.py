@@ -5,7 +5,10 @@ import gzip
 import socket
 import ssl
 import struct
+import time
 import zlib
+
+import crc32c
 
 
 def string(s):
@@ -13,9 +16,62 @@ def string(s):
     return struct.pack(">h", len(b)) + b
 
 
-def request(api_key, version, correlation_id, body, client_id="wire-test"):
-    payload = struct.pack(">hhi", api_key, version, correlation_id) + string(client_id) + body
+def request(api_key, version, correlation_id, body, client_id="wire-test", flexible=False):
+    """A frame with request header v1, or v2 (an empty tagged-field section) if flexible."""
+    header = struct.pack(">hhi", api_key, version, correlation_id) + string(client_id)
+    if flexible:
+        header += b"\x00"
+    payload = header + body
     return struct.pack(">i", len(payload)) + payload
+
+
+def uvarint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def varint(n):
+    """A zigzag varint (record fields)."""
+    return uvarint((n << 1) ^ (n >> 63))
+
+
+def record(value, offset_delta=0):
+    """One magic-2 record: no key, no headers."""
+    body = b"\x00" + varint(0) + varint(offset_delta) + varint(-1) + varint(len(value)) + value + varint(0)
+    return varint(len(body)) + body
+
+
+def record_batch(blob, count, attributes=0, producer=(-1, -1, -1)):
+    """A magic-2 batch (base offset 0) around a records blob; `producer` is (id, epoch,
+    base sequence)."""
+    ts = int(time.time() * 1000)
+    after_crc = struct.pack(">hiqqqhi", attributes, count - 1, ts, ts, *producer) + struct.pack(">i", count) + blob
+    rest = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c.crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(rest)) + rest
+
+
+def batch_v2(values, codec=0):
+    """A magic-2 batch of `values` (codec 0: none, 1: gzip)."""
+    blob = b"".join(record(v, i) for i, v in enumerate(values))
+    return record_batch(gzip.compress(blob, 1) if codec == 1 else blob, len(values), attributes=codec)
+
+
+def produce_v3(topic, partitions, acks=1, timeout_ms=10000, correlation_id=1):
+    """A Produce v3 frame to one topic: `partitions` is a list of (index, records bytes)."""
+    body = struct.pack(">hhi", -1, acks, timeout_ms) + struct.pack(">i", 1) + string(topic) + struct.pack(">i", len(partitions))
+    for index, records in partitions:
+        body += struct.pack(">ii", index, len(records)) + records
+    return request(0, 3, correlation_id, body)
+
+
+def produce_v3_answer(sock, topic, partition, records, correlation_id, acks=-1, timeout_ms=10000):
+    """Sends one partition's records as Produce v3; returns its (error, base_offset)."""
+    sock.sendall(produce_v3(topic, [(partition, records)], acks, timeout_ms, correlation_id))
+    _, [(_, _, error, offset)] = parse_produce_v2_response(read_frame(sock))
+    return error, offset
 
 
 def message_v1(value, key=None, codec=0, timestamp=1_700_000_000_000, crc=None):
@@ -54,7 +110,8 @@ def recv_exact(sock, n):
 
 
 def parse_produce_v2_response(frame):
-    """-> (correlation_id, [(topic, partition, error, base_offset)])"""
+    """-> (correlation_id, [(topic, partition, error, base_offset)]); Produce v3 answers
+    are laid out the same."""
     corr, ntopics = struct.unpack(">ii", frame[:8])
     pos, out = 8, []
     for _ in range(ntopics):
