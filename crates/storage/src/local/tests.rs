@@ -280,6 +280,19 @@ async fn held(store: &LocalStore, s: &StreamId) -> Vec<(u64, LogEntry)> {
     logs.into_iter().map(|l| (l.offset, l.entry)).collect()
 }
 
+/// Closes `store` (and lets go of `shard`), opens `dir` again and returns what it holds.
+async fn held_after_restart<S: std::borrow::Borrow<LocalStore>>(
+    store: S,
+    shard: Option<Arc<Shard>>,
+    dir: &Path,
+    opts: LocalStoreOptions,
+    s: &StreamId,
+) -> Vec<(u64, LogEntry)> {
+    store.borrow().close().await.unwrap();
+    drop((store, shard));
+    held(&LocalStore::open(dir, opts).unwrap(), s).await
+}
+
 fn expected(entries: impl IntoIterator<Item = u64>) -> Vec<(u64, LogEntry)> {
     entries
         .into_iter()
@@ -360,11 +373,7 @@ async fn failed_fsync_acknowledges_nothing_until_the_shard_is_reopened_from_disk
         .unwrap();
     assert_eq!(ack.base_offset, 3);
     assert_eq!(held(&store, &s).await, expected([0, 1, 2, 7]));
-    store.close().await.unwrap();
-    drop(store);
-    drop(shard);
-    let store = LocalStore::open(dir.path(), opts).unwrap();
-    assert_eq!(held(&store, &s).await, expected([0, 1, 2, 7]));
+    assert_eq!(held_after_restart(store, Some(shard), dir.path(), opts, &s).await, expected([0, 1, 2, 7]));
 }
 
 #[tokio::test]
@@ -397,11 +406,7 @@ async fn failed_directory_fsync_of_a_roll_is_fatal_for_the_shard_too() {
         segment_files(dir.path(), &s),
         ["00000000000000000000.log", "00000000000000000003.log"]
     );
-    store.close().await.unwrap();
-    drop(store);
-    drop(shard);
-    let store = LocalStore::open(dir.path(), opts).unwrap();
-    assert_eq!(held(&store, &s).await, expected([0, 1, 2, 4]));
+    assert_eq!(held_after_restart(store, Some(shard), dir.path(), opts, &s).await, expected([0, 1, 2, 4]));
 }
 
 #[tokio::test]
@@ -440,10 +445,7 @@ async fn failed_roll_leaves_no_segment_that_hides_offsets_after_a_restart() {
         .unwrap();
     assert_eq!(ack.base_offset, 4);
     assert_eq!(held(&store, &s).await, expected(0..5));
-    store.close().await.unwrap();
-    drop(store);
-    let store = LocalStore::open(dir.path(), opts).unwrap();
-    assert_eq!(held(&store, &s).await, expected(0..5));
+    assert_eq!(held_after_restart(store, None, dir.path(), opts, &s).await, expected(0..5));
 }
 
 #[tokio::test]
