@@ -146,8 +146,13 @@ fn replay(list: &[(Target, PathBuf)], tmp: &Path) -> (usize, Vec<Failure>) {
             break;
         }
         let (t, p) = &list[idx];
-        let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("loggate-fuzz:")).collect();
+        let tail = if ours.is_empty() {
+            let all: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+            all[all.len().saturating_sub(3)..].join(" | ")
+        } else {
+            ours.join(" | ")
+        };
         let why = if hung {
             format!("no progress for {HANG:?} (hang); stderr: {tail}")
         } else {
@@ -197,6 +202,31 @@ fn fuzz_regressions() {
     assert!(failures.is_empty(), "{} stored fuzz inputs fail:\n{}", failures.len(), report.join("\n"));
 }
 
+/// `LOGGATE_FUZZ_TRIAGE=<target>:<dir>`: runs every file of `dir` as an input of
+/// `target` (e.g. libFuzzer's findings in fuzz/artifacts/<target>) and prints one line per
+/// failing file: why, and where (FUZZING.md). Does nothing when it is unset.
+#[test]
+fn triage() {
+    let Ok(spec) = std::env::var("LOGGATE_FUZZ_TRIAGE") else { return };
+    let (t, dir) = spec.split_once(':').expect("LOGGATE_FUZZ_TRIAGE=<target>:<dir>");
+    let target = Target::from_name(t).expect("known target");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let list: Vec<(Target, PathBuf)> = files.into_iter().map(|p| (target, p)).collect();
+    let shm = Path::new("/dev/shm");
+    let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let (passed, failures) = replay(&list, tmp.path());
+    for f in &failures {
+        println!("TRIAGE\t{}\t{}", f.path.display(), f.why);
+    }
+    println!("triage: {passed} of {} pass", list.len());
+}
+
 /// The child side of [`fuzz_regressions`]: runs the inputs listed in the file named by
 /// `LOGGATE_FUZZ_REPLAY`, one line of output per step. Does nothing when it is unset.
 #[test]
@@ -211,7 +241,7 @@ fn fuzz_replay_child() {
         let data = std::fs::read(p).unwrap();
         println!("RUN\t{i}");
         match std::panic::catch_unwind(|| harness::run(target, &data, true)) {
-            Ok(o) => println!("OK\t{i}\t{} of {} bytes, {:?}", o.peak, o.bound, o.elapsed),
+            Ok(o) => println!("OK\t{i}\t{} of {} bytes, {:?} ({:?} CPU)", o.peak, o.bound, o.elapsed, o.cpu),
             Err(e) => {
                 let msg = e
                     .downcast_ref::<String>()

@@ -10,8 +10,9 @@
 //!   configured decompression limit where a codec runs). The counting allocator
 //!   (`alloc.rs`, the binary's `#[global_allocator]`) aborts at the first allocation
 //!   past it;
-//! - time: one input finishes within [`TIME_BOUND`] (and libFuzzer's `-timeout`, set by
-//!   `fuzz/run.sh`, catches inputs that never finish);
+//! - time: the fuzzing thread's CPU time for one input stays under [`Target::cpu_bound`]
+//!   (a fixed part plus a part per input byte), its wall time under [`TIME_BOUND`], and
+//!   libFuzzer's `-timeout` (set by `fuzz/run.sh`) catches inputs that never finish;
 //! - output: what the code under test returns is bounded by the input too (records,
 //!   response frames, close reasons), and a few target-specific invariants.
 //!
@@ -31,7 +32,8 @@ use bytes::Bytes;
 
 use super::alloc;
 
-/// Most time one input may take (release build, on a loaded 2-core machine).
+/// Most wall time one input may take (a backstop against hangs, on a loaded 2-core
+/// machine); the tighter check is [`Target::cpu_bound`].
 pub const TIME_BOUND: Duration = Duration::from_secs(2);
 
 /// The decompression limit the fuzzed decoders are configured with (per call of
@@ -121,6 +123,47 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Most CPU time the fuzzing thread may spend on one input of `len` bytes: a fixed
+    /// part (decompressing up to [`DECOMPRESS_LIMIT`], opening a store) plus a part per
+    /// input byte. Work that grows with a size the input declares rather than with its
+    /// bytes (zero-filling a declared block size per tiny block) goes over it. Generous
+    /// enough for the instrumented build with debug assertions.
+    pub fn cpu_bound(self, len: usize) -> Duration {
+        let (fixed_ms, per_byte_ns) = match self {
+            Target::Header | Target::Plain => (20, 1_000),
+            Target::Records
+            | Target::CodecGzip
+            | Target::CodecSnappy
+            | Target::CodecLz4
+            | Target::CodecZstd => (30, 200),
+            Target::Dispatch | Target::Storage => (200, 2_000),
+        };
+        Duration::from_millis(fixed_ms) + Duration::from_nanos(per_byte_ns * len as u64)
+    }
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), unaffected by the other
+/// processes on the machine.
+pub fn thread_cpu_time() -> Duration {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux).
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// What one input cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -129,6 +172,8 @@ pub struct Outcome {
     /// The bound that applied.
     pub bound: usize,
     pub elapsed: Duration,
+    /// CPU time of the fuzzing thread.
+    pub cpu: Duration,
 }
 
 /// Runs one input through `target` and checks it; panics on a violated check (the
@@ -147,6 +192,7 @@ pub fn run(target: Target, data: &[u8], armed: bool) -> Outcome {
     let bound = target.bound(data.len());
     alloc::begin(bound, armed);
     let start = Instant::now();
+    let cpu_start = thread_cpu_time();
     match target {
         Target::Header => header(data),
         Target::Dispatch => dispatch(data),
@@ -158,6 +204,7 @@ pub fn run(target: Target, data: &[u8], armed: bool) -> Outcome {
         Target::Plain => plain(data),
         Target::Storage => storage(data),
     }
+    let cpu = thread_cpu_time().saturating_sub(cpu_start);
     let elapsed = start.elapsed();
     let peak = alloc::end();
     assert!(peak <= bound, "{}: peak allocation {peak} bytes over the bound {bound}", target.name());
@@ -167,7 +214,14 @@ pub fn run(target: Target, data: &[u8], armed: bool) -> Outcome {
         target.name(),
         data.len()
     );
-    Outcome { peak, bound, elapsed }
+    let cpu_bound = target.cpu_bound(data.len());
+    assert!(
+        cpu <= cpu_bound,
+        "{}: input of {} bytes used {cpu:?} of CPU, over {cpu_bound:?}",
+        target.name(),
+        data.len()
+    );
+    Outcome { peak, bound, elapsed, cpu }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -532,13 +586,22 @@ fn plain(data: &[u8]) {
 
 /// Input layout: byte 0 bit 0 clear: the rest is the only (active) segment of a shard,
 /// whose recovery scans it and cuts a bad tail; set: the rest is a sealed segment
-/// without an index (loaded by scanning) followed by an empty active segment. Then every
-/// entry is read back.
+/// without an index (loaded by scanning) followed by an empty active segment. Bit 1 set:
+/// the CRC-32C of every complete frame is recomputed first (so that mutations reach the
+/// payload decoder behind the checksum). Then every entry is read back.
 fn storage(data: &[u8]) {
     use loggate_storage::local::{LocalStore, LocalStoreOptions};
     use loggate_storage::{LogStorage, StreamId};
 
     let Some((&sel, segment)) = data.split_first() else { return };
+    let mut owned;
+    let segment = if sel & 2 != 0 {
+        owned = segment.to_vec();
+        fix_frame_crcs(&mut owned);
+        &owned[..]
+    } else {
+        segment
+    };
     let dir = tempfile::Builder::new().prefix("loggate-fuzz-st-").tempdir().expect("temp dir");
     let shard: PathBuf = dir.path().join("logstores").join(PROJECT).join("app").join("shard-0");
     std::fs::create_dir_all(&shard).expect("shard dir");
@@ -573,5 +636,18 @@ fn storage(data: &[u8]) {
         if let Ok(m) = std::fs::metadata(shard.join(format!("{:020}.log", 0))) {
             assert!(m.len() <= segment.len() as u64, "recovery grew the segment");
         }
+    }
+}
+
+/// Recomputes the checksum of every complete local-logstore frame
+/// (`u32 LE payload_len | u32 LE crc32c(payload) | payload`).
+pub fn fix_frame_crcs(buf: &mut [u8]) {
+    let mut pos = 0usize;
+    while pos + 8 <= buf.len() {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        let Some(end) = (pos + 8).checked_add(len).filter(|&e| e <= buf.len()) else { return };
+        let crc = crc32c::crc32c(&buf[pos + 8..end]);
+        buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos = end;
     }
 }
