@@ -554,6 +554,49 @@ mod seeds {
         }
         put(out, Target::Dispatch, "fetch_v4", &dispatch_input(7, 0, 4, false, &[]));
 
+        // session: frames in sequence from the start of SASL
+        let whole = |api: i16, version: i16, flexible: bool, body: &[u8]| {
+            let mut f = api.to_be_bytes().to_vec();
+            f.extend_from_slice(&version.to_be_bytes());
+            f.extend_from_slice(&frame_rest(flexible, body));
+            f
+        };
+        let seq = |frames: &[Vec<u8>]| {
+            let mut v = Vec::new();
+            for f in frames {
+                v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+                v.extend_from_slice(f);
+            }
+            v
+        };
+        let api_versions = whole(18, 3, true, &{
+            let mut e = Enc::new(true);
+            e.str(Some("fuzz")).str(Some("1.0")).tags();
+            e.b
+        });
+        let handshake = |v: i16| {
+            let mut e = Enc::new(false);
+            e.str(Some("PLAIN"));
+            whole(17, v, false, &e.b)
+        };
+        let authenticate = {
+            let mut e = Enc::new(true);
+            e.bytes(Some(token.as_bytes())).tags();
+            whole(36, 2, true, &e.b)
+        };
+        let produce9 = whole(0, 9, true, &produce(9, "app", 0, &v2, -1));
+        let produce2 = whole(0, 2, false, &produce(2, "app", 0, &fixture("m1_none.bin"), 1));
+        let init = whole(22, 4, true, &{
+            let mut e = Enc::new(true);
+            e.str(None).i32(60000).i64(-1).i16(-1).tags();
+            e.b
+        });
+        put(out, Target::Session, "v1_authenticate_produce",
+            &seq(&[api_versions.clone(), handshake(1), authenticate.clone(), init, produce9.clone()]));
+        put(out, Target::Session, "v0_raw_token_produce",
+            &seq(&[handshake(0), token.as_bytes().to_vec(), produce2]));
+        put(out, Target::Session, "produce_before_auth", &seq(&[api_versions, produce9]));
+
         // records and codecs
         for (name, data) in fixtures() {
             let mut plain = vec![0u8];

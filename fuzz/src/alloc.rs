@@ -75,22 +75,23 @@ fn over_limit(asked: usize, now: usize) -> ! {
 static BOUND: AtomicUsize = AtomicUsize::new(0);
 
 /// Allocations of at least this size are "huge" in [`skip_huge`] mode.
-const HUGE: usize = 1 << 30;
+static HUGE: AtomicUsize = AtomicUsize::new(1 << 30);
 static SKIP_HUGE: AtomicBool = AtomicBool::new(false);
 /// Huge allocations let through in [`skip_huge`] mode.
 pub static HUGE_SKIPPED: AtomicUsize = AtomicUsize::new(0);
 
-/// Fuzzing aid, never used by the replay test: from now on an allocation of 1 GiB or
-/// more is neither counted nor refused but served by an unreserved anonymous mapping
+/// Fuzzing aid, never used by the replay test: from now on an allocation of `threshold`
+/// bytes or more is neither counted nor refused but served by an unreserved anonymous mapping
 /// (`MAP_NORESERVE`), so that the fuzzer can explore past a known defect whose symptom is
 /// reserving capacity from a wire count (the decoder then fails on the missing elements
 /// and frees it). Smaller over-allocations still abort. Call before any huge allocation.
-pub fn skip_huge() {
+pub fn skip_huge(threshold: usize) {
+    HUGE.store(threshold.max(1 << 20), Relaxed);
     SKIP_HUGE.store(true, Relaxed);
 }
 
 fn is_huge(layout: &Layout) -> bool {
-    layout.size() >= HUGE && layout.align() <= 4096 && SKIP_HUGE.load(Relaxed)
+    layout.size() >= HUGE.load(Relaxed) && layout.align() <= 4096 && SKIP_HUGE.load(Relaxed)
 }
 
 extern "C" {
