@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of loggate's peer-facing decoders (see FUZZING.md).
 #
 #   fuzz/run.sh TARGET SECONDS [libFuzzer args...]   fuzz TARGET for SECONDS (niced)
-#   fuzz/run.sh --merge TARGET                        minimize the working corpus into fuzz/corpus/TARGET
+#   fuzz/run.sh --merge TARGET                        minimize fuzz/corpus/TARGET + the working corpus into fuzz/corpus/TARGET
 #   fuzz/run.sh --build                               build every target
 #   fuzz/run.sh --list                                list the targets
 #
@@ -51,7 +51,9 @@ case "${1:-}" in
     tmp=$(mktemp -d /dev/shm/loggate-fuzz.XXXXXX 2>/dev/null || mktemp -d)
     trap 'rm -rf "$tmp" "$new"' EXIT
     mkdir -p "$here/corpus/$t" "$here/work/corpus/$t"
-    TMPDIR=$tmp nice -n 19 "$(bin_of "$t")" -merge=1 -timeout=10 "$new" "$here/corpus/$t" "$here/work/corpus/$t"
+    # A small set that keeps every covered edge (hit counts ignored), smaller inputs first.
+    TMPDIR=$tmp nice -n 19 "$(bin_of "$t")" -set_cover_merge=1 -use_counters=0 -timeout=10 \
+      "$new" "$here/corpus/$t" "$here/work/corpus/$t"
     rm -rf "$here/corpus/$t"; mkdir -p "$here/corpus/$t"; cp "$new"/* "$here/corpus/$t/" 2>/dev/null || true
     echo "fuzz/corpus/$t: $(ls "$here/corpus/$t" | wc -l) inputs, $(du -sk "$here/corpus/$t" | cut -f1) KiB"
     exit 0 ;;
