@@ -47,15 +47,20 @@ case "${1:-}" in
   --merge)
     t=${2:-}; known "$t" || die "unknown target '$t' (fuzz/run.sh --list)"
     build "$t"
+    mkdir -p "$here/work"
     new=$(mktemp -d "$here/work/merge.XXXXXX")
     tmp=$(mktemp -d /dev/shm/loggate-fuzz.XXXXXX 2>/dev/null || mktemp -d)
     trap 'rm -rf "$tmp" "$new"' EXIT
     mkdir -p "$here/corpus/$t" "$here/work/corpus/$t"
     # A small set that keeps every covered edge (hit counts ignored), smaller inputs first.
+    mkdir -p "$here/artifacts/$t"
     TMPDIR=$tmp nice -n 19 "$(bin_of "$t")" -set_cover_merge=1 -use_counters=0 -timeout=10 \
+      -artifact_prefix="$here/artifacts/$t/merge-" \
       "$new" "$here/corpus/$t" "$here/work/corpus/$t"
+    # Inputs over 16 KiB stay out of the repository (a few hundred KB in all).
+    find "$new" -type f -size +16k -delete
     rm -rf "$here/corpus/$t"; mkdir -p "$here/corpus/$t"; cp "$new"/* "$here/corpus/$t/" 2>/dev/null || true
-    echo "fuzz/corpus/$t: $(ls "$here/corpus/$t" | wc -l) inputs, $(du -sk "$here/corpus/$t" | cut -f1) KiB"
+    echo "fuzz/corpus/$t: $(ls "$here/corpus/$t" | wc -l) inputs, $(cat "$here/corpus/$t"/* 2>/dev/null | wc -c) bytes"
     exit 0 ;;
   ''|-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
 esac
