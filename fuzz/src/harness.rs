@@ -342,7 +342,8 @@ fn build_fixture() -> Fixture {
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let ingest = Arc::new(Ingest::new(catalog, keys, storage, config.node_id));
     let metrics = Arc::new(Metrics::new(ingest.clone()));
-    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, node_id: config.node_id };
+    let pool = loggate::kafka::pool::DecodePool::new(1, config.limits.max_decoded_inflight_bytes);
+    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id };
     Fixture { broker, _dir: dir }
 }
 
@@ -605,6 +606,14 @@ fn plain(data: &[u8]) {
         let password = std::str::from_utf8(parts[2]).expect("a key id logged for a non-UTF-8 password");
         let (expected, _secret) = password.split_once('#').expect("a key id logged for a password without '#'");
         assert_eq!(id, expected, "the logged key id is not the part before the first '#'");
+        // Only a configured id is logged: anything else may be a secret typed in the wrong place.
+        assert_eq!(id, KEY_ID, "an unknown key id was logged");
+    }
+    // The username logged is the middle part of a token of exactly three parts.
+    if let Some(user) = KeyStore::plain_username(data) {
+        let parts: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+        assert_eq!(parts.len(), 3, "a username logged for a token without three parts");
+        assert_eq!(user.as_bytes(), parts[1]);
     }
     match result {
         Ok(p) => {
