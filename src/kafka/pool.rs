@@ -1,31 +1,34 @@
 //! Where the CPU work on a partition's records runs: decompressing, decoding and
 //! converting them into logs.
 //!
-//! Large or compressed record data is worked on by at most `threads` jobs at once (taken
-//! in arrival order), each in `tokio::task::block_in_place`: the job runs on the thread
-//! that read the request (its bytes still in that core's cache), while the runtime hands
-//! that worker's other tasks to another thread, so one large partition cannot stall the
-//! connections sharing a worker. (A hand-off to threads of a pool's own, tried first, cost
-//! 5-16 % more CPU per record and doubled the median latency: BENCHMARKS.md, round 4.)
-//! Small uncompressed data is converted inline: it is bounded by its size, and even
-//! `block_in_place` would cost more than the work. A request has at most `per_request` jobs queued or running, so other requests'
-//! jobs interleave with a request of many partitions instead of waiting for all of them.
+//! Large or compressed record data is worked on by the pool's own `threads` threads (one
+//! job per thread, taken in arrival order), never on the async workers, so one large
+//! partition cannot stall the connections sharing a worker. Small data is converted
+//! inline when what it can decompress to is small: the work is then bounded by its size,
+//! and a hand-off would cost more than the work. A request has at most `per_request`
+//! jobs queued or running, so other requests' jobs interleave with a request of many
+//! partitions instead of waiting for all of them.
+//!
+//! (Measured in BENCHMARKS.md, round 4: running jobs in `block_in_place` instead cost the
+//! same CPU but 50-85 MiB more peak RSS, as jobs moved over ever new threads; these
+//! threads at nice +5 doubled the median Produce latency while a client shared the cores.)
 //!
 //! What the jobs produce (the converted logs, until storage has written them) is counted
 //! in a server-wide budget of bytes: a job's thread slot is given back only once its
 //! output is counted, so when storage falls behind, decoding waits (backpressure) instead
 //! of piling up converted logs.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::warn;
 
 /// Bytes per permit of the pending-output budget.
 const PERMIT_BYTES: usize = 1024;
 
-/// Record data at most this large and uncompressed is converted on the async worker.
-pub const INLINE_BYTES: usize = 64 * 1024;
+/// Record data that can decompress to at most this many bytes is converted on the async
+/// worker (see [`DecodePool::run`]'s `inline`).
+pub const INLINE_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// The pool was shut down, or a job panicked.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +39,12 @@ pub enum PoolError {
     Job(String),
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Bounded CPU work on record data, and the budget of its output.
 pub struct DecodePool {
-    /// One permit per job that may run at once.
+    /// Jobs for the threads; at most `threads` are in it or running (the slots below).
+    jobs: Mutex<mpsc::Sender<Job>>,
     threads: Arc<Semaphore>,
     pending: Arc<Semaphore>,
     pending_permits: usize,
@@ -62,7 +68,30 @@ impl DecodePool {
             n => n,
         };
         let pending_permits = (max_pending_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
+        let (send, receive) = mpsc::channel::<Job>();
+        let receive = Arc::new(Mutex::new(receive));
+        for i in 0..threads {
+            let receive = receive.clone();
+            let spawned = std::thread::Builder::new().name(format!("loggate-decode-{i}")).spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = receive.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        // A job that panics (a bug, never input: decoders return errors)
+                        // loses only its own answer; the thread goes on.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a decode thread");
+            }
+        }
         Self {
+            jobs: Mutex::new(send),
             threads: Arc::new(Semaphore::new(threads)),
             pending: Arc::new(Semaphore::new(pending_permits)),
             pending_permits,
@@ -75,9 +104,9 @@ impl DecodePool {
         RequestJobs(Semaphore::new(self.per_request))
     }
 
-    /// Runs `job` (inline when `inline`, else in one of the pool's slots, its worker's
-    /// other tasks handed off meanwhile), then counts `size(&output)` bytes of its output in
-    /// the pending budget, waiting for room while still holding the job's slot.
+    /// Runs `job` (inline when `inline`, else on a pool thread), then counts `size(&output)`
+    /// bytes of its output in the pending budget, waiting for room while still holding the
+    /// job's slot.
     pub async fn run<T, F, S>(&self, request: &RequestJobs, inline: bool, job: F, size: S) -> Result<(T, Pending), PoolError>
     where
         T: Send + 'static,
@@ -91,13 +120,13 @@ impl DecodePool {
         }
         let _mine = request.0.acquire().await.map_err(|_| PoolError::Closed)?;
         let _slot = self.threads.acquire().await.map_err(|_| PoolError::Closed)?;
-        let run = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-        let output = match Handle::current().runtime_flavor() {
-            RuntimeFlavor::CurrentThread => run(),
-            _ => tokio::task::block_in_place(run),
-        };
-        // A job that panics (a bug, never input: decoders return errors) fails only itself.
-        let output = output.map_err(|_| PoolError::Job("the decode job panicked".into()))?;
+        let (done, output) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| PoolError::Closed)?;
+        // A job that panicked drops its sender without an answer.
+        let output = output.await.map_err(|_| PoolError::Job("the decode job panicked".into()))?;
         let pending = self.hold(size(&output)).await?;
         Ok((output, pending))
     }
@@ -144,6 +173,17 @@ mod tests {
         assert_eq!(pool.pending_free_bytes(), 0);
         drop(p);
         assert_eq!(pool.pending_free_bytes(), 64 * 1024);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_off_the_async_workers() {
+        let pool = DecodePool::new(2, 1 << 20);
+        let jobs = pool.request_jobs();
+        let worker = std::thread::current().id();
+        let (thread, _) = pool.run(&jobs, false, || std::thread::current().name().map(str::to_string), |_| 0).await.unwrap();
+        assert!(thread.as_deref().is_some_and(|n| n.starts_with("loggate-decode-")), "{thread:?}");
+        let (inline, _) = pool.run(&jobs, true, || std::thread::current().id(), |_| 0).await.unwrap();
+        assert_eq!(inline, worker);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

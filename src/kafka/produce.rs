@@ -16,7 +16,7 @@ use loggate_storage::Durability;
 use tracing::{debug, warn};
 
 use super::errors::{code, ProduceError};
-use super::pool::{RequestJobs, INLINE_BYTES};
+use super::pool::{RequestJobs, INLINE_OUTPUT_BYTES};
 use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::Principal;
 use crate::ingest::producers::{last_seq, SequenceCheck};
@@ -160,7 +160,7 @@ async fn write_partition(
         allow_zstd: version >= 7,
     };
     let output = OutputLimits { max_logs: limits.max_records_per_batch, max_bytes: limits.max_converted_batch_bytes };
-    let inline = records.len() <= INLINE_BYTES && !maybe_compressed(&records);
+    let inline = largest_output(&records).is_some_and(|n| n <= INLINE_OUTPUT_BYTES);
     let (ingest, source) = (broker.ingest.clone(), session.source.clone());
     // Batches are checked and decompressed, and their records converted, in one job.
     let job = move || {
@@ -178,15 +178,23 @@ async fn write_partition(
     Ok(written.base_offset)
 }
 
-/// Whether record data may hold compressed batches (so its work is not bounded by its
-/// size): a magic-2 batch says so in its attributes; message sets of magic 0/1 may carry
-/// compressed wrappers anywhere, so they count as compressed.
-fn maybe_compressed(records: &[u8]) -> bool {
-    match (records.get(16), records.get(22)) {
-        (Some(2), Some(attributes)) => attributes & 0x07 != 0,
-        (Some(2), None) | (None, _) => false,
-        _ => true,
-    }
+/// The most bytes record data can decompress to, from the codec of its first batch and
+/// the codec's largest expansion (LZ4 255x, snappy as the decoder allows it 22x, deflate
+/// 1032x); None when it is not bounded so: zstd (whose ratio has no useful bound), or
+/// message sets of magic 0/1, which may carry compressed wrappers anywhere.
+fn largest_output(records: &[u8]) -> Option<usize> {
+    let expansion = match (records.get(16), records.get(22)) {
+        (None, _) | (Some(2), None) => 1,
+        (Some(2), Some(attributes)) => match attributes & 0x07 {
+            0 => 1,
+            1 => 1032,
+            2 => 22,
+            3 => 255,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    records.len().checked_mul(expansion)
 }
 
 /// The Kafka error for a failed conversion or write.
