@@ -187,14 +187,7 @@ async fn full_queue_that_stays_full_is_overloaded() {
     let tx = shard.sender().unwrap();
     shard.core.faults.stall.store(true, Ordering::SeqCst);
 
-    let spawn_append = |i| {
-        let (store, s) = (store.clone(), s.clone());
-        tokio::spawn(async move {
-            store
-                .append(&s, 0, batch([entry(i)]), Durability::Synced)
-                .await
-        })
-    };
+    let spawn_append = |i| spawn_synced_append(&store, &s, i);
     // The first is taken by the (stalled) writer, the second fills the queue.
     let first = spawn_append(1);
     while !shard.core.faults.stalling.load(Ordering::SeqCst) {
@@ -280,6 +273,16 @@ async fn held(store: &LocalStore, s: &StreamId) -> Vec<(u64, LogEntry)> {
     logs.into_iter().map(|l| (l.offset, l.entry)).collect()
 }
 
+/// Appends `entry(i)` to shard 0 of `s` as Synced in a task of its own.
+fn spawn_synced_append(
+    store: &Arc<LocalStore>,
+    s: &StreamId,
+    i: u64,
+) -> tokio::task::JoinHandle<Result<crate::AppendAck, StorageError>> {
+    let (store, s) = (store.clone(), s.clone());
+    tokio::spawn(async move { store.append(&s, 0, batch([entry(i)]), Durability::Synced).await })
+}
+
 /// Closes `store` (and lets go of `shard`), opens `dir` again and returns what it holds.
 async fn held_after_restart<S: std::borrow::Borrow<LocalStore>>(
     store: S,
@@ -334,14 +337,7 @@ async fn failed_fsync_acknowledges_nothing_until_the_shard_is_reopened_from_disk
     let tx = shard.sender().unwrap();
     shard.core.faults.fail_syncs.store(1, Ordering::SeqCst);
     shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
-    let spawn_append = |i| {
-        let (store, s) = (store.clone(), s.clone());
-        tokio::spawn(async move {
-            store
-                .append(&s, 0, batch([entry(i)]), Durability::Synced)
-                .await
-        })
-    };
+    let spawn_append = |i| spawn_synced_append(&store, &s, i);
     let first = spawn_append(5);
     while !shard.core.faults.syncing.load(Ordering::SeqCst) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
