@@ -4,6 +4,7 @@ pub mod budget;
 pub mod connection;
 pub mod fds;
 pub mod http;
+pub mod log_limit;
 pub mod logins;
 pub mod tls;
 
@@ -89,11 +90,13 @@ pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future
     let slots = Arc::new(Semaphore::new(max_connections));
     let budgets = Arc::new(connection::Budgets::new(&config.limits));
     let pending_logins = logins::PendingLogins::new(config.limits.max_unauthenticated_per_ip);
+    let refusal_logs = Arc::new(RefusalLogs::default());
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         let limits = AcceptLimits {
             slots: slots.clone(),
             logins: pending_logins.clone(),
+            refusal_logs: refusal_logs.clone(),
             max_connections,
             lowered_by_fds: max_connections < config.limits.max_connections,
             fd_budget,
@@ -142,11 +145,21 @@ fn connection_limit(config: &Config) -> (usize, Option<fds::FdBudget>) {
     (max, Some(budget))
 }
 
+/// The log-line bounds of the refusals at accept, one per kind.
+#[derive(Debug, Default)]
+struct RefusalLogs {
+    fds: log_limit::LogLimit,
+    connections: log_limit::LogLimit,
+    per_address: log_limit::LogLimit,
+}
+
 /// What an accept loop checks before taking a connection.
 struct AcceptLimits {
     slots: Arc<Semaphore>,
     /// Unauthenticated connections per client address (shared by every listener).
     logins: Arc<logins::PendingLogins>,
+    /// How often each kind of refusal may be logged (shared by every listener).
+    refusal_logs: Arc<RefusalLogs>,
     max_connections: usize,
     /// Whether `max_connections` is lower than configured because of RLIMIT_NOFILE.
     lowered_by_fds: bool,
@@ -165,18 +178,24 @@ async fn accept_loop(
     while let Some((stream, peer)) = next_connection(&listener.tcp, &mut stop).await {
         // Reap finished connection tasks so the set stays bounded by live connections.
         while connections.try_join_next().is_some() {}
+        let logs = &limits.refusal_logs;
         if let Some(budget) = limits.fd_budget.filter(|b| b.exhausted_by(stream.as_raw_fd())) {
-            warn!(%peer, descriptor = stream.as_raw_fd(), nofile_soft_limit = budget.limit,
-                reserved_fds = budget.reserved, "file descriptor budget nearly exhausted; refusing connection");
+            if let Some(left_out) = logs.fds.allow() {
+                warn!(%peer, descriptor = stream.as_raw_fd(), nofile_soft_limit = budget.limit,
+                    reserved_fds = budget.reserved, similar_lines_left_out = left_out,
+                    "file descriptor budget nearly exhausted; refusing connection");
+            }
             broker.metrics.connection_refused();
             continue;
         }
         let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
-            if limits.lowered_by_fds {
-                warn!(%peer, max_connections = limits.max_connections,
-                    "max_connections reached (lowered to fit the file descriptor limit); refusing connection");
-            } else {
-                warn!(%peer, max_connections = limits.max_connections, "max_connections reached; refusing connection");
+            match logs.connections.allow() {
+                Some(left_out) if limits.lowered_by_fds => warn!(%peer, max_connections = limits.max_connections,
+                    similar_lines_left_out = left_out,
+                    "max_connections reached (lowered to fit the file descriptor limit); refusing connection"),
+                Some(left_out) => warn!(%peer, max_connections = limits.max_connections,
+                    similar_lines_left_out = left_out, "max_connections reached; refusing connection"),
+                None => {}
             }
             broker.metrics.connection_refused();
             continue;
@@ -185,8 +204,11 @@ async fn accept_loop(
         let needs_login = listener.tls.is_some() || listener.config.protocol.uses_sasl();
         let login = match needs_login.then(|| limits.logins.try_take(peer.ip())) {
             Some(None) => {
-                warn!(%peer, max_unauthenticated_per_ip = broker.limits.max_unauthenticated_per_ip,
-                    "too many unauthenticated connections from this address; refusing connection");
+                if let Some(left_out) = logs.per_address.allow() {
+                    warn!(%peer, max_unauthenticated_per_ip = broker.limits.max_unauthenticated_per_ip,
+                        similar_lines_left_out = left_out,
+                        "too many unauthenticated connections from this address; refusing connection");
+                }
                 broker.metrics.connection_refused();
                 continue;
             }

@@ -303,3 +303,34 @@ def test_one_address_cannot_hold_every_connection_slot_with_logins_it_never_fini
             s.close()
     finally:
         gw.stop()
+
+
+def test_a_storm_of_refused_connections_logs_a_bounded_number_of_lines(tmp_path):
+    """1,000 connections refused at accept (over max_unauthenticated_per_ip) write at most
+    ten lines a second, and each line says how many were left out before it."""
+    gw = Gateway(tmp_path, limits={"auth_timeout_secs": 60, "max_unauthenticated_per_ip": 5}).start()
+    try:
+        port = gw.ports["SASL_PLAINTEXT"]
+        held = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)) for _ in range(5)]
+        started = time.time()
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0))
+            s.close()
+        took = time.time() - started
+        time.sleep(1.1)
+        socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)).close()
+        deadline = time.time() + 5
+        lines = []
+        while time.time() < deadline:
+            lines = [l for l in gw.log_text().splitlines() if "too many unauthenticated connections" in l]
+            if lines and "similar_lines_left_out=0" not in lines[-1]:
+                break
+            time.sleep(0.1)
+        assert 10 <= len(lines) <= 10 * (int(took) + 3), (len(lines), took)
+        # Every refusal is either a line or counted in the next line's left-out number.
+        left_out = sum(int(l.split("similar_lines_left_out=")[1].split()[0]) for l in lines)
+        assert left_out + len(lines) == 1001, (left_out, len(lines))
+        for s in held:
+            s.close()
+    finally:
+        gw.stop()
