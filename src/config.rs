@@ -109,7 +109,7 @@ pub struct Limits {
     /// Largest Kafka request frame accepted; larger frames close the connection.
     pub max_request_bytes: usize,
     /// Request bytes all authenticated connections together may hold at once (received
-    /// but not yet handled). A connection takes budget in small chunks as its request's
+    /// but not yet answered). A connection takes budget in small chunks as its request's
     /// bytes arrive, never for what a frame only declares; one that finds the budget
     /// spent waits (up to `request_timeout_secs`) before reading more.
     pub max_inflight_bytes: usize,

@@ -112,8 +112,10 @@ pub async fn serve<S>(
                 return;
             }
         };
-        // `held` keeps the request's bytes counted as in flight until it is handled.
-        let (frame, held, started) = match frame {
+        // `_held` keeps the request's bytes counted as in flight until it is answered (its
+        // answer, as large as a Metadata request that names many topics, is memory too);
+        // an answer the client does not take in time closes the connection.
+        let (frame, _held, started) = match frame {
             Ok(read) => read,
             Err(FrameError::Eof) => {
                 debug!(peer = %session.peer, "client disconnected");
@@ -131,11 +133,7 @@ pub async fn serve<S>(
         };
         let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
         let started = std::time::Instant::now();
-        let reply = kafka::dispatch(broker, &mut session, frame).await;
-        // The request's bytes are gone once it is handled: a client that is slow to read
-        // its answer must not keep them counted.
-        drop(held);
-        match reply {
+        match kafka::dispatch(broker, &mut session, frame).await {
             Reply::Frame(bytes) => {
                 if let Err(e) = write_frame(&mut stream, &bytes, request_timeout).await {
                     match e.kind() {

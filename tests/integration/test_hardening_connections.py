@@ -241,11 +241,11 @@ def test_descriptor_budget_raised_at_start_and_enforced_at_accept(tmp_path):
         gw.stop()
 
 
-def test_client_that_never_reads_its_answers_is_closed_and_holds_no_budget(tmp_path):
+def test_client_that_never_reads_its_answers_is_closed_and_gives_its_budget_back(tmp_path):
     """Four connections each send a 16 MiB Metadata request (its answer is as large) and
-    never read: together they could hold the whole in-flight budget while their answers
-    wait. The budget is given back once a request is handled, a producer keeps writing,
-    and each reader that does not read is closed within request_timeout_secs."""
+    never read: their requests stay counted in the in-flight budget while their answers
+    wait, a producer keeps writing in what is left, and each reader that does not read is
+    closed within request_timeout_secs (before, never: its budget was held forever)."""
     gw = Gateway(tmp_path, limits={"max_inflight_bytes": 64 << 20, "max_request_bytes": 32 << 20,
                                    "request_timeout_secs": 3}).start()
     try:
