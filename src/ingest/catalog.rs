@@ -74,11 +74,7 @@ impl Logstore {
     /// The idempotent producer state of topic `format` (`L` or `L.json`), `partition`.
     pub fn producers(&self, format: ValueFormat, partition: i32) -> Option<&Mutex<PartitionProducers>> {
         let partition = u32::try_from(partition).ok().filter(|p| *p < self.shards)?;
-        let topic = match format {
-            ValueFormat::Raw => 0,
-            ValueFormat::Json => 1,
-        };
-        self.producers.get((topic * self.shards + partition) as usize)
+        self.producers.get((u32::from(format.code()) * self.shards + partition) as usize)
     }
 
     /// The shard a batch sent to `partition` is stored in, or None if the partition
@@ -99,6 +95,25 @@ pub enum ValueFormat {
     Raw,
     /// The value is parsed as JSON (topic name ends in `.json`).
     Json,
+}
+
+impl ValueFormat {
+    /// The format's number where one is stored: 0 for `L`, 1 for `L.json`.
+    pub fn code(self) -> u8 {
+        match self {
+            ValueFormat::Raw => 0,
+            ValueFormat::Json => 1,
+        }
+    }
+
+    /// The format of a [`code`](Self::code), if it is one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(ValueFormat::Raw),
+            1 => Some(ValueFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// A topic resolved to its logstore.

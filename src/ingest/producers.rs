@@ -182,10 +182,7 @@ impl ProducerTag {
         b[0] = TAG_VERSION;
         b[1..9].copy_from_slice(&self.producer_id.to_be_bytes());
         b[9..11].copy_from_slice(&self.epoch.to_be_bytes());
-        b[11] = match self.format {
-            ValueFormat::Raw => 0,
-            ValueFormat::Json => 1,
-        };
+        b[11] = self.format.code();
         b[12..16].copy_from_slice(&self.partition.to_be_bytes());
         b[16..20].copy_from_slice(&self.first_seq.to_be_bytes());
         b[20..24].copy_from_slice(&self.last_seq.to_be_bytes());
@@ -199,11 +196,7 @@ impl ProducerTag {
             return None;
         }
         let i32_at = |at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let format = match b[11] {
-            0 => ValueFormat::Raw,
-            1 => ValueFormat::Json,
-            _ => return None,
-        };
+        let format = ValueFormat::from_code(b[11])?;
         let mut id = [0u8; 8];
         id.copy_from_slice(&b[1..9]);
         Some(Self {

@@ -44,7 +44,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Bounded CPU work on record data, and the budget of its output.
 pub struct DecodePool {
     /// Jobs for the threads; at most `threads` are in it or running (the slots below).
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     threads: Arc<Semaphore>,
     pending: Arc<Semaphore>,
     pending_permits: usize,
@@ -91,7 +91,7 @@ impl DecodePool {
             }
         }
         Self {
-            jobs: Mutex::new(send),
+            jobs: send,
             threads: Arc::new(Semaphore::new(threads)),
             pending: Arc::new(Semaphore::new(pending_permits)),
             pending_permits,
@@ -124,7 +124,7 @@ impl DecodePool {
         let job: Job = Box::new(move || {
             let _ = done.send(job());
         });
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| PoolError::Closed)?;
+        self.jobs.send(job).map_err(|_| PoolError::Closed)?;
         // A job that panicked drops its sender without an answer.
         let output = output.await.map_err(|_| PoolError::Job("the decode job panicked".into()))?;
         let pending = self.hold(size(&output)).await?;
