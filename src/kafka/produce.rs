@@ -178,13 +178,20 @@ async fn write_partition(
     Ok(written.base_offset)
 }
 
-/// The most bytes record data can decompress to, from the codec of its first batch and
-/// the codec's largest expansion (LZ4 255x, snappy as the decoder allows it 22x, deflate
-/// 1032x); None when it is not bounded so: zstd (whose ratio has no useful bound), or
-/// message sets of magic 0/1, which may carry compressed wrappers anywhere.
+/// The most bytes record data can decompress to, when it is one magic-2 batch: its size
+/// times its codec's largest expansion (LZ4 255x, snappy as the decoder allows it 22x,
+/// deflate 1032x). None when it is not bounded so: zstd (whose ratio has no useful bound),
+/// more than one batch (a later one could be compressed), or message sets of magic 0/1,
+/// which may carry compressed wrappers anywhere.
 fn largest_output(records: &[u8]) -> Option<usize> {
+    let one_batch = records
+        .get(8..12)
+        .map(|len| i32::from_be_bytes([len[0], len[1], len[2], len[3]]))
+        .and_then(|len| usize::try_from(len).ok())
+        .is_some_and(|len| len.checked_add(12) == Some(records.len()));
     let expansion = match (records.get(16), records.get(22)) {
         (None, _) | (Some(2), None) => 1,
+        (Some(2), Some(_)) if !one_batch => return None,
         (Some(2), Some(attributes)) => match attributes & 0x07 {
             0 => 1,
             1 => 1032,
@@ -331,4 +338,34 @@ fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>) 
         buf.put_i32(0);
     }
     Reply::Frame(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_output;
+
+    /// A magic-2 batch header of `len` bytes in all with codec `codec`, then padding.
+    fn batch(len: usize, codec: u8) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+        b[16] = 2;
+        b[22] = codec;
+        b
+    }
+
+    #[test]
+    fn inline_bound_is_the_whole_data_times_its_codecs_expansion() {
+        assert_eq!(largest_output(&batch(100, 0)), Some(100));
+        assert_eq!(largest_output(&batch(100, 3)), Some(25_500));
+        assert_eq!(largest_output(&batch(100, 1)), Some(103_200));
+        assert_eq!(largest_output(&batch(100, 4)), None);
+        // A second batch after an uncompressed first one may be compressed.
+        let mut two = batch(100, 0);
+        two.extend_from_slice(&batch(100, 1));
+        assert_eq!(largest_output(&two), None);
+        let mut v1 = batch(100, 0);
+        v1[16] = 1;
+        assert_eq!(largest_output(&v1), None);
+        assert_eq!(largest_output(&[]), Some(0));
+    }
 }
