@@ -224,7 +224,7 @@ def test_producer_keeps_writing_while_hostile_clients_run(tmp_path):
         assert gw.alive(), gw.log_text()[-3000:]
         assert len(steady.delivered) >= 0.99 * steady.sent and not steady.failed, steady.failed[:5]
         base, hit = p99(baseline), p99(under_attack)
-        assert hit < max(5 * base, 0.25), "p99 %.3f s under attack, %.3f s before; attacks %s" % (hit, base, counts)
+        assert hit < max(5 * base, 0.05), "p99 %.3f s under attack, %.3f s before; attacks %s" % (hit, base, counts)
         peak = peak_rss_mib(gw.proc.pid)
         assert peak < 600, "peak RSS %.0f MiB" % peak
         log = gw.log_text()
