@@ -32,6 +32,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The ClickHouse backend (used by logstores whose backend is `clickhouse`).
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -207,6 +210,69 @@ pub struct StorageConfig {
     /// a record that makes a larger log gets MESSAGE_TOO_LARGE.
     /// 1024..=[`MAX_ENTRY_BYTES_LIMIT`] (1 GiB).
     pub max_log_bytes: usize,
+    /// Where logstores that do not name a backend (nor does their project) are stored.
+    pub backend: Backend,
+}
+
+/// A storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The local logstore under `data_dir` (one node).
+    #[default]
+    Local,
+    /// The ClickHouse of the `[clickhouse]` section (shared by any number of nodes).
+    Clickhouse,
+}
+
+/// Where the ClickHouse backend inserts, and how it batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP(S) URLs of ClickHouse servers (e.g. `http://127.0.0.1:8123`); an insert or query
+    /// that cannot reach one tries the next.
+    pub urls: Vec<String>,
+    pub database: String,
+    /// The table logs are inserted into (a MergeTree table, or a Distributed table over one
+    /// on every shard of a cluster).
+    pub table: String,
+    pub user: String,
+    pub password: String,
+    /// CA certificate (PEM) for `https://` URLs.
+    pub ca_file: Option<PathBuf>,
+    /// Create the database and table at start when absent (turn off for a Distributed
+    /// target created by hand).
+    pub create_tables: bool,
+    /// One insert holds at most this many rows...
+    pub insert_max_rows: usize,
+    /// ...and this many bytes of RowBinary...
+    pub insert_max_bytes: usize,
+    /// ...and waits at most this long (ms) for more Produce requests after the first.
+    pub insert_window_ms: u64,
+    /// Logs waiting for an insert take at most this many bytes; beyond it producers wait,
+    /// then get a retriable error.
+    pub max_pending_bytes: usize,
+    /// Longest one statement may take (s).
+    pub timeout_secs: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            database: "loggate".into(),
+            table: "logs".into(),
+            user: "default".into(),
+            password: String::new(),
+            ca_file: None,
+            create_tables: true,
+            insert_max_rows: 100_000,
+            insert_max_bytes: 16 << 20,
+            insert_window_ms: 200,
+            max_pending_bytes: 64 << 20,
+            timeout_secs: 10,
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -218,6 +284,7 @@ impl Default for StorageConfig {
             flush_bytes: 0,
             direct_io: true,
             max_log_bytes: 1024 * 1024,
+            backend: Backend::Local,
         }
     }
 }
@@ -236,6 +303,9 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     pub name: String,
+    /// Backend of this project's logstores (default: `[storage] backend`).
+    #[serde(default)]
+    pub storage: Option<Backend>,
     #[serde(default)]
     pub logstores: Vec<LogstoreConfig>,
 }
@@ -266,6 +336,9 @@ pub struct LogstoreConfig {
     /// The oldest segments are deleted while the logstore (all its shards) holds more bytes.
     #[serde(default)]
     pub retention_bytes: Option<u64>,
+    /// Backend of this logstore (default: its project's).
+    #[serde(default)]
+    pub storage: Option<Backend>,
 }
 
 /// An access key: id, hashed secret, and the `project/logstore` patterns it may write.
@@ -315,6 +388,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
             metrics: MetricsConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
@@ -345,6 +419,16 @@ impl Config {
                 project: None,
             });
         }
+    }
+
+    /// The backend a logstore is stored in: its own, else its project's, else the default.
+    pub fn backend_of(&self, project: &ProjectConfig, store: &LogstoreConfig) -> Backend {
+        store.storage.or(project.storage).unwrap_or(self.storage.backend)
+    }
+
+    /// Whether any logstore is stored in ClickHouse.
+    pub fn uses_clickhouse(&self) -> bool {
+        self.projects.iter().any(|p| p.logstores.iter().any(|l| self.backend_of(p, l) == Backend::Clickhouse))
     }
 
     /// Checks names, shard counts and limits for mistakes a user would want to hear about.
@@ -446,6 +530,27 @@ impl Config {
         }
         if st.segment_ms < 1000 {
             return Err(ConfigError::Invalid("[storage] segment_ms must be at least 1000".into()));
+        }
+        let ch = &self.clickhouse;
+        if self.uses_clickhouse() {
+            if ch.urls.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "logstores are stored in ClickHouse but [clickhouse] urls is empty".into(),
+                ));
+            }
+            if ch.database.is_empty() || ch.table.is_empty() {
+                return Err(ConfigError::Invalid("[clickhouse] database and table must not be empty".into()));
+            }
+            if ch.insert_max_rows == 0 || ch.insert_max_bytes < 4096 || ch.timeout_secs == 0 {
+                return Err(ConfigError::Invalid(
+                    "[clickhouse] insert_max_rows, insert_max_bytes (>= 4096) and timeout_secs must be positive".into(),
+                ));
+            }
+            if ch.max_pending_bytes < ch.insert_max_bytes {
+                return Err(ConfigError::Invalid(
+                    "[clickhouse] max_pending_bytes must be at least insert_max_bytes".into(),
+                ));
+            }
         }
         if !(1024..=MAX_ENTRY_BYTES_LIMIT).contains(&st.max_log_bytes) {
             return Err(ConfigError::Invalid(format!(

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use loggate_storage::local::{LocalStore, ReadQuery};
+use loggate_storage::clickhouse::ClickHouseStore;
+use loggate_storage::local::{LocalStore, ReadBatch, ReadQuery};
+use loggate_storage::StorageError;
 use loggate_storage::{StoredLog, StreamId};
 use serde_json::{Map, Value};
 
@@ -282,6 +284,27 @@ pub struct LogsRequest {
 }
 
 
+/// A store `loggate logs` reads: the local logstore's files, or ClickHouse.
+#[async_trait::async_trait]
+pub trait LogSource: Sync {
+    /// The logs of one shard that `q` selects, in offset order.
+    async fn query(&self, stream: &StreamId, shard: u32, q: ReadQuery) -> Result<ReadBatch, StorageError>;
+}
+
+#[async_trait::async_trait]
+impl LogSource for LocalStore {
+    async fn query(&self, stream: &StreamId, shard: u32, q: ReadQuery) -> Result<ReadBatch, StorageError> {
+        LocalStore::query(self, stream, shard, q).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LogSource for ClickHouseStore {
+    async fn query(&self, stream: &StreamId, shard: u32, q: ReadQuery) -> Result<ReadBatch, StorageError> {
+        ClickHouseStore::query(self, stream, shard, q).await
+    }
+}
+
 /// Logs fetched from the store per query and shard (the most a shard cursor holds).
 const BATCH: usize = 1000;
 /// How long `--follow` waits before looking for new logs.
@@ -298,7 +321,7 @@ struct Cursor {
 
 impl Cursor {
     /// Fetches until a log is buffered or the shard is caught up; each query advances.
-    async fn fill(&mut self, store: &LocalStore, stream: &StreamId) -> Result<(), String> {
+    async fn fill<S: LogSource + ?Sized>(&mut self, store: &S, stream: &StreamId) -> Result<(), String> {
         while self.buf.is_empty() && !self.caught_up {
             let b = store.query(stream, self.shard, self.q).await.map_err(|e| e.to_string())?;
             let progressed = b.next_offset > self.q.from_offset || !b.logs.is_empty();
@@ -317,7 +340,7 @@ impl Cursor {
 /// Prints the logs `req` asks for to `out`, shards merged by event time (each shard's own
 /// order kept); returns how many were printed. With `follow`, polls for new logs until the
 /// limit is reached or every shard is past an offset `--to`.
-pub async fn print_logs<W: Write>(store: &LocalStore, req: &LogsRequest, out: &mut W) -> Result<u64, String> {
+pub async fn print_logs<S: LogSource + ?Sized, W: Write>(store: &S, req: &LogsRequest, out: &mut W) -> Result<u64, String> {
     let io = |e: std::io::Error| e.to_string();
     let mut q = ReadQuery::from_offset(0, BATCH);
     match req.from {

@@ -14,8 +14,10 @@ use loggate::kafka::pool::DecodePool;
 use loggate::kafka::Broker;
 use loggate::metrics::Metrics;
 use loggate::server::{self, tls};
+use loggate::config::Backend;
+use loggate_storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Endpoint};
 use loggate_storage::local::LocalStore;
-use loggate_storage::{LogStorage, StreamId};
+use loggate_storage::{LogStorage, Router, StreamId};
 
 /// Kafka-protocol log ingestion gateway.
 #[derive(Parser)]
@@ -188,19 +190,35 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tls::generate(&dir, &hosts).map_err(|e| e.to_string())?;
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
-    let storage = LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?;
+    let local = LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?;
     let rt = runtime()?;
-    // Recover every shard (cutting torn tails) and apply retention before taking clients.
-    rt.block_on(async {
+    // Recover every local shard (cutting torn tails) and apply retention before taking
+    // clients; connect to ClickHouse (creating its table) when a logstore is stored there.
+    let storage = rt.block_on(async {
+        let clickhouse: Option<Arc<dyn LogStorage>> = if config.uses_clickhouse() {
+            let store = ClickHouseStore::open(clickhouse_options(&config))
+                .await
+                .map_err(|e| format!("ClickHouse: {e}"))?;
+            Some(Arc::new(store))
+        } else {
+            None
+        };
+        let mut streams = std::collections::HashMap::new();
         for project in &config.projects {
             for store in &project.logstores {
                 let stream = StreamId::new(&project.name, &store.name);
-                storage.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?;
+                match (config.backend_of(project, store), &clickhouse) {
+                    (Backend::Clickhouse, Some(ch)) => {
+                        streams.insert(stream, ch.clone());
+                    }
+                    _ => local.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?,
+                }
             }
         }
-        Ok::<_, String>(())
+        let local: Arc<dyn LogStorage> = Arc::new(local);
+        Ok::<_, String>(Arc::new(Router::new(local, streams)))
     })?;
-    let storage: Arc<dyn LogStorage> = Arc::new(storage);
+    let storage: Arc<dyn LogStorage> = storage;
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
@@ -216,6 +234,34 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
         storage.close().await.map_err(|e| e.to_string())
     })
+}
+
+/// What the ClickHouse backend needs from the configuration.
+fn clickhouse_options(config: &Config) -> ClickHouseOptions {
+    let ch = &config.clickhouse;
+    let endpoint = Endpoint {
+        urls: ch.urls.clone(),
+        user: ch.user.clone(),
+        password: ch.password.clone(),
+        ca_file: ch.ca_file.clone(),
+        timeout: std::time::Duration::from_secs(ch.timeout_secs),
+    };
+    let mut opts = ClickHouseOptions::new(endpoint, &ch.database, &ch.table);
+    opts.create_tables = ch.create_tables;
+    opts.node_id = config.node_id as u16;
+    opts.max_entry_bytes = config.storage.max_log_bytes;
+    opts.insert_max_rows = ch.insert_max_rows;
+    opts.insert_max_bytes = ch.insert_max_bytes;
+    opts.insert_window = std::time::Duration::from_millis(ch.insert_window_ms);
+    opts.max_pending_bytes = ch.max_pending_bytes;
+    for project in &config.projects {
+        for store in &project.logstores {
+            if let Some(hours) = store.retention_hours {
+                opts.retention_hours.insert(StreamId::new(&project.name, &store.name), hours.ceil() as u32);
+            }
+        }
+    }
+    opts
 }
 
 async fn shutdown_signal() {
@@ -277,19 +323,17 @@ fn print_banner(config: &Config, config_path: Option<&Path>, data_dir_flag: Opti
 fn logs(args: LogsArgs) -> Result<(), String> {
     use loggate::logs::{parse_bound, print_logs, Format, LogsRequest, Where};
     let (config, _) = load_config(&args.config)?;
-    let shards: Vec<u32> = match args.shard {
-        Some(s) => vec![s],
-        None => {
-            let n = config
-                .projects
-                .iter()
-                .find(|p| p.name == args.project)
-                .and_then(|p| p.logstores.iter().find(|l| l.name == args.logstore))
-                .map(|l| l.shards)
-                .ok_or_else(|| format!("no logstore {}/{} in the configuration", args.project, args.logstore))?;
-            (0..n).collect()
-        }
+    let configured = config
+        .projects
+        .iter()
+        .find(|p| p.name == args.project)
+        .and_then(|p| p.logstores.iter().find(|l| l.name == args.logstore).map(|l| (p, l)));
+    let shards: Vec<u32> = match (args.shard, configured) {
+        (Some(s), _) => vec![s],
+        (None, Some((_, l))) => (0..l.shards).collect(),
+        (None, None) => return Err(format!("no logstore {}/{} in the configuration", args.project, args.logstore)),
     };
+    let backend = configured.map_or(config.storage.backend, |(p, l)| config.backend_of(p, l));
     let now = loggate::ingest::now_ms();
     let req = LogsRequest {
         stream: StreamId { project: args.project.clone(), logstore: args.logstore.clone() },
@@ -301,12 +345,17 @@ fn logs(args: LogsArgs) -> Result<(), String> {
         follow: args.follow,
         format: if args.output == "table" { Format::Table } else { Format::Json },
     };
-    let store = LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?;
     let rt = runtime()?;
     rt.block_on(async {
+        let store: Box<dyn loggate::logs::LogSource> = match backend {
+            Backend::Local => Box::new(LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?),
+            Backend::Clickhouse => Box::new(
+                ClickHouseStore::open_read_only(clickhouse_options(&config)).await.map_err(|e| format!("ClickHouse: {e}"))?,
+            ),
+        };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        match print_logs(&store, &req, &mut out).await {
+        match print_logs(&*store, &req, &mut out).await {
             Ok(_) => Ok(()),
             // `loggate logs | head` closes the pipe: not an error.
             Err(e) if e.contains("Broken pipe") => Ok(()),

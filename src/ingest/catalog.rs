@@ -210,7 +210,8 @@ mod tests {
     fn catalog(routing: Routing) -> Catalog {
         Catalog::from_config(&[ProjectConfig {
             name: "demo".into(),
-            logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing, retention_hours: None, retention_bytes: None }],
+            storage: None,
+            logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing, retention_hours: None, retention_bytes: None, storage: None }],
         }], &Limits::default())
     }
 

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::catalog::ValueFormat;
 
 /// Name of the field holding a raw record value.
-pub const CONTENT: &str = "content";
+pub use loggate_storage::CONTENT_FIELD as CONTENT;
 
 /// What every log of one produced batch shares.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +128,7 @@ impl<'a> Converter<'a> {
         }
         let tag = first_tag(&self.ctx, out);
         let mut log = begin_log(&self.ctx, record, out).fields();
-        log.field(CONTENT.as_bytes(), value);
+        log.content(value);
         Ok(log.finish_with_tag(tag)?)
     }
 

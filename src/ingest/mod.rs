@@ -132,16 +132,13 @@ impl Ingest {
         /// Bytes a log takes beyond its record's data, roughly: frame, times, lengths and
         /// counts, the `content` name.
         const LOG_OVERHEAD: usize = 80;
-        let tag = producer.map(|p| {
-            ProducerTag {
-                producer_id: p.producer_id,
-                epoch: p.epoch,
-                format: topic.format,
-                partition,
-                first_seq: p.first_seq,
-                last_seq: p.last_seq,
-            }
-            .encode()
+        let tag = producer.map(|p| ProducerTag {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+            format: topic.format,
+            partition,
+            first_seq: p.first_seq,
+            last_seq: p.last_seq,
         });
         // A guess from the batch headers, so capped by what the bytes present can hold.
         let capacity: usize = batches
@@ -152,8 +149,12 @@ impl Ingest {
             })
             .fold(0usize, usize::saturating_add)
             .min(limits.max_bytes);
-        let mut logs = EntryBatch::with_capacity(self.storage.max_entry_bytes(), capacity);
-        let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag.as_ref().map(|t| &t[..]) };
+        let mut logs = self.storage.new_batch(&topic.logstore.stream, capacity);
+        if let Some(tag) = &tag {
+            logs.set_producer(tag.mark());
+        }
+        let tag_bytes = tag.map(|t| t.encode());
+        let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
         let mut converter = Converter::new(topic.format, ctx).with_limits(limits);
         for batch in batches {
             for record in batch.records() {
@@ -255,21 +256,11 @@ impl Ingest {
         let now = std::time::Instant::now();
         let mut found = 0;
         for store in self.catalog.all_logstores() {
-            let mut tags: Vec<(ProducerTag, i64, i64)> = Vec::new();
-            for shard in 0..store.shards {
-                let (start, end) = self.storage.offsets(&store.stream, shard).await?;
-                let mut from = end.saturating_sub(max_entries).max(start);
-                while from < end {
-                    let logs = self.storage.read(&store.stream, shard, from, 10_000).await?;
-                    let Some(last) = logs.last() else { break };
-                    from = last.offset + 1;
-                    for log in &logs {
-                        if let Some(tag) = log.entry.tag.as_deref().and_then(ProducerTag::decode) {
-                            tags.push((tag, log.offset as i64, log.entry.arrival_time_ms));
-                        }
-                    }
-                }
-            }
+            let batches = self.storage.producer_batches(&store.stream, store.shards, max_entries, None).await?;
+            let mut tags: Vec<(ProducerTag, i64, i64)> = batches
+                .iter()
+                .filter_map(|b| Some((ProducerTag::from_mark(&b.mark)?, b.base_offset as i64, b.arrival_time_ms)))
+                .collect();
             // Replay in the order the batches were written: epoch, arrival, sequence.
             tags.sort_by_key(|(t, _, arrival)| (t.producer_id, t.partition, t.epoch, *arrival, t.first_seq));
             for (tag, offset, arrival_ms) in tags {

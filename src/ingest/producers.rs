@@ -8,6 +8,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use loggate_storage::ProducerMark;
+pub use loggate_storage::PRODUCER_TAG_LEN as TAG_LEN;
+
 use super::catalog::ValueFormat;
 
 /// Batches remembered per producer and partition.
@@ -168,45 +171,39 @@ pub struct ProducerTag {
     pub last_seq: i32,
 }
 
-/// Version 1 tags did not say which topic of the logstore was written; they are not
-/// read back (a producer whose state is gone gets UNKNOWN_PRODUCER_ID and resets).
-const TAG_VERSION: u8 = 2;
-/// Length of an encoded [`ProducerTag`].
-pub const TAG_LEN: usize = 1 + 8 + 2 + 1 + 4 + 4 + 4;
-
 impl ProducerTag {
-    /// The tag's bytes: a version byte, then producer id, epoch, topic (0 for `L`, 1 for
-    /// `L.json`), partition, first and last sequence, big-endian.
+    /// The storage's view of the tag: the lane is the topic's format code in the top byte
+    /// and the partition below (partitions are < 2^24).
+    pub fn mark(&self) -> ProducerMark {
+        ProducerMark {
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+            lane: (u32::from(self.format.code()) << 24) | (self.partition as u32 & 0x00ff_ffff),
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+        }
+    }
+
+    /// The tag of a stored mark; None when its lane names no topic format.
+    pub fn from_mark(m: &ProducerMark) -> Option<Self> {
+        Some(Self {
+            producer_id: m.producer_id,
+            epoch: m.epoch,
+            format: ValueFormat::from_code((m.lane >> 24) as u8)?,
+            partition: (m.lane & 0x00ff_ffff) as i32,
+            first_seq: m.first_seq,
+            last_seq: m.last_seq,
+        })
+    }
+
+    /// The tag's bytes on the batch's first log (see [`ProducerMark::to_tag`]).
     pub fn encode(&self) -> [u8; TAG_LEN] {
-        let mut b = [0; TAG_LEN];
-        b[0] = TAG_VERSION;
-        b[1..9].copy_from_slice(&self.producer_id.to_be_bytes());
-        b[9..11].copy_from_slice(&self.epoch.to_be_bytes());
-        b[11] = self.format.code();
-        b[12..16].copy_from_slice(&self.partition.to_be_bytes());
-        b[16..20].copy_from_slice(&self.first_seq.to_be_bytes());
-        b[20..24].copy_from_slice(&self.last_seq.to_be_bytes());
-        b
+        self.mark().to_tag()
     }
 
     /// Parses a tag written by [`encode`](Self::encode); None for anything else.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; TAG_LEN] = b.try_into().ok()?;
-        if b[0] != TAG_VERSION {
-            return None;
-        }
-        let i32_at = |at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let format = ValueFormat::from_code(b[11])?;
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&b[1..9]);
-        Some(Self {
-            producer_id: i64::from_be_bytes(id),
-            epoch: i16::from_be_bytes([b[9], b[10]]),
-            format,
-            partition: i32_at(12),
-            first_seq: i32_at(16),
-            last_seq: i32_at(20),
-        })
+        Self::from_mark(&ProducerMark::from_tag(b)?)
     }
 }
 

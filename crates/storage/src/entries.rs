@@ -1,15 +1,32 @@
 //! [`EntryBatch`]: logs encoded as they are converted, ready for a storage backend.
 //!
-//! The bytes are the local logstore's unsealed frames (see `local/codec.rs`, the one owner
-//! of the format), so [`LocalStore`](crate::local::LocalStore) appends them without another
-//! encoding pass; other backends read the entries back with [`EntryBatch::into_entries`].
+//! A batch is written in the encoding of the backend that will store it (the backend makes
+//! it: [`LogStorage::new_batch`](crate::LogStorage::new_batch)), so no backend decodes
+//! another's format and nothing is encoded twice:
+//! - [`Encoding::Frames`]: the local logstore's unsealed frames (see `local/codec.rs`, the one
+//!   owner of the format), appended by [`LocalStore`](crate::local::LocalStore) as they are;
+//! - [`Encoding::Rows`]: ClickHouse RowBinary rows of the per-log columns (see
+//!   `clickhouse/rows.rs`), which the ClickHouse backend splices into one insert body.
 
 use std::fmt;
 
 use bytes::Bytes;
 
+use crate::clickhouse::rows::{RowBuilder, RowScratch};
 use crate::local::codec::{self, FrameBuilder, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::{LogEntry, StorageError};
+use crate::{LogEntry, ProducerMark, StorageError};
+
+/// Name of the field that holds a log's raw content (the whole record value).
+pub const CONTENT_FIELD: &str = "content";
+
+/// How the entries of a batch are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Local logstore frames.
+    Frames,
+    /// ClickHouse RowBinary rows.
+    Rows,
+}
 
 /// Logs to append, already encoded, built entry by entry without an allocation per entry.
 ///
@@ -27,6 +44,10 @@ pub struct EntryBatch {
     max_entry_bytes: usize,
     /// Payload length of the largest entry in `bytes`.
     largest_payload: usize,
+    /// How the entries are encoded; `Rows` has its buffers for lists still being written.
+    rows: Option<Box<RowScratch>>,
+    /// The idempotent producer batch these logs are, if any.
+    producer: Option<ProducerMark>,
 }
 
 impl EntryBatch {
@@ -43,7 +64,38 @@ impl EntryBatch {
             count: 0,
             max_entry_bytes: max_entry_bytes.min(MAX_PAYLOAD_LEN),
             largest_payload: 0,
+            rows: None,
+            producer: None,
         }
+    }
+
+    /// An empty batch in `encoding`, with room for `bytes` encoded bytes.
+    pub fn with_encoding(encoding: Encoding, max_entry_bytes: usize, bytes: usize) -> Self {
+        let mut batch = Self::with_capacity(max_entry_bytes, bytes);
+        if encoding == Encoding::Rows {
+            batch.rows = Some(Box::default());
+        }
+        batch
+    }
+
+    /// How the entries are encoded.
+    pub fn encoding(&self) -> Encoding {
+        if self.rows.is_some() {
+            Encoding::Rows
+        } else {
+            Encoding::Frames
+        }
+    }
+
+    /// Marks the batch as one idempotent producer's batch (the backend stores the mark with
+    /// the logs, so that the producer's sequence state can be rebuilt from storage).
+    pub fn set_producer(&mut self, mark: ProducerMark) {
+        self.producer = Some(mark);
+    }
+
+    /// The producer mark set with [`set_producer`](Self::set_producer).
+    pub fn producer(&self) -> Option<&ProducerMark> {
+        self.producer.as_ref()
     }
 
     /// A batch of `entries` (for tests and callers holding [`LogEntry`]s).
@@ -87,11 +139,26 @@ impl EntryBatch {
         source: &[u8],
         key: Option<&[u8]>,
     ) -> EntryWriter<'_> {
-        let frame =
-            FrameBuilder::begin(&mut self.bytes, event_time_ms, arrival_time_ms, source, key);
+        let encoder = match &mut self.rows {
+            None => Encoder::Frame(FrameBuilder::begin(
+                &mut self.bytes,
+                event_time_ms,
+                arrival_time_ms,
+                source,
+                key,
+            )),
+            Some(scratch) => Encoder::Row(RowBuilder::begin(
+                &mut self.bytes,
+                scratch,
+                event_time_ms,
+                arrival_time_ms,
+                source,
+                key,
+            )),
+        };
         EntryWriter(Frame {
             batch: self,
-            frame,
+            encoder,
             finished: false,
         })
     }
@@ -129,8 +196,12 @@ impl EntryBatch {
         result
     }
 
-    /// Decodes the entries (sharing one buffer, no copy of their bytes).
+    /// Decodes the entries (sharing one buffer, no copy of their bytes); only a batch of
+    /// [`Encoding::Frames`] can be read back this way.
     pub fn into_entries(self) -> Result<Vec<LogEntry>, StorageError> {
+        if self.rows.is_some() {
+            return Err(StorageError::Corrupt("rows are not decoded back into entries".into()));
+        }
         let mut entries = Vec::with_capacity(self.count);
         let bytes = Bytes::from(self.bytes);
         let mut pos = 0;
@@ -155,9 +226,14 @@ impl EntryBatch {
         Ok(entries)
     }
 
-    /// The unsealed frames, for a shard writer.
+    /// The encoded entries (unsealed frames for a shard writer, or length-prefixed rows).
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.bytes
+    }
+
+    /// The encoded entries, borrowed.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -171,21 +247,77 @@ impl fmt::Debug for EntryBatch {
     }
 }
 
+/// The entry being written, in its batch's encoding.
+enum Encoder {
+    Frame(FrameBuilder),
+    Row(RowBuilder),
+}
+
 /// An entry being written into its batch; dropped unfinished, it is removed again.
 struct Frame<'b> {
     batch: &'b mut EntryBatch,
-    frame: FrameBuilder,
+    encoder: Encoder,
     /// Whether the entry was added to the batch.
     finished: bool,
 }
 
 impl Frame<'_> {
     #[inline]
+    fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let batch = &mut *self.batch;
+        match (&mut self.encoder, &mut batch.rows) {
+            (Encoder::Frame(f), _) => f.header(&mut batch.bytes, key, value),
+            (Encoder::Row(r), Some(scratch)) => r.header(scratch, key, value),
+            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        }
+    }
+
+    #[inline]
+    fn end_headers(&mut self) {
+        if let Encoder::Frame(f) = &mut self.encoder {
+            f.end_headers(&mut self.batch.bytes);
+        }
+    }
+
+    #[inline]
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let batch = &mut *self.batch;
+        match (&mut self.encoder, &mut batch.rows) {
+            (Encoder::Frame(f), _) => f.field(&mut batch.bytes, name, value),
+            (Encoder::Row(r), Some(scratch)) => r.field(scratch, name, value),
+            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        }
+    }
+
+    #[inline]
+    fn content(&mut self, value: &[u8]) {
+        let batch = &mut *self.batch;
+        match (&mut self.encoder, &mut batch.rows) {
+            (Encoder::Frame(f), _) => f.field(&mut batch.bytes, CONTENT_FIELD.as_bytes(), value),
+            (Encoder::Row(r), Some(scratch)) => r.content(scratch, value),
+            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        }
+    }
+
+    #[inline]
+    fn start(&self) -> usize {
+        match &self.encoder {
+            Encoder::Frame(f) => f.start(),
+            Encoder::Row(r) => r.start(),
+        }
+    }
+
+    #[inline]
     fn finish(mut self, tag: Option<&[u8]>) -> Result<(), StorageError> {
         let batch = &mut *self.batch;
-        let payload_len = self
-            .frame
-            .end(&mut batch.bytes, tag, batch.max_entry_bytes)
+        let limit = batch.max_entry_bytes;
+        let ended = match (&mut self.encoder, &mut batch.rows) {
+            (Encoder::Frame(f), _) => f.end(&mut batch.bytes, tag, limit),
+            // A row's producer mark is the batch's, not a tag.
+            (Encoder::Row(r), Some(scratch)) => r.end(&mut batch.bytes, scratch, limit),
+            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        };
+        let payload_len = ended
             .map_err(|size| StorageError::EntryTooLarge {
                 size,
                 limit: batch.max_entry_bytes,
@@ -201,7 +333,8 @@ impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.finished {
-            self.batch.bytes.truncate(self.frame.start());
+            let start = self.start();
+            self.batch.bytes.truncate(start);
         }
     }
 }
@@ -214,13 +347,13 @@ impl<'b> EntryWriter<'b> {
     /// Adds a header (`None`: a null value). Keys may repeat.
     #[inline]
     pub fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.0.frame.header(&mut self.0.batch.bytes, key, value);
+        self.0.header(key, value);
     }
 
     /// Ends the headers; the entry's fields follow.
     #[inline]
     pub fn fields(mut self) -> FieldWriter<'b> {
-        self.0.frame.end_headers(&mut self.0.batch.bytes);
+        self.0.end_headers();
         FieldWriter(self.0)
     }
 
@@ -249,7 +382,13 @@ impl FieldWriter<'_> {
     /// Adds a field. Names may repeat.
     #[inline]
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
-        self.0.frame.field(&mut self.0.batch.bytes, name, value);
+        self.0.field(name, value);
+    }
+
+    /// Sets the log's raw content (the [`CONTENT_FIELD`] field; a column of its own in rows).
+    #[inline]
+    pub fn content(&mut self, value: &[u8]) {
+        self.0.content(value);
     }
 
     /// Adds the entry, without tag; fails with [`StorageError::EntryTooLarge`] (and

@@ -1,13 +1,18 @@
-//! Log storage: the [`LogStorage`] trait and the durable local logstore.
+//! Log storage: the [`LogStorage`] trait, the durable local logstore and ClickHouse.
 //! Storage knows nothing of Kafka; it stores [`LogEntry`]s in numbered shards of a stream,
-//! appended as [`EntryBatch`]es.
+//! appended as [`EntryBatch`]es encoded for the backend that stores them.
 
 use bytes::Bytes;
 
+pub mod clickhouse;
 mod entries;
 pub mod local;
+mod marks;
+mod router;
 
-pub use entries::{EntryBatch, EntryWriter, FieldWriter};
+pub use entries::{Encoding, EntryBatch, EntryWriter, FieldWriter, CONTENT_FIELD};
+pub use marks::{MarkedBatch, ProducerMark, TAG_LEN as PRODUCER_TAG_LEN};
+pub use router::Router;
 
 /// A log stream: one logstore of one project.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -74,9 +79,13 @@ pub enum Durability {
 }
 
 /// Acknowledgement of one append: `count` logs at offsets `base_offset..base_offset + count`.
+///
+/// What an offset is depends on the backend: the local logstore numbers each shard's logs
+/// gaplessly from 0; ClickHouse gives each appended batch an id (unique per node, growing
+/// with time), stored with every row, and its logs are `id + position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {
-    /// Offset given to the first appended log.
+    /// Offset (or batch id) given to the first appended log.
     pub base_offset: u64,
     /// Number of logs appended.
     pub count: u32,
@@ -106,6 +115,10 @@ pub enum StorageError {
     /// The bounded queue was full and the request could not wait any longer.
     #[error("storage is overloaded")]
     Overloaded,
+    /// The storage service cannot be reached or refused the write; nothing was stored and
+    /// a retry later may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
@@ -139,9 +152,18 @@ impl From<InvalidName> for StorageError {
 /// Where logs are stored: appends and reads per (stream, shard).
 #[async_trait::async_trait]
 pub trait LogStorage: Send + Sync {
-    /// Appends entries to one shard; returns the offset of the first (offsets are per shard, gapless, from 0).
+    /// An empty batch for [`append`](Self::append) to `stream`, in the encoding of the
+    /// backend that stores it, with room
+    /// for `capacity` encoded bytes and its entries limited to
+    /// [`max_entry_bytes`](Self::max_entry_bytes).
+    fn new_batch(&self, _stream: &StreamId, capacity: usize) -> EntryBatch {
+        EntryBatch::with_encoding(Encoding::Frames, self.max_entry_bytes(), capacity)
+    }
+
+    /// Appends entries to one shard; returns the offset of the first (see [`AppendAck`]).
     /// Fails with [`StorageError::EntryTooLarge`], appending nothing, when an entry is larger
-    /// than [`max_entry_bytes`](Self::max_entry_bytes).
+    /// than [`max_entry_bytes`](Self::max_entry_bytes). Acknowledged only once the entries
+    /// are stored as `durability` asks.
     async fn append(
         &self,
         stream: &StreamId,
@@ -167,9 +189,30 @@ pub trait LogStorage: Send + Sync {
     /// The first retained offset of a shard and the offset its next append will get
     /// (both 0 for an empty or absent shard).
     async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError>;
+    /// The producer-marked batches among the newest `newest` logs of each of the first
+    /// `shards` shards (oldest first), to rebuild idempotent producers' state; with `producer`,
+    /// only that producer's.
+    async fn producer_batches(
+        &self,
+        stream: &StreamId,
+        shards: u32,
+        newest: u64,
+        producer: Option<i64>,
+    ) -> Result<Vec<MarkedBatch>, StorageError> {
+        marks::scan_tags(self, stream, shards, newest, producer).await
+    }
+
     /// Makes everything appended so far durable.
     async fn flush(&self) -> Result<(), StorageError>;
 
     /// Flushes, stops background work; later appends fail with Closed.
     async fn close(&self) -> Result<(), StorageError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

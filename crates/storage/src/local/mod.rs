@@ -504,6 +504,12 @@ impl Drop for Inner {
 
 /// Hands `entries` to a writer as they are, enforcing the size limit.
 fn checked_batch(entries: EntryBatch, limit: usize) -> Result<EncodedBatch, StorageError> {
+    if entries.encoding() != crate::Encoding::Frames {
+        return Err(StorageError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the local logstore appends frame-encoded batches only",
+        )));
+    }
     let size = entries.largest_entry_bytes();
     if size > limit {
         return Err(StorageError::EntryTooLarge { size, limit });

@@ -1,0 +1,281 @@
+//! Coalesced inserts: appends from every connection are gathered into one INSERT per
+//! window, and each append is answered once the insert holding it has succeeded.
+//!
+//! Each insert has a random insert id, in every row and as the statement's `query_id`.
+//! When its outcome is unknown (no answer, an error answer), the insert is not simply sent
+//! again: first the store asks ClickHouse whether the statement is still running (a query
+//! id runs at most once at a time, so a resent insert cannot overlap it), then which of the
+//! insert's rows exist, and only the missing ones are sent again, under the same id. An
+//! insert that certainly did not run (no connection could be made, and nothing was sent
+//! before) fails its appends at once with [`StorageError::Unavailable`]: nothing is stored,
+//! and the producers retry.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use super::http::{quote, HttpError};
+use super::rows::{self, BatchColumns};
+use super::Shared;
+use crate::{AppendAck, EntryBatch, StorageError, StreamId};
+
+/// One append waiting for its insert.
+pub(crate) struct Pending {
+    pub stream: StreamId,
+    pub shard: u32,
+    pub retention_hours: u32,
+    pub batch_id: u64,
+    pub entries: EntryBatch,
+    pub reply: oneshot::Sender<Result<AppendAck, StorageError>>,
+    /// The append's share of the pending-bytes budget, released when it is answered.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// Batch ids: unique per node and growing with time. The node id is in bits 50-62; below
+/// it a counter that starts at the clock (ms × 256) and moves on by each batch's log count,
+/// so ids stay apart across restarts unless a node averaged more than 256 logs per
+/// millisecond since its start.
+pub(crate) struct BatchIds {
+    node: u64,
+    last: AtomicU64,
+}
+
+const COUNTER_BITS: u32 = 50;
+
+impl BatchIds {
+    pub(crate) fn new(node_id: u16) -> Self {
+        BatchIds { node: u64::from(node_id & 0x1fff) << COUNTER_BITS, last: AtomicU64::new(0) }
+    }
+
+    /// The id of a batch of `count` logs (its logs are `id..id + count`).
+    pub(crate) fn next(&self, count: u32) -> u64 {
+        let clock = (crate::now_ms().max(0) as u64).saturating_mul(256) & ((1 << COUNTER_BITS) - 1);
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let id = clock.max(last);
+            let next = id + u64::from(count);
+            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return self.node | id,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+/// Longest wait between attempts of an insert whose outcome is unknown.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Gathers appends into inserts until the queue closes; then inserts what is left.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let opts = &shared.opts;
+    while let Some(first) = rx.recv().await {
+        let window_end = tokio::time::Instant::now() + opts.insert_window;
+        let (mut rows, mut bytes) = (first.entries.len(), first.entries.bytes_len());
+        let mut group = vec![first];
+        while rows < opts.insert_max_rows && bytes < opts.insert_max_bytes {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(p) => {
+                        rows += p.entries.len();
+                        bytes += p.entries.bytes_len();
+                        group.push(p);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(window_end) => break,
+            }
+        }
+        insert_group(&shared, group).await;
+    }
+}
+
+/// The statement of an insert (the data is the body).
+fn insert_statement(target: &str) -> String {
+    let columns: Vec<&str> = rows::BATCH_COLUMNS.iter().chain(rows::ROW_COLUMNS).copied().collect();
+    format!("INSERT INTO {target} ({}) FORMAT RowBinary", columns.join(", "))
+}
+
+/// The body of an insert: every row of `group` whose (batch id, position) `keep` accepts.
+fn insert_body(
+    shared: &Shared,
+    group: &[Pending],
+    insert_id: u64,
+    mut keep: impl FnMut(u64, u32) -> bool,
+) -> (Vec<u8>, usize) {
+    let size: usize = group.iter().map(|p| p.entries.bytes_len() + p.entries.len() * 96).sum();
+    let mut body = Vec::with_capacity(size);
+    let mut written = 0;
+    for p in group {
+        let mark = p.entries.producer();
+        let shared_columns = BatchColumns {
+            project: &p.stream.project,
+            logstore: &p.stream.logstore,
+            shard: p.shard,
+            retention_hours: p.retention_hours,
+            node_id: shared.opts.node_id,
+            insert_id,
+            batch_id: p.batch_id,
+            producer_id: mark.map_or(-1, |m| m.producer_id),
+            producer_epoch: mark.map_or(-1, |m| m.epoch),
+            producer_lane: mark.map_or(0, |m| m.lane),
+            sequence_first: mark.map_or(-1, |m| m.first_seq),
+            sequence_last: mark.map_or(-1, |m| m.last_seq),
+        };
+        written += rows::write_insert_rows(&mut body, &shared_columns, p.entries.bytes(), |pos| keep(p.batch_id, pos));
+    }
+    (body, written)
+}
+
+/// What is known of an insert's rows.
+enum Outcome {
+    /// Certainly not stored (nothing was ever sent, or a check found none).
+    NotStored,
+    /// Some or all may be stored: check before sending again.
+    Unknown,
+}
+
+/// Inserts `group` and answers its appends.
+async fn insert_group(shared: &Shared, group: Vec<Pending>) {
+    let insert_id = loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            break id;
+        }
+    };
+    let query_id = format!("loggate-{insert_id:016x}");
+    let statement = insert_statement(&shared.target);
+    let total: usize = group.iter().map(|p| p.entries.len()).sum();
+    let (min_arrival, max_arrival) = arrival_range(&group);
+    let started = Instant::now();
+    let (body, _) = insert_body(shared, &group, insert_id, |_, _| true);
+    let mut body = Bytes::from(body);
+    let mut outcome = Outcome::NotStored;
+    let mut backoff = Duration::from_millis(100);
+    let mut url = 0usize;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let params = [("query_id", query_id.as_str()), ("insert_distributed_sync", "1")];
+        match shared.client.insert(url, &statement, &params, body.clone()).await {
+            Ok(_) => {
+                tracing::debug!(rows = total, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "ClickHouse insert");
+                return answer_all(group, Ok(()));
+            }
+            Err(e @ HttpError::NotSent { .. }) if matches!(outcome, Outcome::NotStored) => {
+                // Nothing of this insert reached any server: fail fast, nothing is stored.
+                tracing::warn!(error = %e, rows = total, "ClickHouse unreachable; the insert's producers get a retriable error");
+                return answer_all(group, Err(StorageError::Unavailable(e.to_string())));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = total, attempt, "ClickHouse insert failed; checking what it stored before retrying");
+                if !matches!(e, HttpError::NotSent { .. }) {
+                    outcome = Outcome::Unknown;
+                }
+            }
+        }
+        // Outcome unknown: find out what is stored, then send only what is missing.
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match stored_rows(shared, url, &query_id, insert_id, min_arrival, max_arrival).await {
+                Ok(Stored::Running) => continue,
+                Ok(Stored::Rows(present)) => {
+                    if present.len() >= total {
+                        tracing::info!(rows = total, attempt, "ClickHouse insert found complete on check");
+                        return answer_all(group, Ok(()));
+                    }
+                    if present.is_empty() {
+                        outcome = Outcome::NotStored;
+                    }
+                    let (missing, n) =
+                        insert_body(shared, &group, insert_id, |batch, pos| !present.contains(&(batch, pos)));
+                    tracing::info!(stored = present.len(), resending = n, "ClickHouse insert checked");
+                    body = Bytes::from(missing);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "ClickHouse insert check failed; trying the next URL");
+                    url += 1;
+                }
+            }
+        }
+        // An insert known to have stored nothing may fail its producers instead of waiting.
+        if matches!(outcome, Outcome::NotStored) && started.elapsed() > shared.opts.endpoint.timeout {
+            return answer_all(group, Err(StorageError::Unavailable("ClickHouse inserts keep failing".into())));
+        }
+    }
+}
+
+/// What a check found of an insert.
+enum Stored {
+    /// The statement is still running on the server.
+    Running,
+    /// (batch id, position) of its stored rows.
+    Rows(HashSet<(u64, u32)>),
+}
+
+async fn stored_rows(
+    shared: &Shared,
+    url: usize,
+    query_id: &str,
+    insert_id: u64,
+    min_arrival: i64,
+    max_arrival: i64,
+) -> Result<Stored, HttpError> {
+    let running = shared
+        .client
+        .query(url, &format!("SELECT count() FROM system.processes WHERE query_id = {}", quote(query_id)), &[])
+        .await?;
+    if String::from_utf8_lossy(&running).trim() != "0" {
+        return Ok(Stored::Running);
+    }
+    // The arrival range lets ClickHouse read only the partitions the rows can be in.
+    let sql = format!(
+        "SELECT batch_id, position FROM {} WHERE insert_id = {insert_id} \
+         AND arrival_time >= toDateTime({}) AND arrival_time <= toDateTime({}) FORMAT TabSeparated",
+        shared.target,
+        (min_arrival.div_euclid(1000) - 1).max(0),
+        max_arrival.div_euclid(1000) + 1
+    );
+    let text = shared.client.query(url, &sql, &[]).await?;
+    let text = String::from_utf8_lossy(&text);
+    let mut present = HashSet::new();
+    for line in text.lines() {
+        if let Some((b, p)) = line.split_once('\t') {
+            if let (Ok(b), Ok(p)) = (b.parse(), p.parse()) {
+                present.insert((b, p));
+            }
+        }
+    }
+    Ok(Stored::Rows(present))
+}
+
+/// The arrival times of the group's logs (from the first log of each batch: a batch's logs
+/// share it).
+fn arrival_range(group: &[Pending]) -> (i64, i64) {
+    let mut range = (i64::MAX, i64::MIN);
+    for p in group {
+        if let Some(ms) = rows::first_arrival_ms(p.entries.bytes()) {
+            range = (range.0.min(ms), range.1.max(ms));
+        }
+    }
+    if range.0 > range.1 {
+        (0, i64::MAX / 2)
+    } else {
+        range
+    }
+}
+
+fn answer_all(group: Vec<Pending>, result: Result<(), StorageError>) {
+    for p in group {
+        let answer = match &result {
+            Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32 }),
+            Err(e) => Err(StorageError::Unavailable(e.to_string())),
+        };
+        let _ = p.reply.send(answer);
+    }
+}

@@ -1,0 +1,94 @@
+//! [`Router`]: streams stored by different backends behind one [`LogStorage`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::{AppendAck, Durability, EntryBatch, LogStorage, MarkedBatch, StorageError, StoredLog, StreamId};
+
+/// Sends each stream to its backend: the one named for it, else the default.
+pub struct Router {
+    default: Arc<dyn LogStorage>,
+    streams: HashMap<StreamId, Arc<dyn LogStorage>>,
+    /// Every distinct backend, for flush and close.
+    backends: Vec<Arc<dyn LogStorage>>,
+}
+
+impl Router {
+    /// A router sending every stream to `default`, except those in `streams`.
+    pub fn new(default: Arc<dyn LogStorage>, streams: HashMap<StreamId, Arc<dyn LogStorage>>) -> Self {
+        let mut backends = vec![default.clone()];
+        for b in streams.values() {
+            if !backends.iter().any(|known| Arc::ptr_eq(known, b)) {
+                backends.push(b.clone());
+            }
+        }
+        Router { default, streams, backends }
+    }
+
+    /// The backend of `stream`.
+    pub fn backend(&self, stream: &StreamId) -> &Arc<dyn LogStorage> {
+        self.streams.get(stream).unwrap_or(&self.default)
+    }
+}
+
+#[async_trait::async_trait]
+impl LogStorage for Router {
+    fn new_batch(&self, stream: &StreamId, capacity: usize) -> EntryBatch {
+        self.backend(stream).new_batch(stream, capacity)
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        entries: EntryBatch,
+        durability: Durability,
+    ) -> Result<AppendAck, StorageError> {
+        self.backend(stream).append(stream, shard, entries, durability).await
+    }
+
+    fn max_entry_bytes(&self) -> usize {
+        self.backends.iter().map(|b| b.max_entry_bytes()).min().unwrap_or(0)
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        from_offset: u64,
+        max_entries: usize,
+    ) -> Result<Vec<StoredLog>, StorageError> {
+        self.backend(stream).read(stream, shard, from_offset, max_entries).await
+    }
+
+    async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError> {
+        self.backend(stream).offsets(stream, shard).await
+    }
+
+    async fn producer_batches(
+        &self,
+        stream: &StreamId,
+        shards: u32,
+        newest: u64,
+        producer: Option<i64>,
+    ) -> Result<Vec<MarkedBatch>, StorageError> {
+        self.backend(stream).producer_batches(stream, shards, newest, producer).await
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        for b in &self.backends {
+            b.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for b in &self.backends {
+            if let Err(e) = b.close().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
