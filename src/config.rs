@@ -35,6 +35,9 @@ pub struct Config {
     /// The ClickHouse backend (used by logstores whose backend is `clickhouse`).
     #[serde(default)]
     pub clickhouse: ClickHouseConfig,
+    /// The gateway nodes sharing one storage (none: this node alone).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -44,7 +47,7 @@ pub struct Config {
 }
 
 /// Security protocol of a listener, named as Kafka clients name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SecurityProtocol {
     Plaintext,
@@ -212,6 +215,38 @@ pub struct StorageConfig {
     pub max_log_bytes: usize,
     /// Where logstores that do not name a backend (nor does their project) are stored.
     pub backend: Backend,
+}
+
+/// Gateway nodes that share one storage: every live node is listed in Metadata and leads
+/// some of every logstore's partitions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Every node, this one (`node_id`) included; empty: no cluster.
+    pub nodes: Vec<ClusterNode>,
+    /// How often each node asks every other for its `/readyz` (ms).
+    pub health_interval_ms: u64,
+    /// A node that has not answered `/readyz` for this long is left out of Metadata (ms).
+    pub down_after_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { nodes: Vec::new(), health_interval_ms: 1000, down_after_ms: 3000 }
+    }
+}
+
+/// One gateway node of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    /// Its `node_id`.
+    pub id: i32,
+    /// Its `[metrics] bind` address (`host:port`), where the others check `/readyz`.
+    pub health: String,
+    /// The address clients reach each of its listeners at, by security protocol, e.g.
+    /// `{ SASL_SSL = "gw1.example.com:10012" }`.
+    pub advertised: HashMap<SecurityProtocol, String>,
 }
 
 /// A storage backend.
@@ -389,6 +424,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             clickhouse: ClickHouseConfig::default(),
+            cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
@@ -419,6 +455,54 @@ impl Config {
                 project: None,
             });
         }
+    }
+
+    /// Checks the `[cluster]` section: this node in it, ids unique, every node reachable on
+    /// every listener's protocol, and no logstore in the local logstore (one node's disk).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if cluster.nodes.is_empty() {
+            return Ok(());
+        }
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !cluster.nodes.iter().any(|n| n.id == self.node_id) {
+            return invalid(format!("[cluster] nodes does not list this node (node_id {})", self.node_id));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for node in &cluster.nodes {
+            if !(0..=255).contains(&node.id) || !ids.insert(node.id) {
+                return invalid(format!("[cluster] node id {} is out of 0..=255 or listed twice", node.id));
+            }
+            if crate::server::parse_host_port(&node.health).is_none() {
+                return invalid(format!("[cluster] node {}: health {:?} is not host:port", node.id, node.health));
+            }
+            for listener in &self.listeners {
+                match node.advertised.get(&listener.protocol) {
+                    Some(a) if crate::server::parse_host_port(a).is_some() => {}
+                    _ => {
+                        return invalid(format!(
+                            "[cluster] node {} needs an advertised host:port for {:?} (this node has such a listener)",
+                            node.id, listener.protocol
+                        ))
+                    }
+                }
+            }
+        }
+        if cluster.health_interval_ms == 0 || cluster.down_after_ms < cluster.health_interval_ms {
+            return invalid("[cluster] health_interval_ms must be positive and down_after_ms at least as long".into());
+        }
+        for project in &self.projects {
+            for store in &project.logstores {
+                if self.backend_of(project, store) == Backend::Local {
+                    return invalid(format!(
+                        "logstore {}/{} is in the local logstore, which one node alone can write: \
+                         nodes of a [cluster] need shared storage (storage = \"clickhouse\")",
+                        project.name, store.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The backend a logstore is stored in: its own, else its project's, else the default.
@@ -531,6 +615,7 @@ impl Config {
         if st.segment_ms < 1000 {
             return Err(ConfigError::Invalid("[storage] segment_ms must be at least 1000".into()));
         }
+        self.validate_cluster()?;
         let ch = &self.clickhouse;
         if self.uses_clickhouse() {
             if ch.urls.is_empty() {

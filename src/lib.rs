@@ -5,6 +5,7 @@
 //! trait of `loggate-storage`. Record bytes are decoded by the pure `loggate-records`
 //! crate. See ARCHITECTURE.md.
 
+pub mod cluster;
 pub mod config;
 pub mod ingest;
 pub mod kafka;

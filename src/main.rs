@@ -228,10 +228,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(batches, "idempotent producer state recovered");
     let metrics = Arc::new(Metrics::new(ingest.clone()));
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id });
+    let cluster = loggate::cluster::Cluster::from_config(&config);
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone() });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
+        let (stop_checks, checks_stopped) = tokio::sync::watch::channel(false);
+        if let Some(cluster) = cluster {
+            tokio::spawn(cluster.run(checks_stopped));
+        }
         server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        let _ = stop_checks.send(true);
         storage.close().await.map_err(|e| e.to_string())
     })
 }

@@ -343,7 +343,7 @@ fn build_fixture() -> Fixture {
     let ingest = Arc::new(Ingest::new(catalog, keys, storage, config.node_id));
     let metrics = Arc::new(Metrics::new(ingest.clone()));
     let pool = loggate::kafka::pool::DecodePool::new(1, config.limits.max_decoded_inflight_bytes);
-    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id };
+    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id, cluster: None };
     Fixture { broker, _dir: dir }
 }
 
@@ -356,7 +356,11 @@ fn session(auth: loggate::kafka::AuthState) -> loggate::kafka::Session {
         sasl_enabled: true,
         sni: None,
         sni_conflict: false,
-        advertised: loggate::kafka::session::Advertised { host: "127.0.0.1".into(), port: 9092 },
+        advertised: loggate::kafka::session::Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+            protocol: loggate::config::SecurityProtocol::SaslSsl,
+        },
     }
 }
 

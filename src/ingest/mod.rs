@@ -197,7 +197,35 @@ impl Ingest {
             // Held across the append so that check, write and record are one step per
             // topic-partition.
             let mut state = state.lock().await;
-            match state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq) {
+            let mut check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+            // On storage other nodes write too, the producer may have written this
+            // partition through another node (it moved after a node died or Metadata
+            // changed): what this node knows is then missing or stale. Its batches are in
+            // the storage, so that is asked before anything is decided from no state or
+            // refused as out of order.
+            let unsure = !state.knows(p.producer_id)
+                || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
+            if storage.is_shared(&logstore.stream) && unsure {
+                let lane = ProducerTag { producer_id: p.producer_id, epoch: 0, format: topic.format, partition, first_seq: 0, last_seq: 0 }
+                    .mark()
+                    .lane;
+                let stored = storage
+                    .producer_batches(&logstore.stream, logstore.shards, producers::BATCHES_KEPT as u64, Some(p.producer_id))
+                    .await?;
+                let mut batches: Vec<_> = stored.iter().filter(|b| b.mark.lane == lane).collect();
+                batches.sort_by_key(|b| (b.mark.epoch, b.arrival_time_ms, b.mark.first_seq));
+                let batches = batches.into_iter().map(|b| {
+                    let written = WrittenBatch {
+                        first_seq: b.mark.first_seq,
+                        last_seq: b.mark.last_seq,
+                        base_offset: b.base_offset as i64,
+                    };
+                    (b.mark.epoch, written)
+                });
+                state.reload(p.producer_id, batches, std::time::Instant::now());
+                check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+            }
+            match check {
                 SequenceCheck::Append => {
                     let written = append(&*storage, logstore, shard, logs, stats, durability).await?;
                     let batch =
@@ -256,6 +284,10 @@ impl Ingest {
         let now = std::time::Instant::now();
         let mut found = 0;
         for store in self.catalog.all_logstores() {
+            // Shared storage is asked per producer when one is first seen (see `write`).
+            if self.storage.is_shared(&store.stream) {
+                continue;
+            }
             let batches = self.storage.producer_batches(&store.stream, store.shards, max_entries, None).await?;
             let mut tags: Vec<(ProducerTag, i64, i64)> = batches
                 .iter()

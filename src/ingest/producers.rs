@@ -155,6 +155,20 @@ impl PartitionProducers {
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
+
+    /// Whether `producer_id` is tracked.
+    pub fn knows(&self, producer_id: i64) -> bool {
+        self.producers.contains_key(&producer_id)
+    }
+
+    /// Replaces what is known of `producer_id` with `batches` (epoch and batch, in the order
+    /// they were written), e.g. as another node wrote them to shared storage.
+    pub fn reload(&mut self, producer_id: i64, batches: impl IntoIterator<Item = (i16, WrittenBatch)>, now: Instant) {
+        self.producers.remove(&producer_id);
+        for (epoch, batch) in batches {
+            self.record(producer_id, epoch, batch, now);
+        }
+    }
 }
 
 /// What the first log of an idempotent batch carries in its storage tag, so producer

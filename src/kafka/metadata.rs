@@ -61,12 +61,27 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
             })
             .collect(),
     };
-    let broker_entry = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id))
-        .with_host(StrBytes::from_string(session.advertised_host().to_string()))
-        .with_port(i32::from(session.advertised.port));
+    let brokers = match &broker.cluster {
+        None => vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id))
+            .with_host(StrBytes::from_string(session.advertised_host().to_string()))
+            .with_port(i32::from(session.advertised.port))],
+        Some(cluster) => cluster
+            .live()
+            .into_iter()
+            .filter_map(|node| {
+                let (host, port) = node.advertised(session.advertised.protocol)?;
+                Some(
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(node.id))
+                        .with_host(StrBytes::from_string(host.to_string()))
+                        .with_port(i32::from(port)),
+                )
+            })
+            .collect(),
+    };
     let response = MetadataResponse::default()
-        .with_brokers(vec![broker_entry])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str("loggate")))
         .with_controller_id(BrokerId(broker.node_id))
         .with_topics(topics);
@@ -74,9 +89,13 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
 }
 
 fn topic_entry(broker: &Broker, name: &str, store: &Logstore, version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id);
+    let live = broker.cluster.as_ref().map(|c| c.live());
     let partitions = (0..store.shards as i32)
         .map(|p| {
+            let node = BrokerId(match &live {
+                None => broker.node_id,
+                Some(live) => crate::cluster::Cluster::leader(live, &store.topic_id, p),
+            });
             MetadataResponsePartition::default()
                 .with_error_code(code::NONE)
                 .with_partition_index(p)

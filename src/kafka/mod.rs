@@ -51,8 +51,11 @@ pub struct Broker {
     /// Where Produce data is decompressed, decoded and converted, and the budget of its
     /// output until written.
     pub pool: pool::DecodePool,
-    /// The node id this gateway reports as the only broker and leader of every shard.
+    /// The node id this gateway reports in Metadata.
     pub node_id: i32,
+    /// The nodes sharing this node's storage, when it is one of a cluster: Metadata lists
+    /// the live ones and spreads partition leadership over them.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What the connection should do after a request.

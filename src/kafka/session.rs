@@ -34,6 +34,8 @@ impl AuthState {
 pub struct Advertised {
     pub host: String,
     pub port: u16,
+    /// The listener's security protocol (which of a cluster node's addresses to advertise).
+    pub protocol: crate::config::SecurityProtocol,
 }
 
 /// The protocol state of one client connection.

@@ -62,7 +62,7 @@ async fn bind(config: &Config) -> Result<Vec<Listener>, ServerError> {
             None => (local.ip().to_string(), local.port()),
         };
         let tls = if l.protocol.uses_tls() { tls_config.clone().map(TlsAcceptor::from) } else { None };
-        listeners.push(Listener { tcp, config: l.clone(), tls, advertised: Advertised { host, port } });
+        listeners.push(Listener { tcp, config: l.clone(), tls, advertised: Advertised { host, port, protocol: l.protocol } });
     }
     Ok(listeners)
 }

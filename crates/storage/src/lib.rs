@@ -202,6 +202,12 @@ pub trait LogStorage: Send + Sync {
         marks::scan_tags(self, stream, shards, newest, producer).await
     }
 
+    /// Whether other processes (gateway nodes) may append to `stream` too, so that what one
+    /// process remembers of it (idempotent producers' sequences) can be stale.
+    fn is_shared(&self, _stream: &StreamId) -> bool {
+        false
+    }
+
     /// Makes everything appended so far durable.
     async fn flush(&self) -> Result<(), StorageError>;
 

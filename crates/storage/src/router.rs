@@ -75,6 +75,10 @@ impl LogStorage for Router {
         self.backend(stream).producer_batches(stream, shards, newest, producer).await
     }
 
+    fn is_shared(&self, stream: &StreamId) -> bool {
+        self.backend(stream).is_shared(stream)
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         for b in &self.backends {
             b.flush().await?;

@@ -445,6 +445,10 @@ impl LogStorage for ClickHouseStore {
         parse_marks(&self.select(&sql).await?)
     }
 
+    fn is_shared(&self, _stream: &StreamId) -> bool {
+        true
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         Ok(())
     }
