@@ -36,6 +36,7 @@ in test_clickhouse_infra.py, test_facts_of_18_16 and the cluster test):
   kill(SIGSTOP) had returned.  pause() waits until every thread is stopped.
 """
 
+import atexit
 import base64
 import http.client
 import json
@@ -592,6 +593,18 @@ def check_on_current_engine(ddl, inserts):
             raise
         _last_check = check
         return check
+
+
+def close_chdb_check():
+    """Closes the last check's chdb session and removes its files (also done at exit)."""
+    global _last_check
+    with _check_lock:
+        if _last_check is not None:
+            _last_check.close()
+            _last_check = None
+
+
+atexit.register(close_chdb_check)
 
 
 def chdb_query(sql):
