@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -E"
 $SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends kcat librdkafka-dev build-essential pkg-config golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev golang-github-datadog-zstd-dev libzstd-dev nginx-light libnginx-mod-http-lua lua-nginx-kafka openssl ca-certificates curl python3 python3-pip
+$SUDO apt-get install -y --no-install-recommends kcat librdkafka-dev build-essential pkg-config golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev golang-github-datadog-zstd-dev libzstd-dev nginx-light libnginx-mod-http-lua lua-nginx-kafka openssl ca-certificates curl python3 python3-pip clickhouse-server clickhouse-client
 
 # Python clients, pinned to the versions the tests were written against. A Debian system
 # Python refuses pip installs (PEP 668) unless told; a pyenv/venv Python does not need it.
@@ -24,7 +24,7 @@ if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.j
 fi
 python3 -m pip install $PIP_EXTRA \
     pytest==9.2.0 pytest-timeout==2.4.0 confluent-kafka==2.16.1 kafka-python==3.0.12 python-snappy==0.7.3 \
-    lz4==4.4.5 zstandard==0.25.0 crc32c==2.9.post0 xxhash==4.1.0
+    lz4==4.4.5 zstandard==0.25.0 crc32c==2.9.post0 xxhash==4.1.0 chdb-core==26.9.0
 
 # kafkajs and its codecs (versions pinned in package.json / package-lock.json). Install
 # scripts are skipped: the only one is lz4's native `node-gyp rebuild` (it needs Node
