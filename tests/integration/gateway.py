@@ -46,17 +46,23 @@ def password(key="main"):
 class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 
-    def __init__(self, workdir, limits=None, storage=None, logstore_options=None, data=None, advertised=None):
-        """`storage`: the [storage] table; `logstore_options`: extra keys per demo logstore,
-        e.g. {"one": {"retention_bytes": 20000}}; `data`: the data directory; `advertised`:
-        protocol -> "host:port" that Metadata advertises."""
+    def __init__(self, workdir, limits=None, storage=None, logstore_options=None, data=None, advertised=None,
+                 node_id=None, extra_config="", ports=None, metrics_port=None):
+        """`storage`: the [storage] table (raw TOML values, e.g. {"backend": '"clickhouse"'});
+        `logstore_options`: extra keys per demo logstore, e.g. {"one": {"retention_bytes": 20000}};
+        `data`: the data directory; `advertised`: protocol -> "host:port" that Metadata
+        advertises; `node_id`: this node's id; `extra_config`: TOML appended to the file (whole
+        tables such as [clickhouse] or [cluster]); `ports`/`metrics_port`: fixed ports (protocol ->
+        port) instead of free ones, e.g. for a cluster whose nodes must know each other's."""
         self.dir = Path(workdir)
         self.data = Path(data) if data else self.dir / "data"
         self.storage = storage or {}
         self.logstore_options = logstore_options or {}
         self.config = self.dir / "loggate.toml"
-        self.ports = {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
-        self.metrics_port = free_port()
+        self.ports = dict(ports) if ports else {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
+        self.metrics_port = metrics_port or free_port()
+        self.node_id = node_id
+        self.extra_config = extra_config
         self.ca = self.data / "tls" / "ca.pem"
         self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
         self.limits.update(limits or {})
@@ -67,6 +73,8 @@ class Gateway:
 
     def _write_config(self):
         lines = ['data_dir = "%s"' % self.data]
+        if self.node_id is not None:
+            lines.append("node_id = %d" % self.node_id)
         for proto, port in self.ports.items():
             lines += ["[[listeners]]", 'bind = "127.0.0.1:%d"' % port, 'protocol = "%s"' % proto]
             if "SASL" not in proto:
@@ -88,6 +96,8 @@ class Gateway:
                     lines += ["%s = %s" % kv for kv in self.logstore_options.get(name, {}).items()]
         for key_id, secret, allow in KEYS.values():
             lines += ["[[access_keys]]", 'id = "%s"' % key_id, 'secret_hash = "%s"' % secret_hash(secret), "allow = %s" % json.dumps(allow)]
+        if self.extra_config:
+            lines.append(self.extra_config)
         self.config.write_text("\n".join(lines) + "\n")
 
     def bootstrap(self, proto="SASL_SSL"):
