@@ -31,6 +31,10 @@ pub(crate) struct Pending {
     pub batch_id: u64,
     pub entries: EntryBatch,
     pub reply: oneshot::Sender<Result<AppendAck, StorageError>>,
+    /// When it was queued: an append still not in an insert after `enqueue_timeout` (the
+    /// inserts before it are stuck) fails instead, so its producer's retry is not raced by
+    /// a late insert of the same logs.
+    pub queued_at: Instant,
     /// The append's share of the pending-bytes budget, released when it is answered.
     pub _permit: OwnedSemaphorePermit,
 }
@@ -72,13 +76,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Gathers appends into inserts until the queue closes; then inserts what is left.
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let opts = &shared.opts;
+    let expired = |p: &Pending| p.queued_at.elapsed() > opts.enqueue_timeout;
     while let Some(first) = rx.recv().await {
+        if expired(&first) {
+            fail_expired(first);
+            continue;
+        }
         let window_end = tokio::time::Instant::now() + opts.insert_window;
         let (mut rows, mut bytes) = (first.entries.len(), first.entries.bytes_len());
         let mut group = vec![first];
         while rows < opts.insert_max_rows && bytes < opts.insert_max_bytes {
             tokio::select! {
                 next = rx.recv() => match next {
+                    Some(p) if expired(&p) => fail_expired(p),
                     Some(p) => {
                         rows += p.entries.len();
                         bytes += p.entries.bytes_len();
@@ -268,6 +278,14 @@ fn arrival_range(group: &[Pending]) -> (i64, i64) {
     } else {
         range
     }
+}
+
+/// Answers an append that waited too long for its insert: nothing of it is stored.
+fn fail_expired(p: Pending) {
+    let waited = p.queued_at.elapsed();
+    tracing::warn!(waited_ms = waited.as_millis() as u64, logs = p.entries.len(),
+        "an append waited too long for a ClickHouse insert (earlier inserts are stuck); its producer gets a retriable error");
+    let _ = p.reply.send(Err(StorageError::Overloaded));
 }
 
 fn answer_all(group: Vec<Pending>, result: Result<(), StorageError>) {

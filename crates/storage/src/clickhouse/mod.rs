@@ -377,6 +377,7 @@ impl LogStorage for ClickHouseStore {
             batch_id,
             entries,
             reply,
+            queued_at: std::time::Instant::now(),
             _permit: permit,
         };
         {
