@@ -178,7 +178,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
             Err(e @ HttpError::NotSent { .. }) if matches!(outcome, Outcome::NotStored) => {
                 // Nothing of this insert reached any server: fail fast, nothing is stored.
                 tracing::warn!(error = %e, rows = total, "ClickHouse unreachable; the insert's producers get a retriable error");
-                return answer_all(group, Err(StorageError::Unavailable(e.to_string())));
+                return answer_all(group, Err(e.to_string()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, rows = total, attempt, "ClickHouse insert failed; checking what it stored before retrying");
@@ -215,7 +215,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
         }
         // An insert known to have stored nothing may fail its producers instead of waiting.
         if matches!(outcome, Outcome::NotStored) && started.elapsed() > shared.opts.endpoint.timeout {
-            return answer_all(group, Err(StorageError::Unavailable("ClickHouse inserts keep failing".into())));
+            return answer_all(group, Err("ClickHouse inserts keep failing".into()));
         }
     }
 }
@@ -288,11 +288,12 @@ fn fail_expired(p: Pending) {
     let _ = p.reply.send(Err(StorageError::Overloaded));
 }
 
-fn answer_all(group: Vec<Pending>, result: Result<(), StorageError>) {
+/// Answers every append of `group`: stored, or not stored because of `Err(why)`.
+fn answer_all(group: Vec<Pending>, result: Result<(), String>) {
     for p in group {
         let answer = match &result {
             Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32 }),
-            Err(e) => Err(StorageError::Unavailable(e.to_string())),
+            Err(why) => Err(StorageError::Unavailable(why.clone())),
         };
         let _ = p.reply.send(answer);
     }

@@ -29,6 +29,9 @@ use crate::local::{ReadBatch, ReadQuery};
 use http::{ident, quote};
 use insert::{BatchIds, Pending};
 
+/// How long closing the store waits for pending inserts.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Options of a [`ClickHouseStore`].
 #[derive(Debug, Clone)]
 pub struct ClickHouseOptions {
@@ -361,8 +364,9 @@ impl LogStorage for ClickHouseStore {
         if count == 0 {
             return Ok(AppendAck { base_offset: 0, count: 0 });
         }
-        let kib = (entries.bytes_len() / 1024 + 1).min(self.inner.pending.available_permits().max(1) + 1);
-        let kib = u32::try_from(kib.min((self.inner.opts.max_pending_bytes / 1024).max(1))).unwrap_or(u32::MAX);
+        // Its size in KiB, at most the whole budget (a batch larger than that waits for all).
+        let budget_kib = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let kib = u32::try_from((entries.bytes_len() / 1024 + 1).min(budget_kib)).unwrap_or(u32::MAX);
         let permit = tokio::time::timeout(self.inner.opts.enqueue_timeout, self.inner.pending.clone().acquire_many_owned(kib))
             .await
             .map_err(|_| StorageError::Overloaded)?
@@ -460,8 +464,13 @@ impl LogStorage for ClickHouseStore {
         if let Some(h) = self.housekeeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
-        if let Some(flusher) = self.flusher.lock().await.take() {
-            let _ = flusher.await;
+        if let Some(mut flusher) = self.flusher.lock().await.take() {
+            // An insert that cannot finish (ClickHouse gone) must not hold the shutdown:
+            // its producers were not acknowledged.
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut flusher).await.is_err() {
+                tracing::warn!(secs = CLOSE_TIMEOUT.as_secs(), "ClickHouse inserts still pending at shutdown were abandoned (not acknowledged)");
+                flusher.abort();
+            }
         }
         Ok(())
     }
