@@ -260,6 +260,7 @@ fn clickhouse_options(config: &Config) -> ClickHouseOptions {
     opts.insert_max_bytes = ch.insert_max_bytes;
     opts.insert_window = std::time::Duration::from_millis(ch.insert_window_ms);
     opts.max_pending_bytes = ch.max_pending_bytes;
+    opts.producer_lookback = std::time::Duration::from_secs(config.limits.producer_expiry_secs);
     for project in &config.projects {
         for store in &project.logstores {
             if let Some(hours) = store.retention_hours {

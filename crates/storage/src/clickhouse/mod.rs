@@ -59,6 +59,10 @@ pub struct ClickHouseOptions {
     pub retention_hours: HashMap<StreamId, u32>,
     /// How often expired partitions are looked for.
     pub retention_interval: Duration,
+    /// Producer marks older than this (by arrival) are not looked at: the gateway forgets
+    /// idempotent producers idle that long anyway, and the bound lets ClickHouse read only
+    /// the partitions of that time.
+    pub producer_lookback: Duration,
 }
 
 impl ClickHouseOptions {
@@ -78,6 +82,7 @@ impl ClickHouseOptions {
             enqueue_timeout: Duration::from_secs(5),
             retention_hours: HashMap::new(),
             retention_interval: Duration::from_secs(600),
+            producer_lookback: Duration::from_secs(86_400),
         }
     }
 }
@@ -439,9 +444,11 @@ impl LogStorage for ClickHouseStore {
     ) -> Result<Vec<MarkedBatch>, StorageError> {
         // The first row of each marked batch, the newest `newest` per producer and lane.
         let only = producer.map(|p| format!(" AND producer_id = {p}")).unwrap_or_default();
+        let since = (crate::now_ms() - self.inner.opts.producer_lookback.as_millis() as i64).div_euclid(1000).max(0);
         let sql = format!(
             "SELECT producer_id, producer_epoch, producer_lane, sequence_first, sequence_last, batch_id, arrival_time_ms \
-             FROM {} WHERE project = {} AND logstore = {} AND producer_id >= 0 AND position = 0{only} \
+             FROM {} WHERE project = {} AND logstore = {} AND arrival_time >= toDateTime({since}) \
+             AND producer_id >= 0 AND position = 0{only} \
              ORDER BY arrival_time_ms DESC, batch_id DESC LIMIT {newest} BY producer_id, producer_lane FORMAT TabSeparated",
             self.inner.target,
             quote(&stream.project),
