@@ -39,31 +39,43 @@ pub(crate) struct Pending {
     pub _permit: OwnedSemaphorePermit,
 }
 
-/// Batch ids: unique per node and growing with time. The node id is in bits 50-62; below
-/// it a counter that starts at the clock (ms × 256) and moves on by each batch's log count,
-/// so ids stay apart across restarts unless a node averaged more than 256 logs per
-/// millisecond since its start.
+/// Batch ids: unique across nodes and ordered by time to the second, so that reading a
+/// logstore by offset follows the order logs arrived in whichever node took them. An id is
+/// `second << 32 | node << 24 | n`, where `n` counts this node's logs within that second;
+/// a batch's logs are `id..id + count` and never cross into the next slot: when a second's
+/// 16 M slots are used up, the node moves on to the next second's (and stays ahead of the
+/// clock until it catches up), so ids never repeat, across restarts too unless a node took
+/// more than 16 M logs a second.
 pub(crate) struct BatchIds {
     node: u64,
     last: AtomicU64,
 }
 
-const COUNTER_BITS: u32 = 50;
+const SLOT_BITS: u32 = 24;
+const SLOT_LOGS: u64 = 1 << SLOT_BITS;
 
 impl BatchIds {
     pub(crate) fn new(node_id: u16) -> Self {
-        BatchIds { node: u64::from(node_id & 0x1fff) << COUNTER_BITS, last: AtomicU64::new(0) }
+        BatchIds { node: u64::from(node_id & 0xff) << SLOT_BITS, last: AtomicU64::new(0) }
     }
 
-    /// The id of a batch of `count` logs (its logs are `id..id + count`).
+    /// The id of a batch of `count` logs (its logs are `id..id + count`; `count` is at most
+    /// 16 M, a larger batch gets a slot to itself).
     pub(crate) fn next(&self, count: u32) -> u64 {
-        let clock = (crate::now_ms().max(0) as u64).saturating_mul(256) & ((1 << COUNTER_BITS) - 1);
+        let count = u64::from(count).min(SLOT_LOGS);
+        let second = (crate::now_ms().max(0) as u64 / 1000) & ((1 << 31) - 1);
+        // `last` is the next free (second, n) as `second << 32 | n`.
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let id = clock.max(last);
-            let next = id + u64::from(count);
+            let from = last.max(second << 32);
+            let (mut s, mut n) = (from >> 32, from & 0xffff_ffff);
+            if n + count > SLOT_LOGS {
+                s += 1;
+                n = 0;
+            }
+            let next = (s << 32) | (n + count);
             match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return self.node | id,
+                Ok(_) => return (s << 32) | self.node | n,
                 Err(seen) => last = seen,
             }
         }
@@ -296,5 +308,36 @@ fn answer_all(group: Vec<Pending>, result: Result<(), String>) {
             Err(why) => Err(StorageError::Unavailable(why.clone())),
         };
         let _ = p.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_are_unique_across_nodes_and_ordered_by_second() {
+        let (a, b) = (BatchIds::new(1), BatchIds::new(2));
+        let mut ranges = Vec::new();
+        for count in [1, 500, 70_000, 3] {
+            for ids in [&a, &b] {
+                let id = ids.next(count);
+                ranges.push((id, id + u64::from(count)));
+            }
+        }
+        ranges.sort();
+        assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+        // Within a node, later ids are larger; the second is in the top bits.
+        let (x, y) = (a.next(1), a.next(1));
+        assert!(y > x);
+        let now_s = crate::now_ms() as u64 / 1000;
+        assert!((x >> 32).abs_diff(now_s) <= 1);
+        // A second's slots used up: the next batch takes the next second's, whole.
+        let c = BatchIds::new(3);
+        let first = c.next(SLOT_LOGS as u32 - 10);
+        let second = c.next(20);
+        assert_eq!(second >> 32, (first >> 32) + 1);
+        assert_eq!(second & 0xff_ffff, 0);
+        assert_eq!((second >> 24) & 0xff, 3);
     }
 }

@@ -107,6 +107,10 @@ pub(crate) struct Shared {
 }
 
 impl ClickHouseStore {
+    /// How many offsets (batch ids) one second of a node's logs spans: an id starts with its
+    /// second (see `insert.rs`).
+    pub const OFFSETS_PER_SECOND: u64 = 1 << 32;
+
     /// Connects: checks that ClickHouse answers, creates the table if configured to, and
     /// starts the insert and retention tasks (on the current tokio runtime).
     pub async fn open(opts: ClickHouseOptions) -> Result<Self, StorageError> {
