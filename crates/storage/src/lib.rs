@@ -81,7 +81,7 @@ pub enum Durability {
 /// Acknowledgement of one append: `count` logs at offsets `base_offset..base_offset + count`.
 ///
 /// What an offset is depends on the backend: the local logstore numbers each shard's logs
-/// gaplessly from 0; ClickHouse gives each appended batch an id (unique per node, growing
+/// gaplessly from 0; ClickHouse gives each appended batch an id (unique across nodes, growing
 /// with time), stored with every row, and its logs are `id + position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {
