@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::http::{quote, HttpError};
 use super::rows::{self, BatchColumns};
-use super::Shared;
+use super::{ClickHouseStats, Shared};
 use crate::{AppendAck, EntryBatch, StorageError, StreamId};
 
 /// One append waiting for its insert.
@@ -91,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
     let expired = |p: &Pending| p.queued_at.elapsed() > opts.enqueue_timeout;
     while let Some(first) = rx.recv().await {
         if expired(&first) {
-            fail_expired(first);
+            fail_expired(&shared, first);
             continue;
         }
         let window_end = tokio::time::Instant::now() + opts.insert_window;
@@ -100,7 +100,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
         while rows < opts.insert_max_rows && bytes < opts.insert_max_bytes {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(p) if expired(&p) => fail_expired(p),
+                    Some(p) if expired(&p) => fail_expired(&shared, p),
                     Some(p) => {
                         rows += p.entries.len();
                         bytes += p.entries.bytes_len();
@@ -185,14 +185,15 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
         match shared.client.insert(url, &statement, &params, body.clone()).await {
             Ok(_) => {
                 tracing::debug!(rows = total, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "ClickHouse insert");
-                return answer_all(group, Ok(()));
+                return answer_all(shared, group, Ok(()));
             }
             Err(e @ HttpError::NotSent { .. }) if matches!(outcome, Outcome::NotStored) => {
                 // Nothing of this insert reached any server: fail fast, nothing is stored.
                 tracing::warn!(error = %e, rows = total, "ClickHouse unreachable; the insert's producers get a retriable error");
-                return answer_all(group, Err(e.to_string()));
+                return answer_all(shared, group, Err(e.to_string()));
             }
             Err(e) => {
+                ClickHouseStats::add(&shared.stats.insert_errors, 1);
                 tracing::warn!(error = %e, rows = total, attempt, "ClickHouse insert failed; checking what it stored before retrying");
                 if !matches!(e, HttpError::NotSent { .. }) {
                     outcome = Outcome::Unknown;
@@ -203,12 +204,13 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            ClickHouseStats::add(&shared.stats.checks, 1);
             match stored_rows(shared, url, &query_id, insert_id, min_arrival, max_arrival).await {
                 Ok(Stored::Running) => continue,
                 Ok(Stored::Rows(present)) => {
                     if present.len() >= total {
                         tracing::info!(rows = total, attempt, "ClickHouse insert found complete on check");
-                        return answer_all(group, Ok(()));
+                        return answer_all(shared, group, Ok(()));
                     }
                     if present.is_empty() {
                         outcome = Outcome::NotStored;
@@ -227,7 +229,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
         }
         // An insert known to have stored nothing may fail its producers instead of waiting.
         if matches!(outcome, Outcome::NotStored) && started.elapsed() > shared.opts.endpoint.timeout {
-            return answer_all(group, Err("ClickHouse inserts keep failing".into()));
+            return answer_all(shared, group, Err("ClickHouse inserts keep failing".into()));
         }
     }
 }
@@ -293,7 +295,8 @@ fn arrival_range(group: &[Pending]) -> (i64, i64) {
 }
 
 /// Answers an append that waited too long for its insert: nothing of it is stored.
-fn fail_expired(p: Pending) {
+fn fail_expired(shared: &Shared, p: Pending) {
+    ClickHouseStats::add(&shared.stats.appends_failed, 1);
     let waited = p.queued_at.elapsed();
     tracing::warn!(waited_ms = waited.as_millis() as u64, logs = p.entries.len(),
         "an append waited too long for a ClickHouse insert (earlier inserts are stuck); its producer gets a retriable error");
@@ -301,7 +304,15 @@ fn fail_expired(p: Pending) {
 }
 
 /// Answers every append of `group`: stored, or not stored because of `Err(why)`.
-fn answer_all(group: Vec<Pending>, result: Result<(), String>) {
+fn answer_all(shared: &Shared, group: Vec<Pending>, result: Result<(), String>) {
+    let stats = &shared.stats;
+    match &result {
+        Ok(()) => {
+            ClickHouseStats::add(&stats.inserts, 1);
+            ClickHouseStats::add(&stats.rows, group.iter().map(|p| p.entries.len() as u64).sum());
+        }
+        Err(_) => ClickHouseStats::add(&stats.appends_failed, group.len() as u64),
+    }
     for p in group {
         let answer = match &result {
             Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32 }),

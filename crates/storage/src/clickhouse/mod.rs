@@ -16,6 +16,7 @@ pub mod schema;
 pub use http::{Client, Endpoint, HttpError};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +88,27 @@ impl ClickHouseOptions {
     }
 }
 
+/// What the ClickHouse backend did since start (for metrics).
+#[derive(Debug, Default)]
+pub struct ClickHouseStats {
+    /// INSERT statements that succeeded (a check that found a whole insert stored counts).
+    pub inserts: AtomicU64,
+    /// Rows those inserts stored.
+    pub rows: AtomicU64,
+    /// INSERT attempts that failed (each retry counts).
+    pub insert_errors: AtomicU64,
+    /// Checks of an insert whose outcome was unknown.
+    pub checks: AtomicU64,
+    /// Appends answered with an error (nothing of them stored).
+    pub appends_failed: AtomicU64,
+}
+
+impl ClickHouseStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The ClickHouse backend.
 pub struct ClickHouseStore {
     inner: Arc<Shared>,
@@ -104,6 +126,7 @@ pub(crate) struct Shared {
     /// Bytes of pending appends (permits are bytes, in KiB).
     pub(crate) pending: Arc<Semaphore>,
     ids: BatchIds,
+    pub(crate) stats: Arc<ClickHouseStats>,
 }
 
 impl ClickHouseStore {
@@ -179,6 +202,7 @@ impl ClickHouseStore {
             target,
             pending: Arc::new(Semaphore::new(pending_kib)),
             ids: BatchIds::new(opts.node_id),
+            stats: Arc::default(),
             opts,
         });
         Ok(ClickHouseStore {
@@ -217,6 +241,17 @@ impl ClickHouseStore {
         // Fewer than asked for: nothing more (so far) after them.
         let end_offset = if logs.len() < max { next_offset } else { u64::MAX };
         Ok(ReadBatch { frames_scanned: logs.len() as u64, logs, next_offset, start_offset: 0, end_offset })
+    }
+
+    /// What the store did since start.
+    pub fn stats(&self) -> Arc<ClickHouseStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Bytes of appends waiting for an insert (rounded to KiB).
+    pub fn pending_bytes(&self) -> u64 {
+        let total = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        (total.saturating_sub(self.inner.pending.available_permits()) as u64) * 1024
     }
 
     /// The client, for queries (`loggate logs`).
