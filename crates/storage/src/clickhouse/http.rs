@@ -103,7 +103,9 @@ impl Client {
             .enable_http1()
             .wrap_connector(http);
         let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below ClickHouse's keep_alive_timeout (3 s by default), so that a pooled
+            // connection is not reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(8)
             .build(connector);
         use base64::Engine as _;
