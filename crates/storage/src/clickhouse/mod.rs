@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
-    AppendAck, Durability, Encoding, EntryBatch, LogEntry, LogStorage, MarkedBatch, ProducerMark, StorageError,
+    AppendAck, AppendTicket, Durability, Encoding, EntryBatch, LogEntry, LogStorage, MarkedBatch, ProducerMark, StorageError,
     StoredLog, StreamId,
 };
 use crate::local::{ReadBatch, ReadQuery};
@@ -387,13 +387,13 @@ impl LogStorage for ClickHouseStore {
         EntryBatch::with_encoding(Encoding::Rows, self.inner.opts.max_entry_bytes, capacity)
     }
 
-    async fn append(
+    async fn submit(
         &self,
         stream: &StreamId,
         shard: u32,
         entries: EntryBatch,
         _durability: Durability,
-    ) -> Result<AppendAck, StorageError> {
+    ) -> Result<AppendTicket, StorageError> {
         if entries.encoding() != Encoding::Rows {
             return Err(StorageError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -406,7 +406,7 @@ impl LogStorage for ClickHouseStore {
         }
         let count = u32::try_from(entries.len()).map_err(|_| StorageError::Overloaded)?;
         if count == 0 {
-            return Ok(AppendAck { base_offset: 0, count: 0 });
+            return Ok(Box::pin(std::future::ready(Ok(AppendAck { base_offset: 0, count: 0 }))));
         }
         // Its size in KiB, at most the whole budget (a batch larger than that waits for all).
         let budget_kib = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
@@ -432,7 +432,7 @@ impl LogStorage for ClickHouseStore {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             tx.as_ref().ok_or(StorageError::Closed)?.send(pending).map_err(|_| StorageError::Closed)?;
         }
-        answer.await.map_err(|_| StorageError::Closed)?
+        Ok(crate::ticket(answer))
     }
 
     fn max_entry_bytes(&self) -> usize {
