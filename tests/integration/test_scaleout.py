@@ -9,6 +9,7 @@ Metadata to any node.  What is asserted is what a user checks: Metadata as a cli
 it, and the rows in ClickHouse (one per record, counted per unique marker with SQL).
 """
 
+import collections
 import json
 import socket
 import struct
@@ -56,9 +57,10 @@ class Cluster:
     `urls`: the [clickhouse] urls, one list for all nodes or {node id: list};
     `advertise`: {node id: {protocol: "host:port"}} overriding what the cluster config says
     clients reach a node at (e.g. a proxy in front of it); `clickhouse`: extra [clickhouse]
-    lines; `logstore_options`: as for Gateway."""
+    lines; `logstore_options`, `storage` (the [storage] table): as for Gateway."""
 
-    def __init__(self, tmp_path, urls, n=3, advertise=None, clickhouse="", logstore_options=None):
+    def __init__(self, tmp_path, urls, n=3, advertise=None, clickhouse="", logstore_options=None,
+                 storage=(("backend", '"clickhouse"'),)):
         self.dir = Path(tmp_path)
         self.tls = make_cert(tmp_path)
         ports = free_ports(5 * n)
@@ -80,7 +82,7 @@ class Cluster:
             workdir = self.dir / ("node%d" % i)
             workdir.mkdir()
             gw = Gateway(workdir, node_id=i, ports=self.ports[i], metrics_port=self.metrics_ports[i],
-                         storage={"backend": '"clickhouse"'}, extra_config=extra,
+                         storage=dict(storage), extra_config=extra,
                          logstore_options=logstore_options)
             gw.ca = self.tls / "ca.pem"
             self.nodes[i] = gw
@@ -305,3 +307,186 @@ def test_four_clients_write_through_all_three_nodes(cluster, ch):
     # and any node reads them back: `loggate logs` with node 3's file
     read = [l["content"] for l in cluster.nodes[3].logs("pinned") if l.get("content", "").startswith(srm + "-")]
     assert sorted(read) == sorted("%s-%d" % (srm, i) for i in range(count))
+
+
+# ------------------------------------------------------------------ 2. a node killed under load
+
+def batches(ch, where):
+    """The stored batches of the rows `where` selects: one dict per batch (shard, producer
+    columns, node, batch id, rows), by shard and first sequence."""
+    return ch.rows(
+        "SELECT shard, producer_id, producer_epoch AS epoch, node_id, batch_id, sequence_first AS first, "
+        "sequence_last AS last, count() AS n, min(arrival_time_ms) AS arrival FROM %s WHERE %s "
+        "GROUP BY shard, producer_id, producer_epoch, node_id, batch_id, sequence_first, sequence_last "
+        "ORDER BY shard, first, arrival" % (LOGS, where))
+
+
+def assert_gapless(stored):
+    """Per shard, the batches' sequence ranges follow one another from 0, none twice, each
+    holding as many rows as its range."""
+    by_shard = collections.defaultdict(list)
+    for b in stored:
+        by_shard[b["shard"]].append(b)
+    for shard, bs in by_shard.items():
+        expect = 0
+        for b in bs:
+            assert b["first"] == expect, "shard %d: batch %s after sequence %d" % (shard, b, expect - 1)
+            assert b["n"] == b["last"] - b["first"] + 1, "shard %d: batch %s holds %d rows" % (shard, b, b["n"])
+            expect = b["last"] + 1
+    return by_shard
+
+
+class FatalErrors(list):
+    """librdkafka's error_cb, keeping fatal errors only (transport errors are expected here)."""
+
+    def __call__(self, err):
+        if err.fatal():
+            self.append(str(err))
+
+
+def idempotent_conf(gw, **over):
+    conf = dict(plaintext_conf(gw), **{
+        "enable.idempotence": True, "acks": "all", "linger.ms": 10, "batch.num.messages": 200,
+        "topic.metadata.refresh.interval.ms": 1000, "retry.backoff.ms": 100, "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 500, "message.timeout.ms": 60000})
+    conf.update(over)
+    return conf
+
+
+def produce_paced(p, d, prefix, start, stop, every=100, pause=0.05):
+    """Produces `prefix`-i for i in start..stop (keyed, so spread over the partitions),
+    pausing `pause` s after every `every` records."""
+    for i in range(start, stop):
+        while True:
+            try:
+                p.produce("pinned", value="%s-%d" % (prefix, i), key="k%d" % i, on_delivery=d)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % every == every - 1:
+            p.poll(0)
+            time.sleep(pause)
+
+
+def kill(gw):
+    """SIGKILL: a crash."""
+    gw.proc.kill()
+    gw.proc.wait()
+
+
+def test_sigkill_of_a_node_under_idempotent_load(cluster, ch):
+    """One idempotent librdkafka producer (acks=all) writes 7000 keyed records over the three
+    partitions, bootstrapped from node 1; node 2 is killed with SIGKILL in the middle. The
+    survivors leave it out of Metadata once it has not answered for down_after_ms (not on
+    the first missed check, not much later), the producer moves its partitions to them and
+    finishes with no delivery error, and every record is stored exactly once at the offset
+    it was acknowledged with. The producer's batches went through all three nodes with
+    each partition's sequence gapless, across the move. Node 2, restarted, is back in
+    Metadata by itself, and the same producer goes on through it: the restarted node, which
+    never saw the producer, took its sequences from ClickHouse."""
+    n1, n2, n3 = (cluster.nodes[i] for i in (1, 2, 3))
+    _, leaders_before, _ = metadata(plaintext_conf(n1))
+    prefix = unique_prefix("kill")
+    d, fatal = Deliveries(), FatalErrors()
+    p = Producer(idempotent_conf(n1, error_cb=fatal))
+    produce_paced(p, d, prefix, 0, 2000)
+    deadline = time.monotonic() + 20
+    while n2.metric("loggate_logs_written_total", project="demo", logstore="pinned") == 0:
+        assert time.monotonic() < deadline, "node 2 wrote nothing:\n" + cluster.log_tail()
+        p.poll(0.05)
+    loader = threading.Thread(target=produce_paced, args=(p, d, prefix, 2000, 6000))
+    loader.start()
+    try:
+        time.sleep(0.3)  # node 2 is busy with the load when it dies
+        kill(n2)
+        t_kill = time.monotonic()
+        gone = wait_brokers(plaintext_conf(n1), [1, 3], timeout=(DOWN_MS + 2 * HEALTH_MS) / 1000 + 3)
+        # dropped after down_after_ms without an answer, not at the first missed check, and
+        # not long after (its last answer was at most one health interval before the kill)
+        assert (DOWN_MS - HEALTH_MS) / 1000 - 0.1 <= gone <= (DOWN_MS + 2 * HEALTH_MS) / 1000 + 1.5, gone
+        wait_brokers(plaintext_conf(n3), [1, 3], timeout=max(0.5, 5 - (time.monotonic() - t_kill)))
+    finally:
+        loader.join(60)
+    assert p.flush(60) == 0, "records still unacknowledged:\n" + cluster.log_tail()
+    assert d.errors == [] and fatal == [], (d.errors[:5], fatal)
+    assert len(d.acked) == 6000
+
+    # restarted, node 2 is listed again by the others without anything else done
+    n2.start(attempts=1)
+    back = wait_brokers(plaintext_conf(n1), [1, 2, 3], timeout=HEALTH_MS / 1000 + 5)
+    wait_brokers(plaintext_conf(n3), [1, 2, 3], timeout=5)
+    wait_brokers(plaintext_conf(n2), [1, 2, 3], timeout=5)
+    deadline = time.monotonic() + 15
+    while 2 not in {pm.leader for pm in p.list_topics("pinned", timeout=5).topics["pinned"].partitions.values()}:
+        assert time.monotonic() < deadline, "the producer never saw node 2 lead again"
+        time.sleep(0.2)
+    t_back = time.time() * 1000
+    produce_paced(p, d, prefix, 6000, 7000)
+    assert p.flush(30) == 0 and d.errors == [] and fatal == [], (d.errors[:5], fatal, cluster.log_tail())
+
+    # every record exactly once, where the producer was told it is
+    expected = ["%s-%d" % (prefix, i) for i in range(7000)]
+    once_each(ch, prefix, expected)
+    got = rows(ch, like(prefix))
+    assert {r["content"]: (r["shard"], r["offset"]) for r in got} == {v: d.acked[v] for v in expected}
+    # one producer, its batches through all three nodes, sequences gapless per partition
+    stored = batches(ch, like(prefix))
+    assert {(b["producer_id"], b["epoch"]) for b in stored} == {(stored[0]["producer_id"], 0)}
+    assert stored[0]["producer_id"] >= 0
+    by_shard = assert_gapless(stored)
+    assert sorted(by_shard) == [0, 1, 2]
+    # the partition node 2 led: through node 2, then (while it was down) another node
+    led = [s for s, leader in leaders_before.items() if leader == 2]
+    assert len(led) == 1
+    path = [b["node_id"] for b in by_shard[led[0]]]
+    assert path[0] == 2 and any(n != 2 for n in path), path
+    # after its restart node 2 continued some partition's sequence (it never saw it before)
+    after = [b for b in stored if b["node_id"] == 2 and b["arrival"] >= t_back]
+    assert after and all(b["first"] > 0 for b in after), after
+    print("node 2 dropped after %.2f s, back after %.2f s; batches per node %s" % (
+        gone, back, collections.Counter(b["node_id"] for b in stored)))
+
+
+# ------------------------------------------------------------------ 3. a cluster on the local logstore
+
+def serve(gw, timeout=20):
+    """Runs `loggate serve` on `gw`'s file to its end (it is expected to refuse to start)."""
+    return subprocess.run([str(BIN), "serve", "--config", str(gw.config)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_cluster_on_the_local_logstore_is_refused(tmp_path, ch):
+    """A [cluster] whose logstores (all, or one of them) are in the local logstore, which one
+    node's disk holds: loggate exits at once with an error naming the logstore and saying
+    that cluster nodes need shared storage, and opens no listener (nor touches ClickHouse)."""
+    every = Cluster(tmp_path / "all", [], storage=())
+    one = Cluster(tmp_path / "one", [ch.url], logstore_options={"other": {"storage": '"local"'}})
+    for c, logstore in ((every, "demo/app"), (one, "demo/other")):
+        for node_id, gw in c.nodes.items():
+            t0 = time.monotonic()
+            proc = serve(gw)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0, out
+            assert time.monotonic() - t0 < 10
+            assert "logstore %s is in the local logstore" % logstore in out, out
+            assert 'nodes of a [cluster] need shared storage (storage = "clickhouse")' in out, out
+            assert not any(listening(port) for port in [*gw.ports.values(), gw.metrics_port])
+    # refused before anything was written to ClickHouse
+    assert ch.rows("SELECT name FROM system.databases WHERE name = '%s'" % DB) == []
+    # the control: the same cluster with that logstore in ClickHouse too starts, and creates
+    # the table
+    ok = Cluster(tmp_path / "ok", [ch.url])
+    try:
+        ok.start([1], formed=False)
+        assert ok.nodes[1].alive()
+        assert ch.rows("SELECT name FROM system.tables WHERE database = '%s'" % DB) == [{"name": "logs"}]
+    finally:
+        ok.stop()
