@@ -315,19 +315,21 @@ def batches(ch, where):
     """The stored batches of the rows `where` selects: one dict per batch (shard, producer
     columns, node, batch id, rows), by shard and first sequence."""
     return ch.rows(
-        "SELECT shard, producer_id, producer_epoch AS epoch, node_id, batch_id, sequence_first AS first, "
-        "sequence_last AS last, count() AS n, min(arrival_time_ms) AS arrival FROM %s WHERE %s "
-        "GROUP BY shard, producer_id, producer_epoch, node_id, batch_id, sequence_first, sequence_last "
-        "ORDER BY shard, first, arrival" % (LOGS, where))
+        "SELECT shard, producer_id, producer_epoch AS epoch, producer_lane AS lane, node_id, batch_id, "
+        "sequence_first AS first, sequence_last AS last, count() AS n, min(arrival_time_ms) AS arrival FROM %s "
+        "WHERE %s GROUP BY shard, producer_id, producer_epoch, producer_lane, node_id, batch_id, sequence_first, "
+        "sequence_last ORDER BY shard, lane, first, arrival" % (LOGS, where))
 
 
 def assert_gapless(stored):
-    """Per shard, the batches' sequence ranges follow one another from 0, none twice, each
-    holding as many rows as its range."""
-    by_shard = collections.defaultdict(list)
+    """Per shard and lane (a topic-partition: `L` and `L.json` number their sequences
+    apart), the batches' sequence ranges follow one another from 0, none twice, each holding
+    as many rows as its range. Returns {shard: [batch]} (all lanes)."""
+    lanes, by_shard = collections.defaultdict(list), collections.defaultdict(list)
     for b in stored:
+        lanes[(b["shard"], b["lane"])].append(b)
         by_shard[b["shard"]].append(b)
-    for shard, bs in by_shard.items():
+    for (shard, lane), bs in lanes.items():
         expect = 0
         for b in bs:
             assert b["first"] == expect, "shard %d: batch %s after sequence %d" % (shard, b, expect - 1)
@@ -490,3 +492,81 @@ def test_a_cluster_on_the_local_logstore_is_refused(tmp_path, ch):
         assert ch.rows("SELECT name FROM system.tables WHERE database = '%s'" % DB) == [{"name": "logs"}]
     finally:
         ok.stop()
+
+
+# ------------------------------------------------------------------ 4. a two-shard ClickHouse cluster
+
+@pytest.fixture
+def shards(tmp_path):
+    """Two clickhouse-servers as the two shards of `logs_cluster`, each with loggate's table
+    as `logs_local` and a Distributed table `logs` over both (rows spread by rand())."""
+    chs = [ClickHouse(tmp_path, "shard1"), ClickHouse(tmp_path, "shard2")]
+    members = [("127.0.0.1", c.tcp_port) for c in chs]
+    try:
+        for c in chs:
+            c.set_cluster(members)
+            c.start()
+        for c in chs:
+            for stmt in logs_ddl(DB, "logs_local"):
+                c.query(stmt)
+            c.query("CREATE TABLE %s.logs AS %s.logs_local ENGINE = Distributed(logs_cluster, %s, logs_local, rand())"
+                    % (DB, DB, DB))
+        yield chs
+    finally:
+        for c in chs:
+            c.stop()
+
+
+def per_shard(chs, where):
+    return [int(c.query("SELECT count() FROM %s.logs_local WHERE %s" % (DB, where)).strip()) for c in chs]
+
+
+def test_three_nodes_on_a_distributed_table(tmp_path, shards):
+    """The 3-node cluster inserts into the Distributed table (create_tables = false; node 2
+    has shard 2's server first in its urls, the others shard 1's): an idempotent librdkafka
+    producer's records and .json objects land on both shards, each exactly once (per shard
+    counts add up to what was sent), and read back through the Distributed table, by SQL
+    and by `loggate logs`."""
+    ch1, ch2 = shards
+    c = Cluster(tmp_path, {1: [ch1.url, ch2.url], 2: [ch2.url, ch1.url], 3: [ch1.url, ch2.url]},
+                clickhouse="create_tables = false")
+    try:
+        c.start()
+        n1 = c.nodes[1]
+        prefix = unique_prefix("dist")
+        d, fatal = Deliveries(), FatalErrors()
+        p = Producer(idempotent_conf(n1, error_cb=fatal))
+        produce_paced(p, d, prefix, 0, 3000, every=500)
+        for i in range(200):
+            p.produce("pinned.json", value=json.dumps({"msg": "%s-json-%d" % (prefix, i), "level": "error"}),
+                      key="k%d" % i, on_delivery=d)
+        assert p.flush(30) == 0 and d.errors == [] and fatal == [], (d.errors[:5], fatal, c.log_tail())
+
+        # on both shards, sums exact
+        raw = per_shard(shards, like(prefix))
+        js = per_shard(shards, "field_values[indexOf(field_names, 'msg')] LIKE '%s-json-%%'" % prefix)
+        assert sum(raw) == 3000 and all(n > 0 for n in raw), raw
+        assert sum(js) == 200 and all(n > 0 for n in js), js
+        # no table of loggate's own beside the operator's
+        assert [r["name"] for r in ch1.rows("SELECT name FROM system.tables WHERE database = '%s' ORDER BY name" % DB)] \
+            == ["logs", "logs_local"]
+        # through the Distributed table: each once, where acknowledged, by all three nodes
+        for server in shards:
+            once_each(server, prefix, ["%s-%d" % (prefix, i) for i in range(3000)])
+        got = rows(ch2, like(prefix))
+        assert {r["content"]: (r["shard"], r["offset"]) for r in got} == {
+            v: o for v, o in d.acked.items() if not v.startswith("{")}
+        assert {r["node_id"] for r in got} == {1, 2, 3}
+        fields = ch1.rows("SELECT field_values[indexOf(field_names, 'msg')] AS msg, "
+                          "field_values[indexOf(field_names, 'level')] AS level, count() AS n FROM %s "
+                          "WHERE has(field_names, 'msg') GROUP BY msg, level" % LOGS)
+        assert sorted((r["msg"], r["level"], r["n"]) for r in fields) == sorted(
+            ("%s-json-%d" % (prefix, i), "error", 1) for i in range(200))
+        assert sum(per_shard(shards, "producer_id >= 0 AND position = 0")) == len(batches(ch1, "producer_id >= 0"))
+        assert_gapless(batches(ch1, "logstore = 'pinned'"))
+        # `loggate logs` reads them back through the Distributed table
+        logs = c.nodes[2].logs("pinned")
+        assert sorted(l["content"] for l in logs if "content" in l) == sorted("%s-%d" % (prefix, i) for i in range(3000))
+        assert sorted(l["msg"] for l in logs if "msg" in l) == sorted("%s-json-%d" % (prefix, i) for i in range(200))
+    finally:
+        c.stop()
