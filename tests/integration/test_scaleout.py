@@ -141,12 +141,20 @@ def plaintext_conf(gw):
 
 def metadata(conf, topic="pinned", timeout=10):
     """(brokers {id: "host:port"}, leaders {partition: id}, id of the answering broker) of
-    `topic`, asked by a new librdkafka client of `conf` (so from its bootstrap broker)."""
-    p = Producer(dict(conf, **{"socket.timeout.ms": 5000}))
-    try:
-        md = p.list_topics(topic, timeout=timeout)
-    finally:
-        p.close()
+    `topic` as the node `conf` bootstraps from answers it. A librdkafka client sends
+    list_topics to any broker it knows by then (often one it learned from the first
+    answer), so new clients ask until the answer is the bootstrap node's own."""
+    bootstrap = conf["bootstrap.servers"]
+    deadline = time.monotonic() + timeout
+    while True:
+        p = Producer(dict(conf, **{"socket.timeout.ms": 5000}))
+        try:
+            md = p.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            p.close()
+        if md.orig_broker_name.split("/")[0] == bootstrap:
+            break
+        assert time.monotonic() < deadline, "no Metadata answer from %s itself" % bootstrap
     t = md.topics[topic]
     assert t.error is None, t.error
     return ({b.id: "%s:%d" % (b.host, b.port) for b in md.brokers.values()},
