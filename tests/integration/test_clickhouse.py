@@ -1,0 +1,237 @@
+"""loggate on ClickHouse, end to end: real Kafka clients write through one gateway node
+into a real clickhouse-server 18.16 (clickhouse.py), sometimes through the recording,
+fault-injecting HTTP proxy (chproxy.py); what the user checks is read back with SQL from
+ClickHouse itself: the rows of each test's unique marker, each exactly once, with the
+right project, logstore, shard, client address, key, headers and fields.
+
+Every gateway here has `[storage] backend = "clickhouse"` (unless a test says otherwise)
+and a `[clickhouse]` table pointing at the server or at the proxy in front of it.
+"""
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+
+from chproxy import HttpProxy
+from clickhouse import LOGS_COLUMNS, LOGS_DDL, ClickHouse, check_on_current_engine, chdb_query, columns_of_create, \
+    encode_rowbinary, insert_sql, split_insert
+from clients import describe, go_binary, node_script, run_client
+from gateway import PROJECTS, Gateway, password
+
+DB, TABLE = "loggate", "logs"
+FQ = "%s.%s" % (DB, TABLE)
+SHARDS = {name: shards for name, shards, _ in PROJECTS["demo"]}
+STORAGE_ERROR = "KAFKA_STORAGE_ERROR"
+
+
+def marker(tag):
+    """A unique marker: letters, digits and '-' only (safe inside LIKE and SQL literals)."""
+    return "%s-%s" % (tag, uuid.uuid4().hex[:12])
+
+
+def sql_str(s):
+    return "'%s'" % s.replace("\\", "\\\\").replace("'", "\\'")
+
+
+# ------------------------------------------------------------------ the components
+
+class Rig:
+    """One ClickHouse 18.16, optionally a proxy in front of it, and one loggate node on it.
+    close() stops them in reverse order (loggate first: it inserts what is pending)."""
+
+    def __init__(self, workdir, proxy=False, clickhouse=None, storage=None, logstore_options=None, limits=None,
+                 ch=None):
+        self.workdir = workdir
+        self.ch = ch or ClickHouse(workdir).start()
+        self.own_ch = ch is None
+        self.proxy = HttpProxy(self.ch.url, upstream_timeout=30) if proxy else None
+        url = self.proxy.url if self.proxy else self.ch.url
+        lines = ["[clickhouse]", 'urls = ["%s"]' % url]
+        lines += ["%s = %s" % kv for kv in (clickhouse or {}).items()]
+        self.gw = Gateway(workdir, storage={"backend": '"clickhouse"'} if storage is None else storage,
+                          logstore_options=logstore_options, limits=limits, extra_config="\n".join(lines))
+
+    def start(self):
+        self.gw.start()
+        return self
+
+    def close(self):
+        try:
+            self.gw.stop()
+        finally:
+            try:
+                if self.proxy:
+                    self.proxy.close()
+            finally:
+                if self.own_ch:
+                    self.ch.stop()
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    """Makes rigs (rigs(**options) -> a started Rig); all are closed at teardown."""
+    made = []
+
+    def make(**kw):
+        d = tmp_path / ("rig%d" % len(made))
+        d.mkdir()
+        rig = Rig(d, **kw)
+        made.append(rig)
+        return rig.start()
+
+    yield make
+    for rig in reversed(made):
+        rig.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One ClickHouse and one loggate on it for the client tests (each uses its own marker)."""
+    rig = Rig(tmp_path_factory.mktemp("ch-clients"))
+    try:
+        yield rig.start()
+    finally:
+        rig.close()
+
+
+# ------------------------------------------------------------------ what is stored
+
+ROW_COLUMNS = ("project, logstore, shard, client, key, header_keys, header_values, field_names, field_values, "
+               "content, batch_id + position AS offset, event_time_ms, arrival_time_ms, toUnixTimestamp(event_time) "
+               "AS event_s, toUnixTimestamp(arrival_time) AS arrival_s, retention_hours, node_id, insert_id, "
+               "producer_id")
+
+
+def raw_where(m):
+    return "content LIKE %s" % sql_str(m + "-%")
+
+
+def json_where(m):
+    return "field_values[indexOf(field_names, 'marker')] = %s" % sql_str(m)
+
+
+def stored_rows(ch, where):
+    return ch.rows("SELECT %s FROM %s WHERE %s ORDER BY shard, offset" % (ROW_COLUMNS, FQ, where))
+
+
+def assert_exactly_once(ch, where, expected, column="content"):
+    """The rows `where` selects hold exactly the values `expected`, each once: count(),
+    count(DISTINCT) and the multiset of values all agree. Returns the rows."""
+    # Acknowledged means inserted: a late duplicate would come from a retry in flight, so
+    # give one a moment to land before counting.
+    time.sleep(0.5)
+    n = ch.rows("SELECT count() AS n, count(DISTINCT %s) AS d FROM %s WHERE %s" % (column, FQ, where))[0]
+    got = Counter(r["v"] for r in ch.rows("SELECT %s AS v FROM %s WHERE %s" % (column, FQ, where)))
+    want = Counter(expected)
+    assert got == want, "missing %d: %s...; duplicated %d: %s...; unexpected: %s" % (
+        len(want - got), sorted(want - got)[:5], sum(1 for v, c in got.items() if c > 1),
+        sorted(v for v, c in got.items() if c > 1)[:5], sorted(set(got) - set(want))[:5])
+    assert n == {"n": len(expected), "d": len(set(expected))}, n
+    assert len(set(expected)) == len(expected)
+    return stored_rows(ch, where)
+
+
+def check_rows(rows, logstore, t0, key=None, headers=None, retention=0):
+    """Every row: project demo, the logstore, a shard in range, the client's loopback address,
+    times of this test, the key and headers as sent, and (shard, offset) unique."""
+    now_ms = time.time() * 1000
+    seen = set()
+    for r in rows:
+        assert (r["project"], r["logstore"]) == ("demo", logstore), r
+        assert 0 <= r["shard"] < SHARDS[logstore], r
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", r["client"]), r
+        assert t0 * 1000 - 1000 <= r["arrival_time_ms"] <= now_ms + 1000, r
+        assert abs(r["event_time_ms"] - r["arrival_time_ms"]) < 60_000, r
+        assert r["event_s"] == r["event_time_ms"] // 1000 and r["arrival_s"] == r["arrival_time_ms"] // 1000, r
+        assert r["key"] == key, r
+        pairs = [list(p) for p in zip(r["header_keys"], r["header_values"])]
+        assert pairs == (headers or []), r
+        assert r["retention_hours"] == retention, r
+        assert r["insert_id"] != 0, r
+        assert (r["shard"], r["offset"]) not in seen, "offset given twice: %s" % r
+        seen.add((r["shard"], r["offset"]))
+
+
+# ------------------------------------------------------------------ clients
+
+def rdkafka_conf(gw, proto="PLAINTEXT", **extra):
+    conf = {"bootstrap.servers": gw.bootstrap(proto), "linger.ms": 20, "message.timeout.ms": 60000}
+    if proto == "SASL_SSL":
+        conf.update({"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "demo",
+                     "sasl.password": password("main"), "ssl.ca.location": str(gw.ca)})
+    conf.update(extra)
+    return conf
+
+
+class Delivery:
+    """Delivery reports and error callbacks of one confluent-kafka Producer."""
+
+    def __init__(self):
+        self.ok = {}        # value -> (partition, offset)
+        self.failed = []    # (value, KafkaError)
+        self.errors = []    # KafkaError of error_cb
+        self.lock = threading.Lock()
+
+    def report(self, err, msg):
+        with self.lock:
+            if err is not None:
+                self.failed.append((msg.value().decode(), err))
+            else:
+                self.ok[msg.value().decode()] = (msg.partition(), msg.offset())
+
+    def error_cb(self, err):
+        with self.lock:
+            self.errors.append(err)
+
+
+def rdkafka_produce(conf, topic, values, key=None, headers=None, timeout=60, delivery=None):
+    d = delivery or Delivery()
+    p = Producer(dict(conf, error_cb=d.error_cb))
+    for v in values:
+        kw = {"value": v.encode(), "on_delivery": d.report}
+        if key is not None:
+            kw["key"] = key.encode()
+        if headers is not None:
+            kw["headers"] = headers
+        while True:
+            try:
+                p.produce(topic, **kw)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(timeout) == 0, "records still queued after %s s" % timeout
+    return d
+
+
+@pytest.mark.parametrize("idempotent,codec", [(True, "lz4"), (False, "zstd"), (True, "zstd"), (False, "none")])
+def test_librdkafka_records_land_once_with_their_metadata(shared, idempotent, codec):
+    """confluent-kafka (librdkafka) over SASL_SSL into the partition-routed logstore: every
+    acknowledged record is one row, at the partition and offset librdkafka was told, with the
+    key and headers it sent."""
+    ch, gw = shared.ch, shared.gw
+    t0 = time.time()
+    m = marker("rdk-%s-%s" % ("idem" if idempotent else "plain", codec))
+    values = ["%s-%d" % (m, i) for i in range(600)]
+    conf = rdkafka_conf(gw, "SASL_SSL", **{"enable.idempotence": idempotent, "compression.codec": codec,
+                                           "acks": "all"})
+    headers = [("trace", b"t-1"), ("empty", None), ("trace", b"t-2")]
+    d = rdkafka_produce(conf, "pinned", values, key="k-%s" % codec, headers=headers)
+    assert d.failed == [] and len(d.ok) == len(values)
+    rows = assert_exactly_once(ch, raw_where(m), values)
+    check_rows(rows, "pinned", t0, key="k-%s" % codec, headers=[["trace", "t-1"], ["empty", None], ["trace", "t-2"]])
+    # "pinned" routes partition p to shard p: the acknowledged (partition, offset) is the row's
+    by_value = {r["content"]: (r["shard"], r["offset"]) for r in rows}
+    assert by_value == d.ok
+    if idempotent:
+        assert all(r["producer_id"] >= 0 for r in rows)
+    else:
+        assert all(r["producer_id"] == -1 for r in rows)
