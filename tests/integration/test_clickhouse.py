@@ -235,3 +235,147 @@ def test_librdkafka_records_land_once_with_their_metadata(shared, idempotent, co
         assert all(r["producer_id"] >= 0 for r in rows)
     else:
         assert all(r["producer_id"] == -1 for r in rows)
+
+
+def test_kafka_python_records_land_once(shared):
+    """kafka-python 3.x (idempotent by default) over SASL_SSL into the round-robin logstore,
+    with a key and headers."""
+    from kafka import KafkaProducer
+    ch, gw = shared.ch, shared.gw
+    t0 = time.time()
+    m = marker("kpy")
+    values = ["%s-%d" % (m, i) for i in range(300)]
+    p = KafkaProducer(bootstrap_servers=gw.bootstrap("SASL_SSL"), security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                      sasl_plain_username="demo", sasl_plain_password=password("main"), ssl_cafile=str(gw.ca),
+                      compression_type="gzip", acks="all", linger_ms=10, max_block_ms=15000)
+    try:
+        assert p.config["enable_idempotence"] is True
+        metas = []
+        for part in range(3):  # three flushes: three batches, spread over the shards by round robin
+            futures = [p.send("app", value=v.encode(), key=b"kp", headers=[("h", b"v")])
+                       for v in values[part * 100:(part + 1) * 100]]
+            p.flush(60)
+            metas += [f.get(timeout=30) for f in futures]
+    finally:
+        p.close(5)
+    rows = assert_exactly_once(ch, raw_where(m), values)
+    check_rows(rows, "app", t0, key="kp", headers=[["h", "v"]])
+    # the acknowledged offsets are stored ones (round robin: the shard need not be the partition)
+    assert sorted(md.offset for md in metas) == sorted(r["offset"] for r in rows)
+    assert {r["shard"] for r in rows} == {0, 1}
+
+
+@pytest.mark.parametrize("version,codec,idempotent,with_headers", [
+    ("2.1.0", "snappy", True, True), ("0.11.0.0", "lz4", False, True), ("0.10.0.0", "lz4", False, False),
+    ("0.8.2.0", "gzip", False, False)])
+def test_sarama_records_land_once(shared, version, codec, idempotent, with_headers):
+    """sarama 1.22.1 (Produce v0, v2 and v3) over SASL_SSL: what it reports as (partition,
+    offset) is the stored row's (shard, offset)."""
+    ch, gw = shared.ch, shared.gw
+    t0 = time.time()
+    m = marker("sarama-%s" % codec)
+    count = 200
+    headers_args = ["-header", "trace=abc", "-header", "env=ch"] if with_headers else []
+    cmd = [go_binary("saramaproducer"), "-brokers", gw.bootstrap("SASL_SSL"), "-tls-ca", gw.ca, "-sasl",
+           "-user", "demo", "-password", password("main"), "-handshake", "v0" if version.startswith("0.") else "v1",
+           "-version", version, "-codec", codec, "-acks", "-1", "-topic", "pinned", "-count", count, "-prefix", m,
+           "-key", "sk", *headers_args] + (["-idempotent"] if idempotent else [])
+    proc = run_client(cmd)
+    assert proc.returncode == 0, describe(proc, gw)
+    values = ["%s-%d" % (m, i) for i in range(count)]
+    rows = assert_exactly_once(ch, raw_where(m), values)
+    check_rows(rows, "pinned", t0, key="sk", headers=[["trace", "abc"], ["env", "ch"]] if headers_args else None)
+    reported = {}
+    for line in proc.stdout.splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split())
+        reported[f["value"]] = (int(f["partition"]), int(f["offset"]))
+    assert reported == {r["content"]: (r["shard"], r["offset"]) for r in rows}
+    assert all((r["producer_id"] >= 0) == idempotent for r in rows)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_kafkajs_records_land_once(shared, codec):
+    """kafkajs 2.2.4 over SASL_SSL, several send() calls with a key and headers."""
+    ch, gw = shared.ch, shared.gw
+    t0 = time.time()
+    m = marker("kafkajs-%s" % codec)
+    count = 100
+    cmd = ["node", node_script(), "--brokers", gw.bootstrap("SASL_SSL"), "--ca", gw.ca, "--user", "demo",
+           "--password", password("main"), "--topic", "pinned", "--codec", codec, "--acks=-1", "--count", count,
+           "--prefix", m, "--key", "jk", "--header", "a=1", "--header", "b=two", "--batch", "25"]
+    proc = run_client(cmd)
+    assert proc.returncode == 0, describe(proc, gw)
+    values = ["%s-%d" % (m, i) for i in range(count)]
+    rows = assert_exactly_once(ch, raw_where(m), values)
+    check_rows(rows, "pinned", t0, key="jk", headers=[["a", "1"], ["b", "two"]])
+    results = [json.loads(l) for l in proc.stdout.splitlines() if l.strip()]
+    assert len(results) == 4 and all(r["errorCode"] == 0 for r in results), proc.stdout
+    # each send()'s base offset is the first offset of 25 stored rows on that shard
+    for r in results:
+        batch = [row for row in rows if row["shard"] == r["partition"]
+                 and int(r["baseOffset"]) <= row["offset"] < int(r["baseOffset"]) + 25]
+        assert len(batch) == 25, (r, rows[:3])
+
+
+def test_json_topic_fields_are_queryable_and_loggate_logs_prints_them(shared):
+    """A `.json` topic: each object's keys are field_names/field_values, filterable and
+    aggregatable with SQL; `loggate logs` reads the same logs back from ClickHouse."""
+    ch, gw = shared.ch, shared.gw
+    t0 = time.time()
+    m = marker("json")
+    levels = ["info", "warn", "error"]
+    docs = [{"marker": m, "level": levels[i % 3], "n": i, "msg": "request %d" % i, "ok": i % 2 == 0,
+             "ctx": {"user": "u%d" % (i % 5)}} for i in range(150)]
+    d = rdkafka_produce(rdkafka_conf(gw, "PLAINTEXT", **{"acks": "all", "compression.codec": "lz4"}), "app.json",
+                        [json.dumps(doc) for doc in docs])
+    assert d.failed == [] and len(d.ok) == len(docs)
+    rows = assert_exactly_once(ch, json_where(m), ["request %d" % i for i in range(150)],
+                               column="field_values[indexOf(field_names, 'msg')]")
+    check_rows(rows, "app", t0)
+    for r in rows:
+        assert r["content"] == "" and sorted(r["field_names"]) == ["ctx", "level", "marker", "msg", "n", "ok"], r
+    # filter and aggregate by field values
+    by_level = ch.rows("SELECT field_values[indexOf(field_names, 'level')] AS level, count() AS c, "
+                       "sum(toInt64(field_values[indexOf(field_names, 'n')])) AS s FROM %s WHERE %s "
+                       "GROUP BY level ORDER BY level" % (FQ, json_where(m)))
+    assert by_level == [{"level": lv, "c": 50, "s": sum(i for i in range(150) if levels[i % 3] == lv)}
+                        for lv in sorted(levels)]
+    assert ch.rows("SELECT count() AS c FROM %s WHERE %s AND field_values[indexOf(field_names, 'ok')] = 'true' "
+                   "AND toInt64(field_values[indexOf(field_names, 'n')]) >= 100" % (FQ, json_where(m))) == [{"c": 25}]
+    # a nested object is kept as its JSON text
+    ctx = ch.rows("SELECT DISTINCT field_values[indexOf(field_names, 'ctx')] AS ctx FROM %s WHERE %s ORDER BY ctx"
+                  % (FQ, json_where(m)))
+    assert [json.loads(r["ctx"]) for r in ctx] == [{"user": "u%d" % u} for u in range(5)]
+    # `loggate logs` on the ClickHouse logstore prints the same logs, with the same fields
+    printed = gw.logs("app", args=["--where", "marker=%s" % m])
+    assert len(printed) == 150
+    by_offset = {(r["shard"], r["offset"]): r for r in rows}
+    for log in printed:
+        r = by_offset[(log["__shard__"], log["__offset__"])]
+        assert log["__project__"] == "demo" and log["__logstore__"] == "app", log
+        assert log["__source__"] == r["client"] and log["__time_ms__"] == r["event_time_ms"], log
+        assert log["__arrival_time_ms__"] == r["arrival_time_ms"], log
+        assert {k: log[k] for k in r["field_names"]} == dict(zip(r["field_names"], r["field_values"])), log
+    assert len({(l["__shard__"], l["__offset__"]) for l in printed}) == 150
+    # and a field filter of the CLI agrees with SQL
+    errors = gw.logs("app", args=["--where", "marker=%s" % m, "--where", "level=error"])
+    assert sorted(int(l["n"]) for l in errors) == [i for i in range(150) if i % 3 == 2]
+
+
+def test_loggate_logs_prints_raw_records_with_key_and_headers(shared):
+    ch, gw = shared.ch, shared.gw
+    m = marker("cli")
+    values = ["%s-%d" % (m, i) for i in range(40)]
+    d = rdkafka_produce(rdkafka_conf(gw, "PLAINTEXT", acks="1"), "one", values, key="ck",
+                        headers=[("h1", b"x")])
+    assert d.failed == []
+    rows = assert_exactly_once(ch, raw_where(m), values)
+    printed = [l for l in gw.logs("one") if l.get("content", "").startswith(m + "-")]
+    assert sorted(l["content"] for l in printed) == sorted(values)
+    assert {(0, l["__offset__"]) for l in printed} == {(r["shard"], r["offset"]) for r in rows}
+    assert all(l["__key__"] == "ck" and l["__headers__"] == [["h1", "x"]] for l in printed)
+    # --shard, --from/--to by offset and --limit work on ClickHouse too
+    first = min(r["offset"] for r in rows)
+    some = gw.logs("one", shard=0, args=["--from", first, "--to", first + 9])
+    assert [l["content"] for l in some] == ["%s-%d" % (m, i) for i in range(10)]
+    assert len(gw.logs("one", args=["--limit", 5])) == 5
