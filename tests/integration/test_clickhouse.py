@@ -499,3 +499,373 @@ def test_non_idempotent_pipelining_producer_is_stored_once(rigs):
     print("failed %d of %d; %d rows stored" % (len(d.failed), len(values), stored))
     assert d.failed == []
     assert_exactly_once(rig.ch, raw_where(m), values)
+
+
+# ------------------------------------------------------------------ faults between loggate and ClickHouse
+
+def wait_for(cond, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def statement(req):
+    """The SQL of a recorded request: the `query` parameter of an insert, else the body."""
+    return req.sql if req.sql is not None else req.body.decode(errors="replace")
+
+
+def inserts(proxy):
+    """[(log entry, query_id)] of the INSERTs the proxy saw, in order."""
+    return [(e, e["request"].params.get("query_id")) for e in list(proxy.log)
+            if statement(e["request"]).lstrip().upper().startswith("INSERT")]
+
+
+def proxied(tmp_rigs, **clickhouse):
+    """A rig whose loggate reaches ClickHouse through the proxy, once loggate's start-up
+    statements (and the first retention pass) went through, so that a fault set next hits an
+    insert."""
+    rig = tmp_rigs(proxy=True, clickhouse=clickhouse)
+    wait_for(lambda: any("system.parts" in statement(r) for r in list(rig.proxy.requests)), what="retention pass")
+    time.sleep(0.2)
+    return rig
+
+
+def one_request(gw, m, n=200, **conf):
+    """n records in one Produce request (librdkafka, not idempotent, so loggate's own
+    checks alone keep them once), all acknowledged."""
+    c = rdkafka_conf(gw, "PLAINTEXT", **dict({"enable.idempotence": False, "acks": "all", "linger.ms": 200}, **conf))
+    values = ["%s-%d" % (m, i) for i in range(n)]
+    d = rdkafka_produce(c, "one", values)
+    assert d.failed == [] and len(d.ok) == n
+    return values, d
+
+
+def test_insert_answer_lost_is_checked_not_resent(rigs):
+    """drop_after_forward: the insert reaches ClickHouse and lands, loggate never hears. It
+    must ask ClickHouse (system.processes by query_id, then rows by insert_id), find every
+    row, and not insert again."""
+    rig = proxied(rigs)
+    rig.proxy.set_mode("drop_after_forward", fault_count=1)
+    m = marker("dropped")
+    values, _ = one_request(rig.gw, m)
+    rows = assert_exactly_once(rig.ch, raw_where(m), values)
+    ins = inserts(rig.proxy)
+    assert ins[0][0]["outcome"] == "drop_after_forward", ins
+    query_id = ins[0][1]
+    assert query_id and query_id.startswith("loggate-")
+    insert_id = int(query_id[len("loggate-"):], 16)
+    assert {r["insert_id"] for r in rows} == {insert_id}
+    after = [statement(e["request"]) for e in rig.proxy.log[rig.proxy.log.index(ins[0][0]) + 1:]]
+    assert any("system.processes" in s and query_id in s for s in after), after
+    assert any("insert_id = %d" % insert_id in s for s in after), after
+    # no second insert of these rows: the check found them all
+    assert [q for _, q in ins].count(query_id) == 1, ins
+    assert "ClickHouse insert found complete on check" in rig.gw.log_text()
+
+
+def test_insert_error_answer_is_checked_then_resent_once(rigs):
+    """error500 once: nothing was stored, the check says so, and the rows are sent again
+    under the same query id: stored once."""
+    rig = proxied(rigs)
+    rig.proxy.set_mode("error500", fault_count=1)
+    m = marker("err500")
+    values, _ = one_request(rig.gw, m)
+    assert_exactly_once(rig.ch, raw_where(m), values)
+    ins = inserts(rig.proxy)
+    assert [e["outcome"] for e, _ in ins[:2]] == ["error500", "pass"], ins
+    assert ins[0][1] == ins[1][1], "the resent insert keeps its query id"
+    assert ins[1][0]["request"].body == ins[0][0]["request"].body  # every row missing: all resent
+    first, second = rig.proxy.log.index(ins[0][0]), rig.proxy.log.index(ins[1][0])
+    between = [statement(e["request"]) for e in rig.proxy.log[first + 1:second]]
+    assert any("system.processes" in s for s in between) and any("insert_id =" in s for s in between), between
+    assert "ClickHouse insert checked stored=0 resending=%d" % len(values) in rig.gw.log_text()
+
+
+def produce_in_thread(conf, topic, values, seconds):
+    """paced_load in a thread: returns (thread, holder) with holder["d"] the Delivery."""
+    holder = {}
+
+    def run():
+        try:
+            holder["d"] = paced_load(conf, topic, values, seconds)
+        except BaseException as e:
+            holder["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, holder
+
+
+def test_clickhouse_hanging_longer_than_the_timeout(rigs):
+    """hang for 6 s with timeout_secs = 2: inserts and checks time out; producers wait and
+    retry; after `pass` every record is stored exactly once."""
+    rig = proxied(rigs, timeout_secs=2)
+    m = marker("hang")
+    values = ["%s-%d" % (m, i) for i in range(1500)]
+    conf = rdkafka_conf(rig.gw, "PLAINTEXT", **{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    rig.proxy.mode = "hang"
+    t, holder = produce_in_thread(conf, "app", values, seconds=4)
+    time.sleep(6)
+    hung = sum(1 for e in rig.proxy.log if e["outcome"] == "hang")
+    assert rig.ch.rows("SELECT count() AS n FROM %s WHERE %s" % (FQ, raw_where(m))) == [{"n": 0}]
+    rig.proxy.mode = "pass"
+    t.join(120)
+    assert "error" not in holder, holder.get("error")
+    d = holder["d"]
+    assert d.failed == [] and len(d.ok) == len(values)
+    assert hung >= 2, "the insert and its checks hang"
+    assert "no answer within 2s" in rig.gw.log_text()
+    assert_exactly_once(rig.ch, raw_where(m), values)
+
+
+class RdkafkaLog:
+    """librdkafka's own log lines (debug contexts msg and protocol), for what a client was
+    answered even when it retried."""
+
+    def __init__(self):
+        import logging
+        self.lines = []
+        self.logger = logging.getLogger("rdkafka-%s" % uuid.uuid4().hex[:6])
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                outer.lines.append(record.getMessage())
+
+        self.logger.addHandler(Handler())
+
+    def conf(self):
+        return {"debug": "msg,protocol", "logger": self.logger}
+
+    def storage_errors(self):
+        """ProduceRequest failures with KAFKA_STORAGE_ERROR (librdkafka's text for it)."""
+        return [l for l in self.lines if "Disk error when trying to access log file" in l
+                and ("ProduceRequest failed" in l or "encountered error" in l)]
+
+
+def test_clickhouse_refusing_connections(rigs):
+    """refuse for 4 s (connections accepted and closed at once): producers are answered
+    KAFKA_STORAGE_ERROR (librdkafka logs each failed ProduceRequest) and retry, and once
+    ClickHouse is reachable again everything is stored exactly once."""
+    rig = proxied(rigs)
+    gw = rig.gw
+    m = marker("refuse")
+    values = ["%s-%d" % (m, i) for i in range(1500)]
+    log = RdkafkaLog()
+    conf = rdkafka_conf(gw, "PLAINTEXT", **dict({"enable.idempotence": True, "acks": "all", "linger.ms": 5},
+                                                **log.conf()))
+    rig.proxy.mode = "refuse"
+    t, holder = produce_in_thread(conf, "app", values, seconds=4)
+    time.sleep(4)
+    errors_down = storage_errors(gw)
+    refused = rig.proxy.refused
+    rig.proxy.mode = "pass"
+    t.join(120)
+    assert "error" not in holder, holder.get("error")
+    d = holder["d"]
+    assert refused > 0
+    assert errors_down > 0, "no KAFKA_STORAGE_ERROR answered while ClickHouse refused connections"
+    assert log.storage_errors(), "librdkafka was never answered KAFKA_STORAGE_ERROR:\n" + "\n".join(
+        l for l in log.lines if "rror" in l)[-3000:]
+    assert d.failed == [] and len(d.ok) == len(values)
+    assert_exactly_once(rig.ch, raw_where(m), values)
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+MiB = 1 << 20
+# The memory bound test: what loggate may hold, by its configured budgets.
+MEM_LIMITS = {"max_inflight_bytes": 32 * MiB, "max_decoded_inflight_bytes": 32 * MiB}
+MEM_REQUEST = {"max_request_bytes": 32 * MiB}  # at most max_inflight_bytes
+MEM_CLICKHOUSE = {"max_pending_bytes": 16 * MiB, "insert_max_bytes": 4 * MiB, "timeout_secs": 2}
+
+
+def test_memory_stays_bounded_while_clickhouse_hangs(rigs):
+    """ClickHouse hangs (proxy `hang`) under a load of 12 librdkafka producers sending
+    ~1 KiB records as fast as they can (8 MiB batches, no retries) for 10 s. loggate's peak
+    RSS stays below its budgets (requests 32 MiB + converted logs 32 MiB + pending inserts
+    16 MiB) + 150 MiB for the process itself; the producers get errors instead; after `pass`
+    every acknowledged record is stored exactly once and nothing twice."""
+    rig = rigs(proxy=True, clickhouse=MEM_CLICKHOUSE, limits=dict(MEM_LIMITS, **MEM_REQUEST))
+    wait_for(lambda: any("system.parts" in statement(r) for r in list(rig.proxy.requests)), what="retention pass")
+    gw = rig.gw
+    pid = gw.proc.pid
+    base_kib = rss_kib(pid)
+    bound_kib = (sum(MEM_LIMITS.values()) + MEM_CLICKHOUSE["max_pending_bytes"] + 150 * MiB) // 1024
+    m = marker("mem")
+    pad = "x" * 1000
+    stop_at = time.monotonic() + 10
+    results = []
+
+    def producer(n):
+        d = Delivery()
+        p = Producer(rdkafka_conf(gw, "PLAINTEXT", **{"acks": "1", "retries": 0, "linger.ms": 50,
+                                                       "batch.size": 8 * 1000 * 1000, "message.max.bytes": 40 * MiB,
+                                                       "queue.buffering.max.kbytes": 64 * 1024,
+                                                       "message.timeout.ms": 12000, "error_cb": d.error_cb}))
+        i = 0
+        while time.monotonic() < stop_at:
+            try:
+                p.produce("app", value=("%s-%d-%d-%s" % (m, n, i, pad)).encode(), on_delivery=d.report)
+                i += 1
+            except BufferError:
+                p.poll(0.05)
+        results.append((d, p, i))
+
+    rig.proxy.mode = "hang"
+    threads = [threading.Thread(target=producer, args=(n,), daemon=True) for n in range(12)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.1)
+    hwm = rss_kib(pid, "VmHWM")
+    rig.proxy.mode = "pass"
+    for d, p, _ in results:
+        assert p.flush(60) == 0
+    sent = sum(i for _, _, i in results)
+    failed = sum(len(d.failed) for d, _, _ in results)
+    acked = [v for d, _, _ in results for v in d.ok]
+    print("loggate RSS: %d MiB at start, peak %d MiB (bound %d MiB); %d records sent (%d MiB), %d failed, %d acked"
+          % (base_kib // 1024, hwm // 1024, bound_kib // 1024, sent, sent * 1040 // MiB, failed, len(acked)))
+    assert sent * 1000 > 8 * (sum(MEM_LIMITS.values()) + MEM_CLICKHOUSE["max_pending_bytes"]), "too little load"
+    assert hwm < bound_kib, "loggate peaked at %d MiB" % (hwm // 1024)
+    assert failed > 0, "producers got no error while ClickHouse hung"
+    assert gw.alive()
+    # every acknowledged record once; nothing (acknowledged or not) twice
+    time.sleep(1)
+    dup = rig.ch.rows("SELECT count() AS n, count(DISTINCT content) AS d FROM %s WHERE %s" % (FQ, raw_where(m)))[0]
+    assert dup["n"] == dup["d"], dup
+    stored = {r["v"] for r in rig.ch.rows(
+        "SELECT arrayStringConcat(arraySlice(splitByChar('-', content), 1, 4), '-') AS v FROM %s WHERE %s"
+        % (FQ, raw_where(m)))}
+    missing = {v.rsplit("-", 1)[0] for v in acked} - stored
+    assert not missing, "acknowledged and not stored: %s" % sorted(missing)[:5]
+
+
+# ------------------------------------------------------------------ the DDL and inserts on today's engine
+
+def test_ddl_and_recorded_inserts_load_on_the_current_engine(rigs):
+    """The DDL loggate ran on 18.16 and the exact INSERT bodies it sent (recorded by the
+    proxy) load on the current ClickHouse engine (chdb): the same row count, the same rows."""
+    rig = rigs(proxy=True)
+    gw, ch, proxy = rig.gw, rig.ch, rig.proxy
+    m = marker("replay")
+    d = rdkafka_produce(rdkafka_conf(gw, "PLAINTEXT", acks="all"), "app", ["%s-%d" % (m, i) for i in range(50)],
+                        key="rk", headers=[("h", b"1"), ("n", None)])
+    assert d.failed == []
+    docs = [json.dumps({"marker": m, "level": "warn", "i": i, "text": "ünï ✓ \t%d" % i}) for i in range(30)]
+    assert rdkafka_produce(rdkafka_conf(gw, "PLAINTEXT", **{"acks": "all", "enable.idempotence": True}),
+                           "app.json", docs).failed == []
+    assert rdkafka_produce(rdkafka_conf(gw, "SASL_SSL", **{"acks": "all", "enable.idempotence": True}),
+                           "pinned", ["%s-p%d" % (m, i) for i in range(20)]).failed == []
+    ddl = [statement(r) for r in proxy.requests if statement(r).lstrip().upper().startswith("CREATE")]
+    assert len(ddl) == 2, ddl
+    shown = ch.query("SHOW CREATE TABLE %s FORMAT TabSeparatedRaw" % FQ).strip()
+    assert columns_of_create(shown) == LOGS_COLUMNS == columns_of_create(ddl[1])
+    assert "PARTITION BY (retention_hours, toYYYYMMDD(arrival_time))" in shown
+    recorded = [split_insert(r.path_and_query, r.body) for r in proxy.requests
+                if statement(r).lstrip().upper().startswith("INSERT")]
+    assert len(recorded) >= 3
+    assert all(params_ok(r) for r in proxy.requests if statement(r).lstrip().upper().startswith("INSERT"))
+    total = ch.count(FQ)
+    assert total == 100
+    everything = "SELECT * FROM %s ORDER BY batch_id, position" % FQ
+    on_1816 = ch.rows(everything)
+    for stmts in (ddl, [ddl[0], shown]):  # what loggate sent, and the table as 18.16 shows it
+        counts = check_on_current_engine(stmts, recorded)
+        assert not counts.version.startswith("18."), counts.version
+        assert list(counts.values()) == [total], dict(counts)
+        assert chdb_query(everything) == on_1816
+    # a few values, as a user would query them on both engines
+    probe = ("SELECT key, header_keys, header_values, field_values[indexOf(field_names, 'text')] AS text, shard "
+             "FROM %s WHERE %s OR %s ORDER BY batch_id, position LIMIT 3" % (FQ, raw_where(m), json_where(m)))
+    assert chdb_query(probe) == ch.rows(probe)
+    assert ch.rows(probe)[0]["key"] == "rk" and ch.rows(probe)[0]["header_values"] == ["1", None]
+
+
+def params_ok(req):
+    """An insert carries its query id and asks for a synchronous Distributed insert."""
+    p = req.params
+    return p.get("query_id", "").startswith("loggate-") and p.get("insert_distributed_sync") == "1"
+
+
+# ------------------------------------------------------------------ retention
+
+DAY_S = 86400
+
+
+def hand_row(content, arrival_s, retention_hours, logstore="one", i=0):
+    return dict(project="demo", logstore=logstore, shard=0, event_time=arrival_s, event_time_ms=arrival_s * 1000,
+                arrival_time=arrival_s, arrival_time_ms=arrival_s * 1000, retention_hours=retention_hours, node_id=9,
+                insert_id=4242, batch_id=1000 + i, position=0, producer_id=-1, producer_epoch=-1, producer_lane=0,
+                sequence_first=-1, sequence_last=-1, client="hand:0", key=None, header_keys=[], header_values=[],
+                field_names=[], field_values=[], content=content)
+
+
+def test_retention_drops_only_expired_partitions_at_start(tmp_path, rigs):
+    """Rows put in by hand: retention 1 h and an arrival two days ago (expired), retention 0
+    and an arrival 400 days ago (kept forever), retention 1 h arriving now, retention 72 h two
+    days ago (not yet expired). loggate, started with a logstore of retention_hours = 1, drops
+    the expired partition at start and nothing else; its own rows carry their retention."""
+    ch = ClickHouse(tmp_path, "retention-ch").start()
+    try:
+        for stmt in [s.format(db=DB, table=TABLE) for s in LOGS_DDL]:
+            ch.query(stmt)
+        now = int(time.time())
+        m = marker("ret")
+        groups = {"expired": (now - 2 * DAY_S, 1), "forever": (now - 400 * DAY_S, 0), "recent": (now, 1),
+                  "later": (now - 2 * DAY_S, 72)}
+        rows = [hand_row("%s-%s-%d" % (m, g, i), arrival, hours, i=i)
+                for g, (arrival, hours) in groups.items() for i in range(5)]
+        ch.query(insert_sql(FQ, LOGS_COLUMNS), data=encode_rowbinary(LOGS_COLUMNS, rows))
+        assert ch.count(FQ) == 20
+        rig = rigs(ch=ch, logstore_options={"one": {"retention_hours": 1}})
+        wait_for(lambda: "dropped an expired ClickHouse partition" in rig.gw.log_text(), what="the partition drop")
+        left = Counter(r["g"] for r in ch.rows(
+            "SELECT splitByChar('-', content)[3] AS g FROM %s WHERE %s" % (FQ, raw_where(m))))
+        assert left == {"forever": 5, "recent": 5, "later": 5}
+        day = time.strftime("%Y%m%d", time.gmtime(now - 2 * DAY_S))
+        assert "retention_hours=1 day=%s" % day in rig.gw.log_text()
+        assert rig.gw.log_text().count("dropped an expired ClickHouse partition") == 1
+        # rows loggate writes carry their logstore's retention (0: none configured)
+        assert rdkafka_produce(rdkafka_conf(rig.gw, "PLAINTEXT", acks="all"), "one", [m + "-new-1"]).failed == []
+        assert rdkafka_produce(rdkafka_conf(rig.gw, "PLAINTEXT", acks="all"), "other", [m + "-new-2"]).failed == []
+        assert ch.rows("SELECT logstore, retention_hours FROM %s WHERE content LIKE %s ORDER BY logstore"
+                       % (FQ, sql_str(m + "-new-%"))) == [{"logstore": "one", "retention_hours": 1},
+                                                          {"logstore": "other", "retention_hours": 0}]
+    finally:
+        ch.stop()
+
+
+# ------------------------------------------------------------------ two backends in one gateway
+
+def test_clickhouse_logstore_beside_a_local_one(rigs):
+    """`storage = "clickhouse"` on one logstore, the local logstore for the rest: each
+    record lands in its own backend only."""
+    rig = rigs(storage={}, logstore_options={"app": {"storage": '"clickhouse"'}})
+    gw, ch = rig.gw, rig.ch
+    m = marker("mixed")
+    to_ch = ["%s-ch-%d" % (m, i) for i in range(100)]
+    to_local = ["%s-local-%d" % (m, i) for i in range(100)]
+    conf = rdkafka_conf(gw, "SASL_SSL", **{"acks": "all", "enable.idempotence": True})
+    assert rdkafka_produce(conf, "app", to_ch).failed == []
+    assert rdkafka_produce(conf, "one", to_local).failed == []
+    assert_exactly_once(ch, raw_where(m), to_ch)
+    assert ch.rows("SELECT DISTINCT logstore FROM %s" % FQ) == [{"logstore": "app"}]
+    local = gw.logs("one")
+    assert sorted(l["content"] for l in local) == sorted(to_local)
+    assert sorted(l["content"] for l in gw.logs("app")) == sorted(to_ch)  # read back from ClickHouse
+    stores = gw.data / "logstores" / "demo"
+    assert (stores / "one").is_dir() and not (stores / "app").exists()
+    assert not any(m.encode() + b"-ch-" in f.read_bytes() for f in stores.rglob("*.log"))
