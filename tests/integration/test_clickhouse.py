@@ -279,12 +279,14 @@ def test_sarama_records_land_once(shared, version, codec, idempotent, with_heade
     cmd = [go_binary("saramaproducer"), "-brokers", gw.bootstrap("SASL_SSL"), "-tls-ca", gw.ca, "-sasl",
            "-user", "demo", "-password", password("main"), "-handshake", "v0" if version.startswith("0.") else "v1",
            "-version", version, "-codec", codec, "-acks", "-1", "-topic", "pinned", "-count", count, "-prefix", m,
-           "-key", "sk", *headers_args] + (["-idempotent"] if idempotent else [])
+           "-key", "sk3", *headers_args] + (["-idempotent"] if idempotent else [])
     proc = run_client(cmd)
     assert proc.returncode == 0, describe(proc, gw)
     values = ["%s-%d" % (m, i) for i in range(count)]
     rows = assert_exactly_once(ch, raw_where(m), values)
-    check_rows(rows, "pinned", t0, key="sk", headers=[["trace", "abc"], ["env", "ch"]] if headers_args else None)
+    check_rows(rows, "pinned", t0, key="sk3", headers=[["trace", "abc"], ["env", "ch"]] if headers_args else None)
+    # sarama's hash partitioner (FNV-1a of the key, modulo 3) puts key "sk3" on partition 2
+    assert {r["shard"] for r in rows} == {2}
     reported = {}
     for line in proc.stdout.splitlines():
         f = dict(kv.split("=", 1) for kv in line.split())
@@ -383,12 +385,16 @@ def test_loggate_logs_prints_raw_records_with_key_and_headers(shared):
 
 # ------------------------------------------------------------------ ClickHouse goes away
 
-def paced_load(conf, topic, values, seconds, events=(), flush_timeout=90, delivery=None):
+def paced_load(conf, topic, values, seconds, events=(), flush_timeout=90, delivery=None, warmup=()):
     """Produces `values` at an even pace over `seconds` (librdkafka, one producer) while a
     thread runs each (at_second, action) of `events` when its time comes, then flushes.
-    Returns the Delivery."""
+    `warmup` values are produced and flushed first, before the clock starts (so that
+    loggate knows an idempotent producer before a fault). Returns the Delivery."""
     d = delivery or Delivery()
     p = Producer(dict(conf, error_cb=d.error_cb))
+    for v in warmup:
+        p.produce(topic, value=v.encode(), on_delivery=d.report)
+    assert p.flush(30) == 0
     t0 = time.monotonic()
     failures = []
 
@@ -582,41 +588,39 @@ def test_insert_error_answer_is_checked_then_resent_once(rigs):
     assert "ClickHouse insert checked stored=0 resending=%d" % len(values) in rig.gw.log_text()
 
 
-def produce_in_thread(conf, topic, values, seconds):
-    """paced_load in a thread: returns (thread, holder) with holder["d"] the Delivery."""
-    holder = {}
-
-    def run():
-        try:
-            holder["d"] = paced_load(conf, topic, values, seconds)
-        except BaseException as e:
-            holder["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, holder
-
-
-def test_clickhouse_hanging_longer_than_the_timeout(rigs):
-    """hang for 6 s with timeout_secs = 2: inserts and checks time out; producers wait and
-    retry; after `pass` every record is stored exactly once."""
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])
+def test_clickhouse_hanging_longer_than_the_timeout(rigs, idempotent):
+    """hang for 6 s with timeout_secs = 2, from the middle of a load of a producer loggate
+    already knows: the insert times out, its checks time out, nothing is acknowledged while
+    it hangs, and after `pass` every record is stored exactly once."""
     rig = proxied(rigs, timeout_secs=2)
     m = marker("hang")
-    values = ["%s-%d" % (m, i) for i in range(1500)]
-    conf = rdkafka_conf(rig.gw, "PLAINTEXT", **{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
-    rig.proxy.mode = "hang"
-    t, holder = produce_in_thread(conf, "app", values, seconds=4)
-    time.sleep(6)
-    hung = sum(1 for e in rig.proxy.log if e["outcome"] == "hang")
-    assert rig.ch.rows("SELECT count() AS n FROM %s WHERE %s" % (FQ, raw_where(m))) == [{"n": 0}]
-    rig.proxy.mode = "pass"
-    t.join(120)
-    assert "error" not in holder, holder.get("error")
-    d = holder["d"]
-    assert d.failed == [] and len(d.ok) == len(values)
-    assert hung >= 2, "the insert and its checks hang"
-    assert "no answer within 2s" in rig.gw.log_text()
-    assert_exactly_once(rig.ch, raw_where(m), values)
+    warm = ["%s-w%d" % (m, i) for i in range(20)]
+    values = ["%s-%d" % (m, i) for i in range(1000)]
+    conf = rdkafka_conf(rig.gw, "PLAINTEXT", **{"enable.idempotence": idempotent, "acks": "all",
+                                                "linger.ms": 5 if idempotent else 1000})
+    seen = {}
+    d = Delivery()
+
+    def hang():
+        rig.proxy.mode = "hang"
+        time.sleep(1)  # answers on their way back
+        seen["acked"] = len(d.ok)
+
+    def release():
+        seen["acked_end"] = len(d.ok)
+        seen["hung"] = sum(1 for e in rig.proxy.log if e["outcome"] == "hang")
+        seen["stored"] = rig.ch.rows("SELECT count() AS n FROM %s WHERE %s" % (FQ, raw_where(m)))[0]["n"]
+        rig.proxy.mode = "pass"
+
+    paced_load(conf, "app", values, seconds=4, events=[(0.5, hang), (6.5, release)], delivery=d, warmup=warm)
+    assert d.failed == [] and len(d.ok) == len(values) + len(warm)
+    assert seen["acked_end"] == seen["acked"], "acknowledged while ClickHouse hung"
+    assert seen["acked"] < len(values) + len(warm) - 500
+    assert seen["hung"] >= 2, "the insert and its checks hang"
+    log = rig.gw.log_text()
+    assert "no answer within 2s" in log and "ClickHouse insert failed" in log
+    assert_exactly_once(rig.ch, raw_where(m), warm + values)
 
 
 class RdkafkaLog:
@@ -646,32 +650,36 @@ class RdkafkaLog:
                 and ("ProduceRequest failed" in l or "encountered error" in l)]
 
 
-def test_clickhouse_refusing_connections(rigs):
-    """refuse for 4 s (connections accepted and closed at once): producers are answered
-    KAFKA_STORAGE_ERROR (librdkafka logs each failed ProduceRequest) and retry, and once
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])
+def test_clickhouse_refusing_connections(rigs, idempotent):
+    """refuse for 4 s (every connection to ClickHouse accepted and closed at once), from the
+    middle of a load of a producer loggate already knows: the producer is answered
+    KAFKA_STORAGE_ERROR (librdkafka logs each failed ProduceRequest) and retries, and once
     ClickHouse is reachable again everything is stored exactly once."""
     rig = proxied(rigs)
     gw = rig.gw
     m = marker("refuse")
-    values = ["%s-%d" % (m, i) for i in range(1500)]
+    warm = ["%s-w%d" % (m, i) for i in range(20)]
+    values = ["%s-%d" % (m, i) for i in range(1000)]
     log = RdkafkaLog()
-    conf = rdkafka_conf(gw, "PLAINTEXT", **dict({"enable.idempotence": True, "acks": "all", "linger.ms": 5},
-                                                **log.conf()))
-    rig.proxy.mode = "refuse"
-    t, holder = produce_in_thread(conf, "app", values, seconds=4)
-    time.sleep(4)
-    errors_down = storage_errors(gw)
-    refused = rig.proxy.refused
-    rig.proxy.mode = "pass"
-    t.join(120)
-    assert "error" not in holder, holder.get("error")
-    d = holder["d"]
-    assert refused > 0
-    assert errors_down > 0, "no KAFKA_STORAGE_ERROR answered while ClickHouse refused connections"
-    assert log.storage_errors(), "librdkafka was never answered KAFKA_STORAGE_ERROR:\n" + "\n".join(
-        l for l in log.lines if "rror" in l)[-3000:]
-    assert d.failed == [] and len(d.ok) == len(values)
-    assert_exactly_once(rig.ch, raw_where(m), values)
+    conf = rdkafka_conf(gw, "PLAINTEXT", **dict({"enable.idempotence": idempotent, "acks": "all",
+                                                 "linger.ms": 5 if idempotent else 1000}, **log.conf()))
+    seen = {}
+
+    def refuse():
+        rig.proxy.mode = "refuse"
+
+    def release():
+        seen["errors"] = storage_errors(gw)
+        seen["refused"] = rig.proxy.refused
+        rig.proxy.mode = "pass"
+
+    d = paced_load(conf, "app", values, seconds=4, events=[(0.5, refuse), (4.5, release)], warmup=warm)
+    assert d.failed == [] and len(d.ok) == len(values) + len(warm)
+    assert seen["refused"] > 0
+    assert_exactly_once(rig.ch, raw_where(m), warm + values)
+    assert seen["errors"] > 0, "no KAFKA_STORAGE_ERROR answered while ClickHouse refused connections"
+    assert log.storage_errors(), "librdkafka was never answered KAFKA_STORAGE_ERROR"
 
 
 def rss_kib(pid, field="VmRSS"):
