@@ -652,34 +652,53 @@ class RdkafkaLog:
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])
 def test_clickhouse_refusing_connections(rigs, idempotent):
-    """refuse for 4 s (every connection to ClickHouse accepted and closed at once), from the
-    middle of a load of a producer loggate already knows: the producer is answered
-    KAFKA_STORAGE_ERROR (librdkafka logs each failed ProduceRequest) and retries, and once
-    ClickHouse is reachable again everything is stored exactly once."""
+    """refuse for 4 s (every connection to ClickHouse accepted and closed at once) from the
+    middle of a load. The insert in flight then has an unknown outcome: its producer waits
+    until a check can tell what was stored. A second producer that sends meanwhile is
+    answered KAFKA_STORAGE_ERROR at once (librdkafka, no retries: its delivery fails with it)
+    and nothing of it is stored. Once ClickHouse is reachable again every record of the load
+    is stored exactly once."""
     rig = proxied(rigs)
     gw = rig.gw
     m = marker("refuse")
     warm = ["%s-w%d" % (m, i) for i in range(20)]
     values = ["%s-%d" % (m, i) for i in range(1000)]
-    log = RdkafkaLog()
-    conf = rdkafka_conf(gw, "PLAINTEXT", **dict({"enable.idempotence": idempotent, "acks": "all",
-                                                 "linger.ms": 5 if idempotent else 1000}, **log.conf()))
+    conf = rdkafka_conf(gw, "PLAINTEXT", **{"enable.idempotence": idempotent, "acks": "all",
+                                            "linger.ms": 5 if idempotent else 1000})
     seen = {}
+    probe = Delivery()
+    probe_log = RdkafkaLog()
+    probe_value = marker("refuse-probe")
 
     def refuse():
         rig.proxy.mode = "refuse"
+
+    def send_probe():
+        p = Producer(rdkafka_conf(gw, "PLAINTEXT", **dict({"acks": "all", "retries": 0, "error_cb": probe.error_cb},
+                                                          **probe_log.conf())))
+        p.produce("one", value=probe_value.encode(), on_delivery=probe.report)
+        t = time.monotonic()
+        seen["probe_left"] = p.flush(10)
+        seen["probe_s"] = time.monotonic() - t
 
     def release():
         seen["errors"] = storage_errors(gw)
         seen["refused"] = rig.proxy.refused
         rig.proxy.mode = "pass"
 
-    d = paced_load(conf, "app", values, seconds=4, events=[(0.5, refuse), (4.5, release)], warmup=warm)
+    d = paced_load(conf, "app", values, seconds=4, events=[(0.5, refuse), (2, send_probe), (4.5, release)],
+                   warmup=warm)
     assert d.failed == [] and len(d.ok) == len(values) + len(warm)
     assert seen["refused"] > 0
     assert_exactly_once(rig.ch, raw_where(m), warm + values)
-    assert seen["errors"] > 0, "no KAFKA_STORAGE_ERROR answered while ClickHouse refused connections"
-    assert log.storage_errors(), "librdkafka was never answered KAFKA_STORAGE_ERROR"
+    # the second producer was told at once
+    assert seen["probe_left"] == 0 and seen["probe_s"] < 2, seen
+    assert [e.code() for _, e in probe.failed] == [KafkaError.KAFKA_STORAGE_ERROR], (probe.failed, probe.ok)
+    # librdkafka would retry it (its delivery failed only because retries = 0)
+    assert any("Retry" in l for l in probe_log.storage_errors()), probe_log.storage_errors()
+    assert seen["errors"] > 0
+    assert "new appends get a retriable error meanwhile" in gw.log_text()
+    assert rig.ch.rows("SELECT count() AS n FROM %s WHERE content = %s" % (FQ, sql_str(probe_value))) == [{"n": 0}]
 
 
 def rss_kib(pid, field="VmRSS"):
