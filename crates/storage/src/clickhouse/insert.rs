@@ -8,7 +8,11 @@
 //! insert's rows exist, and only the missing ones are sent again, under the same id. An
 //! insert that certainly did not run (no connection could be made, and nothing was sent
 //! before) fails its appends at once with [`StorageError::Unavailable`]: nothing is stored,
-//! and the producers retry.
+//! and the producers retry. While an insert whose outcome is unknown waits for ClickHouse to
+//! answer its checks, the appends that arrive meanwhile are failed the same way instead of
+//! queueing behind it (their producers would otherwise hear nothing until ClickHouse is back
+//! or their request times out, and a non-idempotent producer's retry after a timeout is
+//! stored twice).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +115,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
                 _ = tokio::time::sleep_until(window_end) => break,
             }
         }
-        insert_group(&shared, group).await;
+        insert_group(&shared, group, &mut rx).await;
     }
 }
 
@@ -160,8 +164,10 @@ enum Outcome {
     Unknown,
 }
 
-/// Inserts `group` and answers its appends.
-async fn insert_group(shared: &Shared, group: Vec<Pending>) {
+/// Inserts `group` and answers its appends. While its outcome is being checked and
+/// ClickHouse does not answer the checks, appends arriving on `rx` are failed at once
+/// (nothing of them was sent, so the producers may retry) instead of waiting behind it.
+async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::UnboundedReceiver<Pending>) {
     let insert_id = loop {
         let id: u64 = rand::random();
         if id != 0 {
@@ -201,12 +207,16 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
             }
         }
         // Outcome unknown: find out what is stored, then send only what is missing.
+        let mut unreachable = false;
         loop {
-            tokio::time::sleep(backoff).await;
+            pause(backoff, if unreachable { Some(&mut *rx) } else { None }).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             ClickHouseStats::add(&shared.stats.checks, 1);
             match stored_rows(shared, url, &query_id, insert_id, min_arrival, max_arrival).await {
-                Ok(Stored::Running) => continue,
+                Ok(Stored::Running) => {
+                    unreachable = false;
+                    continue;
+                }
                 Ok(Stored::Rows(present)) => {
                     if present.len() >= total {
                         tracing::info!(rows = total, attempt, "ClickHouse insert found complete on check");
@@ -224,6 +234,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
                 Err(e) => {
                     tracing::debug!(error = %e, "ClickHouse insert check failed; trying the next URL");
                     url += 1;
+                    unreachable = true;
                 }
             }
         }
@@ -231,6 +242,38 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>) {
         if matches!(outcome, Outcome::NotStored) && started.elapsed() > shared.opts.endpoint.timeout {
             return answer_all(shared, group, Err("ClickHouse inserts keep failing".into()));
         }
+    }
+}
+
+/// Waits `wait`; meanwhile every append arriving on `fail` (if given) is answered with
+/// [`StorageError::Unavailable`] at once: ClickHouse does not answer, and the insert being
+/// checked holds the queue.
+async fn pause(wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending>>) {
+    let until = tokio::time::Instant::now() + wait;
+    let Some(rx) = fail else {
+        return tokio::time::sleep_until(until).await;
+    };
+    let mut failed = 0usize;
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(p) => {
+                    failed += 1;
+                    let _ = p.reply.send(Err(StorageError::Unavailable(
+                        "ClickHouse does not answer (an earlier insert is being checked)".into(),
+                    )));
+                }
+                // The queue is closed and empty: only this insert is left to finish.
+                None => {
+                    tokio::time::sleep_until(until).await;
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(appends = failed, "ClickHouse does not answer; new appends get a retriable error meanwhile");
     }
 }
 
