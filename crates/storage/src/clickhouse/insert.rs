@@ -209,7 +209,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
         // Outcome unknown: find out what is stored, then send only what is missing.
         let mut unreachable = false;
         loop {
-            pause(backoff, if unreachable { Some(&mut *rx) } else { None }).await;
+            pause(shared, backoff, if unreachable { Some(&mut *rx) } else { None }).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             ClickHouseStats::add(&shared.stats.checks, 1);
             match stored_rows(shared, url, &query_id, insert_id, min_arrival, max_arrival).await {
@@ -248,7 +248,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
 /// Waits `wait`; meanwhile every append arriving on `fail` (if given) is answered with
 /// [`StorageError::Unavailable`] at once: ClickHouse does not answer, and the insert being
 /// checked holds the queue.
-async fn pause(wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending>>) {
+async fn pause(shared: &Shared, wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending>>) {
     let until = tokio::time::Instant::now() + wait;
     let Some(rx) = fail else {
         return tokio::time::sleep_until(until).await;
@@ -259,6 +259,7 @@ async fn pause(wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending
             next = rx.recv() => match next {
                 Some(p) => {
                     failed += 1;
+                    ClickHouseStats::add(&shared.stats.appends_failed, 1);
                     let _ = p.reply.send(Err(StorageError::Unavailable(
                         "ClickHouse does not answer (an earlier insert is being checked)".into(),
                     )));
