@@ -8,7 +8,7 @@
 //! storage is shared), so a client with an older Metadata is never refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct Cluster {
     /// either way is logged once (a node that refuses connections fails its check at once,
     /// so "recent before the check, not after it" would almost never catch it going down).
     listed: Vec<AtomicBool>,
+    /// Bumped whenever a node joins or leaves the live set: partition leaders may have
+    /// moved, so what this node remembers of idempotent producers may be stale.
+    membership: Arc<AtomicU64>,
     started: Instant,
     interval: Duration,
     down_after: Duration,
@@ -78,6 +81,7 @@ impl Cluster {
             nodes,
             last_ok,
             listed,
+            membership: Arc::default(),
             started: Instant::now(),
             interval: Duration::from_millis(c.health_interval_ms),
             down_after: Duration::from_millis(c.down_after_ms),
@@ -97,6 +101,11 @@ impl Cluster {
             })
             .map(|(n, _)| n)
             .collect()
+    }
+
+    /// A counter that grows whenever the live set changes (see [`Ingest::with_membership`](crate::ingest::Ingest::with_membership)).
+    pub fn membership(&self) -> Arc<AtomicU64> {
+        self.membership.clone()
     }
 
     /// The leader of `partition` of the logstore with `topic_id`, among `live` (by id).
@@ -137,6 +146,9 @@ impl Cluster {
                     }
                     let live = this.is_recent(ok.load(Ordering::Relaxed));
                     listed.store(live, Ordering::Relaxed);
+                    if live != was_live {
+                        this.membership.fetch_add(1, Ordering::Relaxed);
+                    }
                     if was_live && !live {
                         tracing::warn!(node = node.id, down_after_ms = this.down_after.as_millis() as u64,
                             "cluster node is down: left out of Metadata until it answers again");

@@ -223,7 +223,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
-    let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
+    let cluster = loggate::cluster::Cluster::from_config(&config);
+    let mut ingest = Ingest::new(catalog, keys, storage.clone(), node_id);
+    if let Some(cluster) = &cluster {
+        ingest = ingest.with_membership(cluster.membership());
+    }
+    let ingest = Arc::new(ingest);
     let recovery_entries = config.limits.producer_recovery_entries;
     let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
     tracing::info!(batches, "idempotent producer state recovered");
@@ -233,7 +238,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let cluster = loggate::cluster::Cluster::from_config(&config);
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone() });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());

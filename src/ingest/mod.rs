@@ -73,11 +73,22 @@ pub struct Ingest {
     keys: KeyStore,
     storage: Arc<dyn LogStorage>,
     producer_ids: ProducerIdAllocator,
+    /// Grows whenever the cluster's live nodes change (None: no cluster).
+    membership: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Ingest {
     pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>, node_id: i32) -> Self {
-        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id) }
+        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id), membership: None }
+    }
+
+    /// The same service in a cluster whose live set changes bump `membership`: partition
+    /// leaders then move between nodes, and a producer this node knows may have written
+    /// through another since, so its state is reloaded from shared storage before its
+    /// next batch here is decided.
+    pub fn with_membership(mut self, membership: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.membership = Some(membership);
+        self
     }
 
     /// A new idempotent producer id.
@@ -197,6 +208,7 @@ impl Ingest {
         hold: H,
     ) -> WriteHandle {
         let storage = self.storage.clone();
+        let membership = self.membership.as_ref().map_or(0, |m| m.load(std::sync::atomic::Ordering::Relaxed));
         let Converted { topic, partition, logs, stats, producer } = converted;
         let (queued_tx, queued) = tokio::sync::oneshot::channel();
         let write = async move {
@@ -219,7 +231,10 @@ impl Ingest {
             // changed): what this node knows is then missing or stale. Its batches are in
             // the storage, so that is asked before anything is decided from no state or
             // refused as out of order.
+            // So is the state of a producer last confirmed before the cluster's live nodes
+            // changed (a partition led elsewhere meanwhile may have come back).
             let unsure = !state.knows(p.producer_id)
+                || state.confirmed_under(p.producer_id) != Some(membership)
                 || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
             if storage.is_shared(&logstore.stream) && unsure {
                 let lane = ProducerTag { producer_id: p.producer_id, epoch: 0, format: topic.format, partition, first_seq: 0, last_seq: 0 }
@@ -239,6 +254,7 @@ impl Ingest {
                     (b.mark.epoch, written)
                 });
                 state.reload(p.producer_id, batches, std::time::Instant::now());
+                state.confirm(p.producer_id, membership);
                 check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
             }
             match check {
@@ -249,6 +265,7 @@ impl Ingest {
                     let batch =
                         WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
                     state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
+                    state.confirm(p.producer_id, membership);
                     Ok(written)
                 }
                 SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
