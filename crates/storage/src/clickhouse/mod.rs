@@ -196,6 +196,22 @@ impl ClickHouseStore {
                 missing.join(", ")
             )));
         }
+        let engine = client
+            .query(
+                n,
+                &format!(
+                    "SELECT engine FROM system.tables WHERE database = {} AND name = {} FORMAT TabSeparated",
+                    quote(&opts.database),
+                    quote(&opts.table)
+                ),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        if writer && String::from_utf8_lossy(&engine).trim() == "Distributed" && opts.retention_hours.values().any(|h| *h > 0) {
+            tracing::warn!(table = %target, "the ClickHouse target is a Distributed table: loggate cannot drop its expired \
+                partitions (they are on the shards' local tables); apply the logstores' retention there (README)");
+        }
         let pending_kib = (opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let inner = Arc::new(Shared {
             client,
