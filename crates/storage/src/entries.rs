@@ -294,7 +294,7 @@ impl Frame<'_> {
         let batch = &mut *self.batch;
         match (&mut self.encoder, &mut batch.rows) {
             (Encoder::Frame(f), _) => f.field(&mut batch.bytes, CONTENT_FIELD.as_bytes(), value),
-            (Encoder::Row(r), Some(scratch)) => r.content(scratch, value),
+            (Encoder::Row(r), Some(scratch)) => r.content(&mut batch.bytes, scratch, value),
             (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
         }
     }

@@ -35,16 +35,17 @@ pub const ROW_COLUMNS: &[&str] = &[
     "key",
     "header_keys",
     "header_values",
+    "content",
     "field_names",
     "field_values",
-    "content",
 ];
 
 /// Bytes of the body length before each row.
 pub(crate) const ROW_HEADER_LEN: usize = 4;
 
-/// Lists of the row being written: they are written to the body only at its end, when
-/// their counts are known. Kept in the batch and reused from row to row.
+/// Lists of the row being written: they are written to the body once their counts are
+/// known (the headers when the content or the end comes, the fields at the end). Kept in
+/// the batch and reused from row to row. The content is written straight to the body.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RowScratch {
     header_keys: Vec<u8>,
@@ -53,7 +54,6 @@ pub(crate) struct RowScratch {
     field_names: Vec<u8>,
     field_values: Vec<u8>,
     fields: usize,
-    content: Vec<u8>,
 }
 
 impl RowScratch {
@@ -64,7 +64,6 @@ impl RowScratch {
         self.field_names.clear();
         self.field_values.clear();
         self.fields = 0;
-        self.content.clear();
     }
 }
 
@@ -72,6 +71,10 @@ impl RowScratch {
 #[derive(Debug)]
 pub(crate) struct RowBuilder {
     start: usize,
+    /// The header lists are in the body.
+    headers_written: bool,
+    /// The content is in the body.
+    content_written: bool,
 }
 
 impl RowBuilder {
@@ -94,7 +97,7 @@ impl RowBuilder {
         out.extend_from_slice(&arrival_time_ms.to_le_bytes());
         put_string(out, source);
         put_nullable(out, key);
-        RowBuilder { start }
+        RowBuilder { start, headers_written: false, content_written: false }
     }
 
     /// Where the row starts in the buffer.
@@ -102,8 +105,10 @@ impl RowBuilder {
         self.start
     }
 
+    /// Adds a header (before the content).
     #[inline]
     pub(crate) fn header(&mut self, scratch: &mut RowScratch, key: &[u8], value: Option<&[u8]>) {
+        debug_assert!(!self.headers_written);
         put_string(&mut scratch.header_keys, key);
         put_nullable(&mut scratch.header_values, value);
         scratch.headers += 1;
@@ -116,38 +121,52 @@ impl RowBuilder {
         scratch.fields += 1;
     }
 
+    /// Sets the content (once; a second value is ignored).
     #[inline]
-    pub(crate) fn content(&mut self, scratch: &mut RowScratch, value: &[u8]) {
-        scratch.content.clear();
-        scratch.content.extend_from_slice(value);
+    pub(crate) fn content(&mut self, out: &mut Vec<u8>, scratch: &RowScratch, value: &[u8]) {
+        self.write_headers(out, scratch);
+        if !self.content_written {
+            put_string(out, value);
+            self.content_written = true;
+        }
+    }
+
+    /// Writes the header lists to the body, once.
+    #[inline]
+    fn write_headers(&mut self, out: &mut Vec<u8>, scratch: &RowScratch) {
+        if !self.headers_written {
+            put_leb128(out, scratch.headers as u64);
+            out.extend_from_slice(&scratch.header_keys);
+            put_leb128(out, scratch.headers as u64);
+            out.extend_from_slice(&scratch.header_values);
+            self.headers_written = true;
+        }
     }
 
     /// Writes the lists and the content, and the body length; returns the body's length, or
     /// `Err(length)` (leaving the row unfinished) when it would be longer than `limit`.
     #[inline]
     pub(crate) fn end(&mut self, out: &mut Vec<u8>, scratch: &RowScratch, limit: usize) -> Result<usize, usize> {
-        let lists = 2 * leb128_len(scratch.headers as u64)
-            + 2 * leb128_len(scratch.fields as u64)
-            + leb128_len(scratch.content.len() as u64);
-        let body_len = out.len() - self.start - ROW_HEADER_LEN
-            + lists
-            + scratch.header_keys.len()
-            + scratch.header_values.len()
-            + scratch.field_names.len()
-            + scratch.field_values.len()
-            + scratch.content.len();
+        let headers = if self.headers_written {
+            0
+        } else {
+            2 * leb128_len(scratch.headers as u64) + scratch.header_keys.len() + scratch.header_values.len()
+        };
+        let content = usize::from(!self.content_written);
+        let fields = 2 * leb128_len(scratch.fields as u64) + scratch.field_names.len() + scratch.field_values.len();
+        let body_len = out.len() - self.start - ROW_HEADER_LEN + headers + content + fields;
         if body_len > limit || u32::try_from(body_len).is_err() {
             return Err(body_len);
         }
-        put_leb128(out, scratch.headers as u64);
-        out.extend_from_slice(&scratch.header_keys);
-        put_leb128(out, scratch.headers as u64);
-        out.extend_from_slice(&scratch.header_values);
+        self.write_headers(out, scratch);
+        if !self.content_written {
+            put_string(out, b"");
+            self.content_written = true;
+        }
         put_leb128(out, scratch.fields as u64);
         out.extend_from_slice(&scratch.field_names);
         put_leb128(out, scratch.fields as u64);
         out.extend_from_slice(&scratch.field_values);
-        put_string(out, &scratch.content);
         out[self.start..self.start + ROW_HEADER_LEN].copy_from_slice(&(body_len as u32).to_le_bytes());
         debug_assert_eq!(out.len() - self.start, ROW_HEADER_LEN + body_len);
         Ok(body_len)
@@ -379,8 +398,8 @@ mod tests {
         want.extend_from_slice(b"\x091.2.3.4:5");
         want.extend_from_slice(b"\x00\x01k");
         want.extend_from_slice(b"\x01\x01h\x01\x01");
-        want.extend_from_slice(b"\x01\x01a\x01\x011");
         want.extend_from_slice(b"\x00");
+        want.extend_from_slice(b"\x01\x01a\x01\x011");
         assert_eq!(&bytes[4..4 + len], &want[..]);
         // A time before the epoch is clamped to 0 for the DateTime column.
         assert_eq!(&bytes[8 + len..12 + len], &0u32.to_le_bytes());
