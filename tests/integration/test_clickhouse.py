@@ -713,15 +713,18 @@ MiB = 1 << 20
 # The memory bound test: what loggate may hold, by its configured budgets.
 MEM_LIMITS = {"max_inflight_bytes": 32 * MiB, "max_decoded_inflight_bytes": 32 * MiB}
 MEM_REQUEST = {"max_request_bytes": 32 * MiB}  # at most max_inflight_bytes
+PRODUCERS = 24
 MEM_CLICKHOUSE = {"max_pending_bytes": 16 * MiB, "insert_max_bytes": 4 * MiB, "timeout_secs": 2}
 
 
 def test_memory_stays_bounded_while_clickhouse_hangs(rigs):
-    """ClickHouse hangs (proxy `hang`) under a load of 12 librdkafka producers sending
-    ~1 KiB records as fast as they can (8 MiB batches, no retries) for 10 s. loggate's peak
-    RSS stays below its budgets (requests 32 MiB + converted logs 32 MiB + pending inserts
-    16 MiB) + 150 MiB for the process itself; the producers get errors instead; after `pass`
-    every acknowledged record is stored exactly once and nothing twice."""
+    """ClickHouse hangs (proxy `hang`) under a load of 24 librdkafka producers sending
+    ~1 KiB records to 3 partitions as fast as they can (8 MB batches, no retries) for 10 s,
+    about 1.6 GiB offered. loggate's peak RSS (VmHWM) stays below its budgets (requests
+    32 MiB + converted logs 32 MiB + pending inserts 16 MiB) + 150 MiB for the process
+    itself (it starts at about 17 MiB); the producers get errors instead; after `pass` every
+    acknowledged record is stored and nothing twice. Seen: peak 140 MiB; with the budgets
+    set to 1 GiB, 1 GiB and 2 GiB instead the same load took it to 318 MiB."""
     rig = rigs(proxy=True, clickhouse=MEM_CLICKHOUSE, limits=dict(MEM_LIMITS, **MEM_REQUEST))
     wait_for(lambda: any("system.parts" in statement(r) for r in list(rig.proxy.requests)), what="retention pass")
     gw = rig.gw
@@ -742,14 +745,14 @@ def test_memory_stays_bounded_while_clickhouse_hangs(rigs):
         i = 0
         while time.monotonic() < stop_at:
             try:
-                p.produce("app", value=("%s-%d-%d-%s" % (m, n, i, pad)).encode(), on_delivery=d.report)
+                p.produce("pinned", value=("%s-%d-%d-%s" % (m, n, i, pad)).encode(), on_delivery=d.report)
                 i += 1
             except BufferError:
                 p.poll(0.05)
         results.append((d, p, i))
 
     rig.proxy.mode = "hang"
-    threads = [threading.Thread(target=producer, args=(n,), daemon=True) for n in range(12)]
+    threads = [threading.Thread(target=producer, args=(n,), daemon=True) for n in range(PRODUCERS)]
     for t in threads:
         t.start()
     peak = 0
