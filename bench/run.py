@@ -51,7 +51,7 @@ if ("bench", BENCH_SHARDS, "round_robin") not in gateway.PROJECTS["demo"]:
 
 BASE = dict(topic="bench", size=200, codec="lz4", acks="1", linger_ms=5, batch_size=1_000_000,
             security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None,
-            client="loadgen", records_per_batch=2000, inflight=4)
+            client="loadgen", records_per_batch=2000, inflight=4, backend="local")
 
 # name -> (description, overrides). "half_of" = run at half the records/s measured by that
 # workload earlier in the same invocation.
@@ -71,6 +71,10 @@ WORKLOADS = {
     "raw-lz4-2cores": ("server pinned to 2 cores (taskset -c 0,1)", {"cpus": "0,1"}),
     "raw-lz4-split": ("server on core 0, loadgen on core 1: one core each", {"cpus": "0", "client_cpus": "1"}),
     "conn-1000": ("1,000 idle producers (1 record/s each) + 2 loaded", {"idle": 1000}),
+    # Into a ClickHouse 18.16 server started for the run (tests/integration/clickhouse.py):
+    # "ClickHouse ns/record" is that server's CPU.
+    "ch-raw-lz4": ("raw-lz4 into ClickHouse (one local clickhouse-server)", {"backend": "clickhouse"}),
+    "ch-json-lz4": ("json-lz4 into ClickHouse", {"backend": "clickhouse", "topic": "bench.json"}),
     # produce_replay instead of librdkafka: 2,000 records a request, 4 requests in flight per
     # connection, 8 connections. The server answers one connection's requests one at a time
     # and each waits for its storage write, so 2 connections keep it ~1 core busy at most
@@ -84,11 +88,12 @@ WORKLOADS = {
 }
 # (1-core, 2-core) workload pairs whose throughput ratio is printed when both ran.
 SCALING = [("replay-raw-lz4-1core", "replay-raw-lz4-2cores")]
-DEFAULT = [name for name, (_, over) in WORKLOADS.items() if over.get("client", "loadgen") == "loadgen"]
+DEFAULT = [name for name, (_, over) in WORKLOADS.items()
+           if over.get("client", "loadgen") == "loadgen" and over.get("backend", "local") == "local"]
 
 COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
            "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "server p50 ms", "server p99 ms", "read p99 ms", "peak RSS MiB", "client CPU s", "errors",
-           "faults/1k records", "split ns/record"]
+           "faults/1k records", "split ns/record", "ClickHouse ns/record"]
 
 
 def stat_cpu_seconds(text):
@@ -174,13 +179,13 @@ class BenchGateway(gateway.Gateway):
 
     default_log_level = "warn"
 
-    def __init__(self, workdir, cpus=None, env=None, storage=None):
+    def __init__(self, workdir, cpus=None, env=None, storage=None, extra_config=""):
         self.cpus = cpus
         # taskset execs the server, so the pid stays the server's
         self.command_prefix = ("taskset", "-c", cpus) if cpus else ()
         self.extra_env = env or {}
         super().__init__(workdir, limits={"auth_failure_delay_ms": 50, "auth_timeout_secs": 30},
-                         storage=storage)
+                         storage=storage, extra_config=extra_config)
 
 
 
@@ -242,7 +247,14 @@ def start_perf(pid, path, callgraph):
 
 def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None, storage=None):
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
-    gw = BenchGateway(work, cpus=w["cpus"], env=server_env, storage=storage)
+    ch, extra = None, ""
+    if w["backend"] == "clickhouse":
+        from clickhouse import ClickHouse  # tests/integration/clickhouse.py
+        ch = ClickHouse(work)
+        ch.start()
+        storage = dict(storage or {}, backend='"clickhouse"')
+        extra = '[clickhouse]\nurls = ["%s"]' % ch.url
+    gw = BenchGateway(work, cpus=w["cpus"], env=server_env, storage=storage, extra_config=extra)
     try:
         gw.start()
         pid = gw.proc.pid
@@ -259,12 +271,14 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 if perf:
                     perf_proc = start_perf(pid, Path(perf) / ("perf-%s.data" % name), callgraph)
                 cpu0, t0 = proc_cpu_seconds(pid), time.time()
+                ch0 = proc_cpu_seconds(ch.proc.pid) if ch else None
                 faults0 = proc_minor_faults(pid)
                 buckets0 = produce_buckets(gw)
                 threads0 = thread_cpu_seconds(pid)
             else:
                 summary = msg
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
+                ch1 = proc_cpu_seconds(ch.proc.pid) if ch else None
                 faults1 = proc_minor_faults(pid)
                 buckets1 = produce_buckets(gw)
                 threads1 = thread_cpu_seconds(pid)
@@ -302,13 +316,21 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
         }
         split = thread_cpu_delta(threads0, threads1)
         per = lambda sec: round(sec * 1e9 / records) if records else None
+        row["ClickHouse ns/record"] = round((ch1 - ch0) * 1e9 / records) if ch and records else None
+        if ch:
+            stored = int(ch.query("SELECT count() FROM loggate.logs").strip())
+            detail_ch = {"clickhouse_rows": stored}
+        else:
+            detail_ch = {}
         row["split ns/record"] = " ".join("%s %s+%s" % (g, per(u), per(s)) for g, (u, s) in sorted(split.items()))
         detail = dict(summary, thread_cpu_s=split, workload=name, config=w, server_cpu_s=cpu, server_wall_s=t1 - t0,
                       server_rss_end_kib=rss_now, server_hwm_kib=hwm, server_threads=threads,
-                      loadgen_stderr=err[-2000:])
+                      loadgen_stderr=err[-2000:], **detail_ch)
         return row, detail
     finally:
         gw.stop()
+        if ch:
+            ch.stop()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 

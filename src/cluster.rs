@@ -8,7 +8,7 @@
 //! storage is shared), so a client with an older Metadata is never refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,13 @@ pub struct Cluster {
     /// Per node (same order): when its `/readyz` last answered 200, in ms since `started`
     /// (-1: never).
     last_ok: Vec<AtomicI64>,
+    /// Per node (same order): whether the previous check found it live, so that a change
+    /// either way is logged once (a node that refuses connections fails its check at once,
+    /// so "recent before the check, not after it" would almost never catch it going down).
+    listed: Vec<AtomicBool>,
+    /// Bumped whenever a node joins or leaves the live set: partition leaders may have
+    /// moved, so what this node remembers of idempotent producers may be stale.
+    membership: Arc<AtomicU64>,
     started: Instant,
     interval: Duration,
     down_after: Duration,
@@ -68,10 +75,13 @@ impl Cluster {
             .collect();
         nodes.sort_by_key(|n| n.id);
         let last_ok = nodes.iter().map(|_| AtomicI64::new(-1)).collect();
+        let listed = nodes.iter().map(|_| AtomicBool::new(false)).collect();
         Some(Arc::new(Cluster {
             self_id: config.node_id,
             nodes,
             last_ok,
+            listed,
+            membership: Arc::default(),
             started: Instant::now(),
             interval: Duration::from_millis(c.health_interval_ms),
             down_after: Duration::from_millis(c.down_after_ms),
@@ -93,6 +103,11 @@ impl Cluster {
             .collect()
     }
 
+    /// A counter that grows whenever the live set changes (see [`Ingest::with_membership`](crate::ingest::Ingest::with_membership)).
+    pub fn membership(&self) -> Arc<AtomicU64> {
+        self.membership.clone()
+    }
+
     /// The leader of `partition` of the logstore with `topic_id`, among `live` (by id).
     pub fn leader(live: &[&Node], topic_id: &[u8; 16], partition: i32) -> i32 {
         if live.is_empty() {
@@ -112,10 +127,11 @@ impl Cluster {
                 _ = stop.changed() => return,
             }
             let this = &*self;
-            let checks = this.nodes.iter().zip(&this.last_ok).filter(|(n, _)| n.id != this.self_id).map(|(node, ok)| {
+            let nodes = this.nodes.iter().zip(this.last_ok.iter().zip(&this.listed));
+            let checks = nodes.filter(|(n, _)| n.id != this.self_id).map(|(node, (ok, listed))| {
                 let timeout = this.interval;
                 async move {
-                    let was_live = this.is_recent(ok.load(Ordering::Relaxed));
+                    let was_live = listed.load(Ordering::Relaxed);
                     let ready = tokio::time::timeout(timeout, ready(&node.health.0, node.health.1)).await;
                     match ready {
                         Ok(Ok(())) => {
@@ -128,7 +144,12 @@ impl Cluster {
                         Err(_) if was_live => tracing::debug!(node = node.id, "cluster node did not answer in time"),
                         _ => {}
                     }
-                    if was_live && !this.is_recent(ok.load(Ordering::Relaxed)) {
+                    let live = this.is_recent(ok.load(Ordering::Relaxed));
+                    listed.store(live, Ordering::Relaxed);
+                    if live != was_live {
+                        this.membership.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if was_live && !live {
                         tracing::warn!(node = node.id, down_after_ms = this.down_after.as_millis() as u64,
                             "cluster node is down: left out of Metadata until it answers again");
                     }

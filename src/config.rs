@@ -140,6 +140,12 @@ pub struct Limits {
     pub max_decoded_inflight_bytes: usize,
     /// Threads that decompress, decode and convert Produce data (0: one per core).
     pub decode_threads: usize,
+    /// Requests one connection may have read and not yet answered (a Produce waiting for
+    /// storage does not stop the next from being read and started); answers go out in order.
+    pub max_pipelined_requests: usize,
+    /// ...as long as those requests hold fewer bytes than this (one more request, up to
+    /// `max_request_bytes`, may then still be read).
+    pub max_pipelined_bytes: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout_secs: u64,
     /// Time a client has from connecting to finishing SASL authentication (and TLS).
@@ -179,6 +185,8 @@ impl Default for Limits {
             max_converted_batch_bytes: 128 * 1024 * 1024,
             max_decoded_inflight_bytes: 256 * 1024 * 1024,
             decode_threads: 0,
+            max_pipelined_requests: 32,
+            max_pipelined_bytes: 16 * 1024 * 1024,
             idle_timeout_secs: 600,
             auth_timeout_secs: 10,
             max_connections: 10_000,

@@ -289,6 +289,13 @@ pub struct LogsRequest {
 pub trait LogSource: Sync {
     /// The logs of one shard that `q` selects, in offset order.
     async fn query(&self, stream: &StreamId, shard: u32, q: ReadQuery) -> Result<ReadBatch, StorageError>;
+
+    /// How far below the last offset read a log may still appear later (0: offsets become
+    /// visible in order). `--follow` reads that far back again on every poll and skips what
+    /// it printed.
+    fn follow_lag(&self) -> u64 {
+        0
+    }
 }
 
 #[async_trait::async_trait]
@@ -302,6 +309,12 @@ impl LogSource for LocalStore {
 impl LogSource for ClickHouseStore {
     async fn query(&self, stream: &StreamId, shard: u32, q: ReadQuery) -> Result<ReadBatch, StorageError> {
         ClickHouseStore::query(self, stream, shard, q).await
+    }
+
+    /// Offsets are batch ids that start with the second a node took the logs: another
+    /// node's insert (its window, the clocks' difference) can land seconds after later ids.
+    fn follow_lag(&self) -> u64 {
+        ClickHouseStore::OFFSETS_PER_SECOND * 10
     }
 }
 
@@ -317,6 +330,8 @@ struct Cursor {
     buf: VecDeque<StoredLog>,
     /// Nothing more to read until the next poll.
     caught_up: bool,
+    /// With a follow lag: offsets at or above `from_offset - lag` already printed.
+    seen: std::collections::BTreeSet<u64>,
 }
 
 impl Cursor {
@@ -327,9 +342,21 @@ impl Cursor {
             let progressed = b.next_offset > self.q.from_offset || !b.logs.is_empty();
             self.caught_up = b.is_done(&self.q) || !progressed;
             self.q.from_offset = self.q.from_offset.max(b.next_offset);
-            self.buf.extend(b.logs);
+            let seen = &self.seen;
+            self.buf.extend(b.logs.into_iter().filter(|l| !seen.contains(&l.offset)));
         }
         Ok(())
+    }
+
+    /// Before a `--follow` poll: go back `lag` offsets (not before `start`), and forget
+    /// what was printed below that.
+    fn rewind(&mut self, lag: u64, start: u64) {
+        if lag == 0 {
+            return;
+        }
+        let low = self.q.from_offset.saturating_sub(lag).max(start);
+        self.seen = self.seen.split_off(&low);
+        self.q.from_offset = low;
     }
 
     fn past_to(&self) -> bool {
@@ -354,7 +381,8 @@ pub async fn print_logs<S: LogSource + ?Sized, W: Write>(store: &S, req: &LogsRe
         None => {}
     }
     let mut cursors: Vec<Cursor> =
-        req.shards.iter().map(|&shard| Cursor { shard, q, buf: VecDeque::new(), caught_up: false }).collect();
+        req.shards.iter().map(|&shard| Cursor { shard, q, buf: VecDeque::new(), caught_up: false, seen: Default::default() }).collect();
+    let (lag, start) = (store.follow_lag(), q.from_offset);
     if req.format == Format::Table {
         writeln!(out, "{}", table_header()).map_err(io)?;
     }
@@ -378,12 +406,16 @@ pub async fn print_logs<S: LogSource + ?Sized, W: Write>(store: &S, req: &LogsRe
             }
             tokio::time::sleep(FOLLOW_POLL).await;
             for c in cursors.iter_mut() {
+                c.rewind(lag, start);
                 c.caught_up = false;
             }
             continue;
         };
         let c = &mut cursors[i];
         let Some(log) = c.buf.pop_front() else { continue };
+        if lag > 0 && req.follow {
+            c.seen.insert(log.offset);
+        }
         let value = to_json(&req.stream, c.shard, &log);
         if !req.wheres.iter().all(|w| w.matches(&value)) {
             continue;

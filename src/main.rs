@@ -194,8 +194,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let rt = runtime()?;
     // Recover every local shard (cutting torn tails) and apply retention before taking
     // clients; connect to ClickHouse (creating its table) when a logstore is stored there.
-    let storage = rt.block_on(async {
-        let clickhouse: Option<Arc<dyn LogStorage>> = if config.uses_clickhouse() {
+    let (storage, clickhouse) = rt.block_on(async {
+        let clickhouse: Option<Arc<ClickHouseStore>> = if config.uses_clickhouse() {
             let store = ClickHouseStore::open(clickhouse_options(&config))
                 .await
                 .map_err(|e| format!("ClickHouse: {e}"))?;
@@ -209,26 +209,35 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 let stream = StreamId::new(&project.name, &store.name);
                 match (config.backend_of(project, store), &clickhouse) {
                     (Backend::Clickhouse, Some(ch)) => {
-                        streams.insert(stream, ch.clone());
+                        let ch: Arc<dyn LogStorage> = ch.clone();
+                        streams.insert(stream, ch);
                     }
                     _ => local.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?,
                 }
             }
         }
         let local: Arc<dyn LogStorage> = Arc::new(local);
-        Ok::<_, String>(Arc::new(Router::new(local, streams)))
+        Ok::<_, String>((Arc::new(Router::new(local, streams)), clickhouse))
     })?;
     let storage: Arc<dyn LogStorage> = storage;
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
-    let ingest = Arc::new(Ingest::new(catalog, keys, storage.clone(), node_id));
+    let cluster = loggate::cluster::Cluster::from_config(&config);
+    let mut ingest = Ingest::new(catalog, keys, storage.clone(), node_id);
+    if let Some(cluster) = &cluster {
+        ingest = ingest.with_membership(cluster.membership());
+    }
+    let ingest = Arc::new(ingest);
     let recovery_entries = config.limits.producer_recovery_entries;
     let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
     tracing::info!(batches, "idempotent producer state recovered");
-    let metrics = Arc::new(Metrics::new(ingest.clone()));
+    let mut metrics = Metrics::new(ingest.clone());
+    if let Some(ch) = clickhouse {
+        metrics.register_clickhouse(ch);
+    }
+    let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let cluster = loggate::cluster::Cluster::from_config(&config);
     let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone() });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
@@ -260,6 +269,7 @@ fn clickhouse_options(config: &Config) -> ClickHouseOptions {
     opts.insert_max_bytes = ch.insert_max_bytes;
     opts.insert_window = std::time::Duration::from_millis(ch.insert_window_ms);
     opts.max_pending_bytes = ch.max_pending_bytes;
+    opts.producer_lookback = std::time::Duration::from_secs(config.limits.producer_expiry_secs);
     for project in &config.projects {
         for store in &project.logstores {
             if let Some(hours) = store.retention_hours {

@@ -97,6 +97,11 @@ impl Metrics {
         }
     }
 
+    /// Exports what the ClickHouse backend did (`loggate_clickhouse_*`), read at scrape time.
+    pub fn register_clickhouse(&mut self, store: Arc<loggate_storage::clickhouse::ClickHouseStore>) {
+        self.registry.register_collector(Box::new(ClickHouseCollector { store }));
+    }
+
     /// A connection was accepted; the returned guard counts it open until dropped.
     pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.connections_accepted.inc();
@@ -177,6 +182,43 @@ impl Collector for LogstoreCollector {
                 ConstCounter::new(read(&store.counters)).encode(family.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// The ClickHouse backend's totals and pending bytes, read at scrape time.
+struct ClickHouseCollector {
+    store: Arc<loggate_storage::clickhouse::ClickHouseStore>,
+}
+
+impl fmt::Debug for ClickHouseCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClickHouseCollector")
+    }
+}
+
+impl Collector for ClickHouseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.store.stats();
+        let counters = [
+            ("clickhouse_inserts", "ClickHouse INSERTs that stored their rows", stats.inserts.load(Relaxed)),
+            ("clickhouse_rows", "Rows those INSERTs stored", stats.rows.load(Relaxed)),
+            ("clickhouse_insert_errors", "ClickHouse INSERT attempts that failed (each retry counts)", stats.insert_errors.load(Relaxed)),
+            ("clickhouse_insert_checks", "Checks of an INSERT whose outcome was unknown, before it was retried", stats.checks.load(Relaxed)),
+            ("clickhouse_appends_failed", "Produce partitions refused by the ClickHouse backend (nothing stored; clients retry)", stats.appends_failed.load(Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let pending = prometheus_client::metrics::gauge::ConstGauge::new(self.store.pending_bytes() as i64);
+        pending.encode(encoder.encode_descriptor(
+            "clickhouse_pending_bytes",
+            "Bytes of logs waiting for a ClickHouse INSERT",
+            None,
+            pending.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -396,7 +396,7 @@ fn dispatch(data: &[u8]) {
     };
     let mut session = session(auth);
     let f = fixture();
-    let reply = runtime().block_on(loggate::kafka::dispatch(&f.broker, &mut session, frame));
+    let reply = runtime().block_on(answer(&f.broker, &mut session, frame));
     // Responses are bounded by the request: Metadata of every logstore, one entry per
     // partition named, error texts.
     let reply_bound = 64 * 1024 + 16 * data.len();
@@ -408,9 +408,18 @@ fn dispatch(data: &[u8]) {
             assert!(b.len() <= reply_bound, "response of {} bytes to a {}-byte request", b.len(), data.len());
         }
         Reply::Nothing | Reply::Close(_) => {}
+        Reply::Later(_) => panic!("a deferred answer deferred again"),
     }
     if let Reply::FrameThenClose(_, why) | Reply::Close(why) = &reply {
         assert!(why.len() <= 1024 + 4 * data.len(), "close reason of {} bytes", why.len());
+    }
+}
+
+/// The reply to a frame, a deferred one (a Produce waiting for storage) awaited.
+async fn answer(broker: &loggate::kafka::Broker, session: &mut loggate::kafka::Session, frame: Bytes) -> loggate::kafka::Reply {
+    match loggate::kafka::dispatch(broker, session, frame).await {
+        loggate::kafka::Reply::Later(answer) => answer.await,
+        reply => reply,
     }
 }
 
@@ -430,12 +439,13 @@ fn session_frames(data: &[u8]) {
         let frame = &rest[2..(2 + len).min(rest.len())];
         rest = &rest[2 + frame.len()..];
         frames += 1;
-        let reply = runtime().block_on(loggate::kafka::dispatch(&f.broker, &mut session, Bytes::copy_from_slice(frame)));
+        let reply = runtime().block_on(answer(&f.broker, &mut session, Bytes::copy_from_slice(frame)));
         match &reply {
             Reply::Frame(b) | Reply::FrameThenClose(b, _) => {
                 assert!(b.len() <= 64 * 1024 + 16 * frame.len(), "response of {} bytes to a {}-byte frame", b.len(), frame.len());
             }
             Reply::Nothing | Reply::Close(_) => {}
+            Reply::Later(_) => panic!("a deferred answer deferred again"),
         }
         if let Reply::FrameThenClose(_, why) | Reply::Close(why) = &reply {
             assert!(why.len() <= 1024 + 4 * frame.len(), "close reason of {} bytes", why.len());

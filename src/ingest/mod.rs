@@ -73,11 +73,22 @@ pub struct Ingest {
     keys: KeyStore,
     storage: Arc<dyn LogStorage>,
     producer_ids: ProducerIdAllocator,
+    /// Grows whenever the cluster's live nodes change (None: no cluster).
+    membership: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Ingest {
     pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>, node_id: i32) -> Self {
-        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id) }
+        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id), membership: None }
+    }
+
+    /// The same service in a cluster whose live set changes bump `membership`: partition
+    /// leaders then move between nodes, and a producer this node knows may have written
+    /// through another since, so its state is reloaded from shared storage before its
+    /// next batch here is decided.
+    pub fn with_membership(mut self, membership: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.membership = Some(membership);
+        self
     }
 
     /// A new idempotent producer id.
@@ -167,15 +178,7 @@ impl Ingest {
         Ok(Converted { topic: topic.clone(), partition, logs, stats: converter.stats(), producer })
     }
 
-    /// Writes converted logs to `shard`. An idempotent batch is first checked against the
-    /// producer's sequence state for its topic and partition: a retry of a written batch
-    /// gets its original offset and is not stored again.
-    ///
-    /// The write runs to its end in a task of its own, even if the caller stops waiting (a
-    /// Produce answered with REQUEST_TIMED_OUT): the logs land and the producer's state
-    /// records them, so the client's retry of that batch is answered as a duplicate
-    /// instead of stored a second time. `hold` is kept until then (the budget the logs'
-    /// memory was counted in).
+    /// Writes converted logs to `shard`; see [`start_write`](Self::start_write).
     pub async fn write<H: Send + 'static>(
         &self,
         converted: Converted,
@@ -183,19 +186,44 @@ impl Ingest {
         durability: Durability,
         hold: H,
     ) -> Result<Written, WriteError> {
+        self.start_write(converted, shard, durability, hold).done().await
+    }
+
+    /// Starts writing converted logs to `shard`. An idempotent batch is first checked
+    /// against the producer's sequence state for its topic and partition: a retry of a
+    /// written batch gets its original offset and is not stored again.
+    ///
+    /// The write runs to its end in a task of its own, even if the caller stops waiting (a
+    /// Produce answered with REQUEST_TIMED_OUT): the logs land and the producer's state
+    /// records them, so the client's retry of that batch is answered as a duplicate
+    /// instead of stored a second time. `hold` is kept until then (the budget the logs'
+    /// memory was counted in). [`WriteHandle::queued`] tells when the logs are queued in
+    /// storage, so that a connection can start the write of its next request knowing that
+    /// storage keeps them in order.
+    pub fn start_write<H: Send + 'static>(
+        &self,
+        converted: Converted,
+        shard: u32,
+        durability: Durability,
+        hold: H,
+    ) -> WriteHandle {
         let storage = self.storage.clone();
+        let membership = self.membership.as_ref().map_or(0, |m| m.load(std::sync::atomic::Ordering::Relaxed));
         let Converted { topic, partition, logs, stats, producer } = converted;
+        let (queued_tx, queued) = tokio::sync::oneshot::channel();
         let write = async move {
             let _hold = hold;
             let logstore = &topic.logstore;
             let Some(p) = producer else {
-                return Ok(append(&*storage, logstore, shard, logs, stats, durability).await?);
+                let ticket = submit(&*storage, logstore, shard, logs, durability).await;
+                let _ = queued_tx.send(());
+                return Ok(acknowledged(logstore, shard, ticket?, stats).await?);
             };
             let Some(state) = logstore.producers(topic.format, partition) else {
                 return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
             };
-            // Held across the append so that check, write and record are one step per
-            // topic-partition.
+            // Held until the batch is stored (or failed) so that check, write and record
+            // are one step per topic-partition.
             let mut state = state.lock().await;
             let mut check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
             // On storage other nodes write too, the producer may have written this
@@ -203,7 +231,10 @@ impl Ingest {
             // changed): what this node knows is then missing or stale. Its batches are in
             // the storage, so that is asked before anything is decided from no state or
             // refused as out of order.
+            // So is the state of a producer last confirmed before the cluster's live nodes
+            // changed (a partition led elsewhere meanwhile may have come back).
             let unsure = !state.knows(p.producer_id)
+                || state.confirmed_under(p.producer_id) != Some(membership)
                 || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
             if storage.is_shared(&logstore.stream) && unsure {
                 let lane = ProducerTag { producer_id: p.producer_id, epoch: 0, format: topic.format, partition, first_seq: 0, last_seq: 0 }
@@ -223,21 +254,45 @@ impl Ingest {
                     (b.mark.epoch, written)
                 });
                 state.reload(p.producer_id, batches, std::time::Instant::now());
+                state.confirm(p.producer_id, membership);
                 check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
             }
             match check {
                 SequenceCheck::Append => {
-                    let written = append(&*storage, logstore, shard, logs, stats, durability).await?;
+                    let ticket = submit(&*storage, logstore, shard, logs, durability).await;
+                    let _ = queued_tx.send(());
+                    let written = acknowledged(logstore, shard, ticket?, stats).await?;
                     let batch =
                         WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
                     state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
+                    state.confirm(p.producer_id, membership);
                     Ok(written)
                 }
                 SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
                 refused => Err(WriteError::Sequence(refused)),
             }
         };
-        tokio::spawn(write).await.map_err(|e| WriteError::Aborted(e.to_string()))?
+        WriteHandle { queued, done: tokio::spawn(write) }
+    }
+}
+
+/// A write started by [`Ingest::start_write`].
+#[derive(Debug)]
+pub struct WriteHandle {
+    queued: tokio::sync::oneshot::Receiver<()>,
+    done: tokio::task::JoinHandle<Result<Written, WriteError>>,
+}
+
+impl WriteHandle {
+    /// Waits until the logs are queued in storage (writes queued one after another are
+    /// stored in that order), or the write ended without queueing anything.
+    pub async fn queued(&mut self) {
+        let _ = (&mut self.queued).await;
+    }
+
+    /// Waits for the write's outcome.
+    pub async fn done(self) -> Result<Written, WriteError> {
+        self.done.await.map_err(|e| WriteError::Aborted(e.to_string()))?
     }
 }
 
@@ -258,20 +313,38 @@ impl Converted {
     }
 }
 
-/// Appends converted logs to `shard` of `logstore` and counts them.
-async fn append(
+/// What a write waits on: nothing for no logs, else the storage's ticket.
+enum Queued {
+    Empty,
+    Ticket(loggate_storage::AppendTicket),
+}
+
+/// Queues converted logs for `shard` of `logstore`.
+async fn submit(
     storage: &dyn LogStorage,
     logstore: &Logstore,
     shard: u32,
     logs: EntryBatch,
-    stats: ConvertStats,
     durability: Durability,
-) -> Result<Written, StorageError> {
+) -> Result<(Queued, usize), StorageError> {
     let count = logs.len();
     if count == 0 {
-        return Ok(Written { shard, base_offset: -1, logs: 0 });
+        return Ok((Queued::Empty, 0));
     }
-    let ack = storage.append(&logstore.stream, shard, logs, durability).await?;
+    Ok((Queued::Ticket(storage.submit(&logstore.stream, shard, logs, durability).await?), count))
+}
+
+/// Waits for queued logs to be stored, and counts them.
+async fn acknowledged(
+    logstore: &Logstore,
+    shard: u32,
+    (queued, count): (Queued, usize),
+    stats: ConvertStats,
+) -> Result<Written, StorageError> {
+    let Queued::Ticket(ticket) = queued else {
+        return Ok(Written { shard, base_offset: -1, logs: 0 });
+    };
+    let ack = ticket.await?;
     logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
     Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
 }

@@ -48,6 +48,9 @@ struct ProducerState {
     epoch: i16,
     batches: VecDeque<WrittenBatch>,
     last_used: Instant,
+    /// The cluster membership this state was last confirmed under (see
+    /// [`PartitionProducers::confirmed_under`]).
+    membership: u64,
 }
 
 /// Sequence state of every producer writing one partition, bounded in size and expiring
@@ -127,7 +130,7 @@ impl PartitionProducers {
         let state = self
             .producers
             .entry(producer_id)
-            .or_insert_with(|| ProducerState { epoch, batches: VecDeque::with_capacity(BATCHES_KEPT), last_used: now });
+            .or_insert_with(|| ProducerState { epoch, batches: VecDeque::with_capacity(BATCHES_KEPT), last_used: now, membership: 0 });
         if epoch != state.epoch {
             state.epoch = epoch;
             state.batches.clear();
@@ -159,6 +162,19 @@ impl PartitionProducers {
     /// Whether `producer_id` is tracked.
     pub fn knows(&self, producer_id: i64) -> bool {
         self.producers.contains_key(&producer_id)
+    }
+
+    /// The cluster membership under which `producer_id`'s state was last written or
+    /// reloaded here (0 when never set).
+    pub fn confirmed_under(&self, producer_id: i64) -> Option<u64> {
+        self.producers.get(&producer_id).map(|s| s.membership)
+    }
+
+    /// Notes that `producer_id`'s state is current under `membership`.
+    pub fn confirm(&mut self, producer_id: i64, membership: u64) {
+        if let Some(s) = self.producers.get_mut(&producer_id) {
+            s.membership = membership;
+        }
     }
 
     /// Replaces what is known of `producer_id` with `batches` (epoch and batch, in the order

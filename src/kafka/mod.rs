@@ -59,7 +59,6 @@ pub struct Broker {
 }
 
 /// What the connection should do after a request.
-#[derive(Debug)]
 pub enum Reply {
     /// Write this frame (without the size prefix).
     Frame(Bytes),
@@ -69,6 +68,21 @@ pub enum Reply {
     FrameThenClose(Bytes, String),
     /// Close the connection without writing for `reason`.
     Close(String),
+    /// The reply once this resolves (a Produce waiting for storage); the connection may
+    /// read and start its next requests meanwhile, and writes replies in request order.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'static>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Frame(b) => f.debug_tuple("Frame").field(&b.len()).finish(),
+            Reply::Nothing => f.write_str("Nothing"),
+            Reply::FrameThenClose(b, why) => f.debug_tuple("FrameThenClose").field(&b.len()).field(why).finish(),
+            Reply::Close(why) => f.debug_tuple("Close").field(why).finish(),
+            Reply::Later(_) => f.write_str("Later"),
+        }
+    }
 }
 
 /// The name of the API a frame asks for, for metrics: one of a fixed set, never text

@@ -21,7 +21,7 @@ use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::Principal;
 use crate::ingest::producers::{last_seq, SequenceCheck};
 use crate::ingest::convert::OutputLimits;
-use crate::ingest::{Converted, ProducerBatch, ResolveError, WriteError};
+use crate::ingest::{Converted, ProducerBatch, ResolveError, WriteError, WriteHandle};
 
 /// Highest Produce version served (v9 is the first flexible one).
 pub const MAX_VERSION: i16 = 9;
@@ -74,53 +74,84 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
     // Storage gets at least a second, whatever the client asked for.
     let deadline = Duration::from_millis(request.timeout_ms.max(1000) as u64);
 
-    let mut results = Vec::with_capacity(request.topics.len());
-    let mut failures = 0usize;
+    let deadline_at = tokio::time::Instant::now() + deadline;
+    let timed_out = move || (ProduceError::Timeout, format!("storage did not answer within {deadline:?}"));
+
+    // First every partition is decoded, converted and queued in storage, in this request's
+    // turn on the connection; the answer then waits for storage (`Reply::Later`), while the
+    // connection goes on with its next request.
     let jobs = broker.pool.request_jobs();
+    let mut started = Vec::with_capacity(request.topics.len());
     for (topic_name, partitions) in request.topics {
         let writes = partitions.into_iter().map(|(index, records)| {
             let topic_name = &topic_name;
             let jobs = &jobs;
             async move {
-                let outcome = match blanket_error {
+                let write = match blanket_error {
                     Some(e) => Err((e, "request-level error".to_string())),
                     None => {
                         let write =
                             write_partition(broker, session, principal, version, topic_name, index, records, durability, jobs);
-                        match tokio::time::timeout(deadline, write).await {
-                            Ok(outcome) => outcome,
-                            Err(_) => Err((ProduceError::Timeout, format!("storage did not answer within {deadline:?}"))),
-                        }
+                        tokio::time::timeout_at(deadline_at, write).await.unwrap_or_else(|_| Err(timed_out()))
                     }
                 };
-                match outcome {
-                    Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
-                    Err((e, why)) => {
-                        log_failure(session, topic_name, index, e, &why);
-                        broker.metrics.produce_error(e.name());
-                        PartitionResult { index, error: e.code_for(version), base_offset: -1 }
-                    }
-                }
+                (index, write)
             }
         });
-        let partition_results = join_all(writes).await;
-        failures += partition_results.iter().filter(|r| r.error != code::NONE).count();
-        results.push((topic_name, partition_results));
+        let writes = join_all(writes).await;
+        started.push((topic_name, writes));
     }
+    drop(jobs);
 
-    if request.acks == 0 {
-        // acks=0 clients read no response; on failure close so they refresh and notice.
-        return if failures > 0 {
-            Reply::Close(format!("{failures} partition(s) failed in an acks=0 Produce"))
-        } else {
-            Reply::Nothing
-        };
-    }
-    encode(header, results)
+    let (metrics, peer, header, acks) = (broker.metrics.clone(), session.peer, header.clone(), request.acks);
+    Reply::Later(Box::pin(async move {
+        let mut results = Vec::with_capacity(started.len());
+        let mut failures = 0usize;
+        for (topic_name, writes) in started {
+            let outcomes = writes.into_iter().map(|(index, write)| {
+                let metrics = &metrics;
+                let topic_name = &topic_name;
+                async move {
+                    let outcome = match write {
+                        Ok(handle) => match tokio::time::timeout_at(deadline_at, handle.done()).await {
+                            Ok(written) => written.map_err(write_error).map(|w| {
+                                debug!(%peer, topic = topic_name.as_str(), partition = index, shard = w.shard, logs = w.logs,
+                                    base_offset = w.base_offset, "stored");
+                                w.base_offset
+                            }),
+                            Err(_) => Err(timed_out()),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
+                        Err((e, why)) => {
+                            log_failure(&peer, topic_name, index, e, &why);
+                            metrics.produce_error(e.name());
+                            PartitionResult { index, error: e.code_for(version), base_offset: -1 }
+                        }
+                    }
+                }
+            });
+            let partition_results = join_all(outcomes).await;
+            failures += partition_results.iter().filter(|r| r.error != code::NONE).count();
+            results.push((topic_name, partition_results));
+        }
+        if acks == 0 {
+            // acks=0 clients read no response; on failure close so they refresh and notice.
+            return if failures > 0 {
+                Reply::Close(format!("{failures} partition(s) failed in an acks=0 Produce"))
+            } else {
+                Reply::Nothing
+            };
+        }
+        encode(&header, results)
+    }))
 }
 
-/// Decodes, checks and stores one partition's records; returns the base offset. The
-/// decoding and conversion run in the broker's decode pool (see [`super::pool`]).
+/// Decodes, checks and queues one partition's records in storage; returns the write, whose
+/// outcome is the base offset. The decoding and conversion run in the broker's decode pool
+/// (see [`super::pool`]).
 #[allow(clippy::too_many_arguments)]
 async fn write_partition(
     broker: &Broker,
@@ -132,7 +163,7 @@ async fn write_partition(
     records: Option<Bytes>,
     durability: Durability,
     jobs: &RequestJobs,
-) -> Result<i64, (ProduceError, String)> {
+) -> Result<WriteHandle, (ProduceError, String)> {
     let topic = if session.sni_conflict {
         Err(ResolveError::UnknownTopic)
     } else {
@@ -172,10 +203,9 @@ async fn write_partition(
     let size = |r: &Result<Converted, _>| r.as_ref().map_or(0, Converted::bytes_len);
     let (converted, pending) =
         broker.pool.run(jobs, inline, job, size).await.map_err(|e| (ProduceError::StorageError, e.to_string()))?;
-    let written = broker.ingest.write(converted?, shard, durability, pending).await.map_err(write_error)?;
-    debug!(peer = %session.peer, topic = topic_name, partition, shard, logs = written.logs,
-        base_offset = written.base_offset, "stored");
-    Ok(written.base_offset)
+    let mut write = broker.ingest.start_write(converted?, shard, durability, pending);
+    write.queued().await;
+    Ok(write)
 }
 
 /// The most bytes record data can decompress to, when it is one magic-2 batch: its size
@@ -274,13 +304,13 @@ fn record_error(e: &RecordError) -> ProduceError {
     }
 }
 
-fn log_failure(session: &Session, topic: &str, partition: i32, error: ProduceError, why: &str) {
+fn log_failure(peer: &std::net::SocketAddr, topic: &str, partition: i32, error: ProduceError, why: &str) {
     match error {
         // Clients retry these forever (Filebeat): keep them out of the default log level.
         ProduceError::UnknownTopicOrPartition => {
-            debug!(peer = %session.peer, topic, partition, ?error, why, "produce refused")
+            debug!(%peer, topic, partition, ?error, why, "produce refused")
         }
-        _ => warn!(peer = %session.peer, topic, partition, ?error, why, "produce refused"),
+        _ => warn!(%peer, topic, partition, ?error, why, "produce refused"),
     }
 }
 

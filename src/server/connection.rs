@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use std::collections::VecDeque;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -54,6 +56,13 @@ impl Budgets {
 }
 
 /// Serves one connection until the client leaves, breaks a rule, or the server stops.
+///
+/// Requests are read and dispatched one after another, each in its turn (a Produce
+/// request's logs are queued in storage before the next request is read, so storage keeps
+/// them in the order sent), but a Produce that then waits for storage does not hold up the
+/// connection: its answer is awaited while the next requests are read and started, up to
+/// `max_pipelined_requests` requests and `max_pipelined_bytes` of their bytes. Answers are
+/// written in request order.
 pub async fn serve<S>(
     stream: S,
     broker: &Broker,
@@ -63,101 +72,212 @@ pub async fn serve<S>(
     mut login: Option<PendingLogin>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let mut stream = BufStream::with_capacity(64 * 1024, 16 * 1024, stream);
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = Some(BufReader::with_capacity(64 * 1024, read_half));
+    let mut writer = BufWriter::with_capacity(16 * 1024, write_half);
     let limits = &broker.limits;
-    let idle = Duration::from_secs(limits.idle_timeout_secs);
     let request_timeout = Duration::from_secs(limits.request_timeout_secs);
+    let mut queue: VecDeque<InFlight<'_>> = VecDeque::new();
+    let mut reading: Option<ReadFuture<'_, S>> = None;
+    // Why no more requests are read; the connection ends once the queue is answered.
+    let mut closing: Option<Stop> = None;
     loop {
-        // Before authentication only small SASL requests are expected, and their bytes
-        // come from the small pre-authentication pool; the whole exchange must end by the
-        // auth deadline. Afterwards the next request may take `idle` to start, and each
-        // must then arrive within `request_timeout` of its first byte.
         let authenticated = matches!(session.auth, AuthState::Authenticated(_));
         if authenticated {
             // No longer counted among its address's unauthenticated connections.
             drop(login.take());
         }
-        let (wait_until, max_frame, pool, free) = if authenticated {
-            (Instant::now() + idle, limits.max_request_bytes, &budgets.inflight, 0)
+        let queued_bytes: usize = queue.iter().map(|f| f.bytes).sum();
+        // Before authentication each request is answered before the next is read (the
+        // next one's limits depend on the answer).
+        let room = if authenticated {
+            queue.len() < limits.max_pipelined_requests.max(1) && queued_bytes < limits.max_pipelined_bytes.max(1)
         } else {
-            let max = limits.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME);
-            (auth_deadline, max, &budgets.unauthenticated, UNAUTHENTICATED_FREE_FRAME)
+            queue.is_empty()
         };
-        let next = async {
-            // Wait for the first byte of the next request.
-            match timeout_at(wait_until, stream.fill_buf()).await {
-                Err(_) => return Err(FrameError::Idle),
-                Ok(Err(e)) => return Err(e.into()),
-                Ok(Ok([])) => return Err(FrameError::Eof),
-                Ok(Ok(_)) => {}
+        if reading.is_none() && closing.is_none() && room {
+            if let Some(r) = reader.take() {
+                reading = Some(Box::pin(read_request(r, authenticated, auth_deadline, limits, budgets)));
             }
-            // The request's time in the server starts when its first bytes are read.
-            let started = std::time::Instant::now();
-            let by_request = Instant::now() + request_timeout;
-            let deadline = if authenticated {
-                Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
-            } else if auth_deadline < by_request {
-                Deadline { at: auth_deadline, secs: limits.auth_timeout_secs, what: "auth_timeout_secs" }
-            } else {
-                Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
-            };
-            read_frame(&mut stream, max_frame, pool, free, &deadline).await.map(|(frame, held)| (frame, held, started))
-        };
-        let frame = tokio::select! {
-            read = next => read,
-            _ = shutdown.changed() => {
-                debug!(peer = %session.peer, "server shutting down; closing idle connection");
-                return;
-            }
-        };
-        // `_held` keeps the request's bytes counted as in flight until it is answered (its
-        // answer, as large as a Metadata request that names many topics, is memory too);
-        // an answer the client does not take in time closes the connection.
-        let (frame, _held, started) = match frame {
-            Ok(read) => read,
-            Err(FrameError::Eof) => {
-                debug!(peer = %session.peer, "client disconnected");
-                return;
-            }
-            Err(FrameError::Idle) => {
-                let what = if authenticated { "idle timeout" } else { "authentication not completed in time" };
-                info!(peer = %session.peer, reason = what, "closing connection");
-                return;
-            }
-            Err(e) => {
-                warn!(peer = %session.peer, state = session.auth.name(), error = %e, "closing connection");
-                return;
-            }
-        };
-        let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
-        let started = std::time::Instant::now();
-        match kafka::dispatch(broker, &mut session, frame).await {
-            Reply::Frame(bytes) => {
-                if let Err(e) = write_frame(&mut stream, &bytes, request_timeout).await {
-                    match e.kind() {
-                        std::io::ErrorKind::TimedOut => warn!(peer = %session.peer, error = %e, "closing connection"),
-                        _ => debug!(peer = %session.peer, error = %e, "write failed"),
-                    }
-                    return;
-                }
-                broker.metrics.request_handled(api, read, started.elapsed());
-            }
-            Reply::Nothing => broker.metrics.request_handled(api, read, started.elapsed()),
-            Reply::FrameThenClose(bytes, reason) => {
-                let _ = write_frame(&mut stream, &bytes, request_timeout).await;
-                warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
-                let _ = tokio::time::timeout(request_timeout, stream.shutdown()).await;
-                return;
-            }
-            Reply::Close(reason) => {
-                warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
-                let _ = tokio::time::timeout(request_timeout, stream.shutdown()).await;
+        }
+        if queue.is_empty() && reading.is_none() {
+            if let Some(stop) = closing.take() {
+                stop.log(&session, authenticated);
                 return;
             }
         }
+        tokio::select! {
+            biased;
+            reply = next_reply(&mut queue), if !queue.is_empty() => {
+                let Some(done) = queue.pop_front() else { continue };
+                let reply = match reply {
+                    Reply::Later(_) => Reply::Close("a deferred answer deferred again".into()),
+                    reply => reply,
+                };
+                match reply {
+                    Reply::Frame(bytes) => {
+                        if let Err(e) = write_frame(&mut writer, &bytes, request_timeout).await {
+                            match e.kind() {
+                                std::io::ErrorKind::TimedOut => warn!(peer = %session.peer, error = %e, "closing connection"),
+                                _ => debug!(peer = %session.peer, error = %e, "write failed"),
+                            }
+                            return;
+                        }
+                        broker.metrics.request_handled(done.api, done.read, done.started.elapsed());
+                    }
+                    Reply::Nothing => broker.metrics.request_handled(done.api, done.read, done.started.elapsed()),
+                    Reply::FrameThenClose(bytes, reason) => {
+                        let _ = write_frame(&mut writer, &bytes, request_timeout).await;
+                        warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
+                        let _ = tokio::time::timeout(request_timeout, writer.shutdown()).await;
+                        return;
+                    }
+                    Reply::Close(reason) => {
+                        warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
+                        let _ = tokio::time::timeout(request_timeout, writer.shutdown()).await;
+                        return;
+                    }
+                    Reply::Later(_) => unreachable!("replaced above"),
+                }
+                // `done` drops here: the request's budget is released once it is answered.
+            }
+            (r, read) = async { reading.as_mut().expect("only polled while reading").await }, if reading.is_some() => {
+                reader = Some(r);
+                reading = None;
+                let (frame, held, started) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        closing = Some(Stop::Read(e));
+                        continue;
+                    }
+                };
+                let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
+                let bytes = frame.len();
+                let started = std::time::Instant::now();
+                let reply = match kafka::dispatch(broker, &mut session, frame).await {
+                    Reply::Later(answer) => Pending::Spawned(tokio::spawn(answer)),
+                    reply => Pending::Ready(Some(reply)),
+                };
+                // `held` keeps the request's bytes counted as in flight until it is
+                // answered (its answer, as large as a Metadata request that names many
+                // topics, is memory too); an answer the client does not take in time
+                // closes the connection.
+                queue.push_back(InFlight { reply, _held: held, bytes, api, read, started });
+            }
+            _ = shutdown.changed(), if closing.is_none() => {
+                // Stop reading (a request half read is dropped); answer what was read.
+                reading = None;
+                closing = Some(Stop::Shutdown);
+            }
+        }
     }
+}
+
+/// A request read and dispatched, waiting for its answer to be written.
+struct InFlight<'a> {
+    reply: Pending,
+    /// The request's in-flight budget, released when the answer is written.
+    _held: Claim<'a>,
+    bytes: usize,
+    api: &'static str,
+    /// How long the request took to arrive.
+    read: Duration,
+    /// When it had arrived completely.
+    started: std::time::Instant,
+}
+
+/// An answer: there already, or to come from a task.
+enum Pending {
+    Ready(Option<Reply>),
+    Spawned(tokio::task::JoinHandle<Reply>),
+}
+
+/// The answer of the oldest request (cancel safe: nothing is taken until it is there).
+async fn next_reply(queue: &mut VecDeque<InFlight<'_>>) -> Reply {
+    let Some(head) = queue.front_mut() else {
+        return std::future::pending().await;
+    };
+    match &mut head.reply {
+        Pending::Ready(reply) => reply.take().unwrap_or_else(|| Reply::Close("answer taken twice".into())),
+        Pending::Spawned(task) => match task.await {
+            Ok(reply) => reply,
+            Err(e) => Reply::Close(format!("request handler failed: {e}")),
+        },
+    }
+}
+
+/// Why a connection stops reading requests.
+enum Stop {
+    Read(FrameError),
+    Shutdown,
+}
+
+impl Stop {
+    fn log(&self, session: &Session, authenticated: bool) {
+        match self {
+            Stop::Shutdown => debug!(peer = %session.peer, "server shutting down; closing connection"),
+            Stop::Read(FrameError::Eof) => debug!(peer = %session.peer, "client disconnected"),
+            Stop::Read(FrameError::Idle) => {
+                let what = if authenticated { "idle timeout" } else { "authentication not completed in time" };
+                info!(peer = %session.peer, reason = what, "closing connection");
+            }
+            Stop::Read(e) => warn!(peer = %session.peer, state = session.auth.name(), error = %e, "closing connection"),
+        }
+    }
+}
+
+type Reader<S> = BufReader<ReadHalf<S>>;
+
+/// The reading of one request: gives the reader back with the frame, its budget and when
+/// its first bytes were read.
+type ReadFuture<'a, S> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>)> + Send + 'a>,
+>;
+
+/// Reads the next request with the limits of the connection's state: before
+/// authentication only small SASL requests are expected, their bytes come from the small
+/// pre-authentication pool and the whole exchange must end by the auth deadline;
+/// afterwards the next request may take `idle_timeout_secs` to start, and each must then
+/// arrive within `request_timeout_secs` of its first byte.
+async fn read_request<'a, S: AsyncRead + Send + Unpin>(
+    mut reader: Reader<S>,
+    authenticated: bool,
+    auth_deadline: Instant,
+    limits: &'a crate::config::Limits,
+    budgets: &'a Budgets,
+) -> (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>) {
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let request_timeout = Duration::from_secs(limits.request_timeout_secs);
+    let (wait_until, max_frame, pool, free) = if authenticated {
+        (Instant::now() + idle, limits.max_request_bytes, &budgets.inflight, 0)
+    } else {
+        let max = limits.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME);
+        (auth_deadline, max, &budgets.unauthenticated, UNAUTHENTICATED_FREE_FRAME)
+    };
+    let read = async {
+        // Wait for the first byte of the next request.
+        match timeout_at(wait_until, reader.fill_buf()).await {
+            Err(_) => return Err(FrameError::Idle),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok([])) => return Err(FrameError::Eof),
+            Ok(Ok(_)) => {}
+        }
+        // The request's time in the server starts when its first bytes are read.
+        let started = std::time::Instant::now();
+        let by_request = Instant::now() + request_timeout;
+        let deadline = if authenticated {
+            Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
+        } else if auth_deadline < by_request {
+            Deadline { at: auth_deadline, secs: limits.auth_timeout_secs, what: "auth_timeout_secs" }
+        } else {
+            Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
+        };
+        read_frame(&mut reader, max_frame, pool, free, &deadline).await.map(|(frame, held)| (frame, held, started))
+    };
+    let result = read.await;
+    (reader, result)
 }
 
 /// When the request being read must be complete, and which setting said so.

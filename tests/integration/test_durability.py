@@ -293,8 +293,9 @@ def test_retention_by_size_deletes_oldest_segments(tmp_path):
     gw = Gateway(tmp_path, storage={"segment_bytes": 4096},
                  logstore_options={"one": {"retention_bytes": 30000}}).start()
     values = ["size-%05d-%s" % (i, "y" * 60) for i in range(3000)]
-    # Small batches: a segment rolls between writes, so it is about segment_bytes large.
-    produce_values(gw, "one", values, acks="1", **{"batch.size": 2000})
+    # Small batches, one request at a time (requests in flight together are written as one
+    # group): a segment rolls between writes, so it is about segment_bytes large.
+    produce_values(gw, "one", values, acks="1", **{"batch.size": 2000, "max.in.flight": 1})
     wait_until(lambda: gw.logs("one", args=["--limit", 1])[0]["__offset__"] > 0)
     time.sleep(1.5)  # one more retention pass
     logs = gw.logs("one")

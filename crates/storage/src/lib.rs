@@ -81,7 +81,7 @@ pub enum Durability {
 /// Acknowledgement of one append: `count` logs at offsets `base_offset..base_offset + count`.
 ///
 /// What an offset is depends on the backend: the local logstore numbers each shard's logs
-/// gaplessly from 0; ClickHouse gives each appended batch an id (unique per node, growing
+/// gaplessly from 0; ClickHouse gives each appended batch an id (unique across nodes, growing
 /// with time), stored with every row, and its logs are `id + position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {
@@ -89,6 +89,14 @@ pub struct AppendAck {
     pub base_offset: u64,
     /// Number of logs appended.
     pub count: u32,
+}
+
+/// The answer to a [`LogStorage::submit`]: resolves once the entries are stored (or failed).
+pub type AppendTicket = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendAck, StorageError>> + Send>>;
+
+/// A ticket for a reply channel: a dropped sender means the storage closed.
+pub(crate) fn ticket(rx: tokio::sync::oneshot::Receiver<Result<AppendAck, StorageError>>) -> AppendTicket {
+    Box::pin(async move { rx.await.map_err(|_| StorageError::Closed)? })
 }
 
 /// Errors of a [`LogStorage`].
@@ -160,17 +168,29 @@ pub trait LogStorage: Send + Sync {
         EntryBatch::with_encoding(Encoding::Frames, self.max_entry_bytes(), capacity)
     }
 
-    /// Appends entries to one shard; returns the offset of the first (see [`AppendAck`]).
-    /// Fails with [`StorageError::EntryTooLarge`], appending nothing, when an entry is larger
-    /// than [`max_entry_bytes`](Self::max_entry_bytes). Acknowledged only once the entries
-    /// are stored as `durability` asks.
+    /// Queues entries for one shard and returns what answers when they are stored, with
+    /// the offset of the first (see [`AppendAck`]) once they are as durable as `durability`
+    /// asks. Entries submitted one after another are stored in that order. Fails with
+    /// [`StorageError::EntryTooLarge`], queueing nothing, when an entry is larger than
+    /// [`max_entry_bytes`](Self::max_entry_bytes).
+    async fn submit(
+        &self,
+        stream: &StreamId,
+        shard: u32,
+        entries: EntryBatch,
+        durability: Durability,
+    ) -> Result<AppendTicket, StorageError>;
+
+    /// [`submit`](Self::submit), then waits until the entries are stored.
     async fn append(
         &self,
         stream: &StreamId,
         shard: u32,
         entries: EntryBatch,
         durability: Durability,
-    ) -> Result<AppendAck, StorageError>;
+    ) -> Result<AppendAck, StorageError> {
+        self.submit(stream, shard, entries, durability).await?.await
+    }
 
     /// The largest entry payload [`append`](Self::append) accepts: the limit to build an
     /// [`EntryBatch`] with.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::{AppendAck, Durability, EntryBatch, LogStorage, MarkedBatch, StorageError, StoredLog, StreamId};
+use crate::{AppendTicket, Durability, EntryBatch, LogStorage, MarkedBatch, StorageError, StoredLog, StreamId};
 
 /// Sends each stream to its backend: the one named for it, else the default.
 pub struct Router {
@@ -37,14 +37,14 @@ impl LogStorage for Router {
         self.backend(stream).new_batch(stream, capacity)
     }
 
-    async fn append(
+    async fn submit(
         &self,
         stream: &StreamId,
         shard: u32,
         entries: EntryBatch,
         durability: Durability,
-    ) -> Result<AppendAck, StorageError> {
-        self.backend(stream).append(stream, shard, entries, durability).await
+    ) -> Result<AppendTicket, StorageError> {
+        self.backend(stream).submit(stream, shard, entries, durability).await
     }
 
     fn max_entry_bytes(&self) -> usize {

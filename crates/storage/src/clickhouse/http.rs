@@ -103,7 +103,9 @@ impl Client {
             .enable_http1()
             .wrap_connector(http);
         let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below ClickHouse's keep_alive_timeout (3 s by default), so that a pooled
+            // connection is not reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(8)
             .build(connector);
         use base64::Engine as _;
@@ -204,31 +206,25 @@ fn percent_encode(out: &mut String, s: &str) {
 
 /// `s` as a ClickHouse string literal.
 pub fn quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => q.push_str("\\'"),
-            '\\' => q.push_str("\\\\"),
-            c => q.push(c),
-        }
-    }
-    q.push('\'');
-    q
+    enclose(s, '\'')
 }
 
 /// `name` as a ClickHouse identifier (back-quoted).
 pub fn ident(name: &str) -> String {
-    let mut q = String::with_capacity(name.len() + 2);
-    q.push('`');
-    for c in name.chars() {
-        match c {
-            '`' => q.push_str("\\`"),
-            '\\' => q.push_str("\\\\"),
-            c => q.push(c),
+    enclose(name, '`')
+}
+
+/// `s` between two `mark`s, with `mark` and backslashes escaped by a backslash.
+fn enclose(s: &str, mark: char) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push(mark);
+    for c in s.chars() {
+        if c == mark || c == '\\' {
+            q.push('\\');
         }
+        q.push(c);
     }
-    q.push('`');
+    q.push(mark);
     q
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::http::{quote, HttpError};
 use super::rows::{self, BatchColumns};
-use super::Shared;
+use super::{ClickHouseStats, Shared};
 use crate::{AppendAck, EntryBatch, StorageError, StreamId};
 
 /// One append waiting for its insert.
@@ -35,35 +35,51 @@ pub(crate) struct Pending {
     pub batch_id: u64,
     pub entries: EntryBatch,
     pub reply: oneshot::Sender<Result<AppendAck, StorageError>>,
+    /// When it was queued: an append still not in an insert after `enqueue_timeout` (the
+    /// inserts before it are stuck) fails instead, so its producer's retry is not raced by
+    /// a late insert of the same logs.
+    pub queued_at: Instant,
     /// The append's share of the pending-bytes budget, released when it is answered.
     pub _permit: OwnedSemaphorePermit,
 }
 
-/// Batch ids: unique per node and growing with time. The node id is in bits 50-62; below
-/// it a counter that starts at the clock (ms × 256) and moves on by each batch's log count,
-/// so ids stay apart across restarts unless a node averaged more than 256 logs per
-/// millisecond since its start.
+/// Batch ids: unique across nodes and ordered by time to the second, so that reading a
+/// logstore by offset follows the order logs arrived in whichever node took them. An id is
+/// `second << 32 | node << 24 | n`, where `n` counts this node's logs within that second;
+/// a batch's logs are `id..id + count` and never cross into the next slot: when a second's
+/// 16 M slots are used up, the node moves on to the next second's (and stays ahead of the
+/// clock until it catches up), so ids never repeat, across restarts too unless a node took
+/// more than 16 M logs a second.
 pub(crate) struct BatchIds {
     node: u64,
     last: AtomicU64,
 }
 
-const COUNTER_BITS: u32 = 50;
+const SLOT_BITS: u32 = 24;
+const SLOT_LOGS: u64 = 1 << SLOT_BITS;
 
 impl BatchIds {
     pub(crate) fn new(node_id: u16) -> Self {
-        BatchIds { node: u64::from(node_id & 0x1fff) << COUNTER_BITS, last: AtomicU64::new(0) }
+        BatchIds { node: u64::from(node_id & 0xff) << SLOT_BITS, last: AtomicU64::new(0) }
     }
 
-    /// The id of a batch of `count` logs (its logs are `id..id + count`).
+    /// The id of a batch of `count` logs (its logs are `id..id + count`; `count` is at most
+    /// 16 M, a larger batch gets a slot to itself).
     pub(crate) fn next(&self, count: u32) -> u64 {
-        let clock = (crate::now_ms().max(0) as u64).saturating_mul(256) & ((1 << COUNTER_BITS) - 1);
+        let count = u64::from(count).min(SLOT_LOGS);
+        let second = (crate::now_ms().max(0) as u64 / 1000) & ((1 << 31) - 1);
+        // `last` is the next free (second, n) as `second << 32 | n`.
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let id = clock.max(last);
-            let next = id + u64::from(count);
+            let from = last.max(second << 32);
+            let (mut s, mut n) = (from >> 32, from & 0xffff_ffff);
+            if n + count > SLOT_LOGS {
+                s += 1;
+                n = 0;
+            }
+            let next = (s << 32) | (n + count);
             match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return self.node | id,
+                Ok(_) => return (s << 32) | self.node | n,
                 Err(seen) => last = seen,
             }
         }
@@ -76,13 +92,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Gathers appends into inserts until the queue closes; then inserts what is left.
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let opts = &shared.opts;
+    let expired = |p: &Pending| p.queued_at.elapsed() > opts.enqueue_timeout;
     while let Some(first) = rx.recv().await {
+        if expired(&first) {
+            fail_expired(&shared, first);
+            continue;
+        }
         let window_end = tokio::time::Instant::now() + opts.insert_window;
         let (mut rows, mut bytes) = (first.entries.len(), first.entries.bytes_len());
         let mut group = vec![first];
         while rows < opts.insert_max_rows && bytes < opts.insert_max_bytes {
             tokio::select! {
                 next = rx.recv() => match next {
+                    Some(p) if expired(&p) => fail_expired(&shared, p),
                     Some(p) => {
                         rows += p.entries.len();
                         bytes += p.entries.bytes_len();
@@ -169,14 +191,15 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
         match shared.client.insert(url, &statement, &params, body.clone()).await {
             Ok(_) => {
                 tracing::debug!(rows = total, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "ClickHouse insert");
-                return answer_all(group, Ok(()));
+                return answer_all(shared, group, Ok(()));
             }
             Err(e @ HttpError::NotSent { .. }) if matches!(outcome, Outcome::NotStored) => {
                 // Nothing of this insert reached any server: fail fast, nothing is stored.
                 tracing::warn!(error = %e, rows = total, "ClickHouse unreachable; the insert's producers get a retriable error");
-                return answer_all(group, Err(StorageError::Unavailable(e.to_string())));
+                return answer_all(shared, group, Err(e.to_string()));
             }
             Err(e) => {
+                ClickHouseStats::add(&shared.stats.insert_errors, 1);
                 tracing::warn!(error = %e, rows = total, attempt, "ClickHouse insert failed; checking what it stored before retrying");
                 if !matches!(e, HttpError::NotSent { .. }) {
                     outcome = Outcome::Unknown;
@@ -186,8 +209,9 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
         // Outcome unknown: find out what is stored, then send only what is missing.
         let mut unreachable = false;
         loop {
-            pause(backoff, if unreachable { Some(&mut *rx) } else { None }).await;
+            pause(shared, backoff, if unreachable { Some(&mut *rx) } else { None }).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            ClickHouseStats::add(&shared.stats.checks, 1);
             match stored_rows(shared, url, &query_id, insert_id, min_arrival, max_arrival).await {
                 Ok(Stored::Running) => {
                     unreachable = false;
@@ -196,7 +220,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
                 Ok(Stored::Rows(present)) => {
                     if present.len() >= total {
                         tracing::info!(rows = total, attempt, "ClickHouse insert found complete on check");
-                        return answer_all(group, Ok(()));
+                        return answer_all(shared, group, Ok(()));
                     }
                     if present.is_empty() {
                         outcome = Outcome::NotStored;
@@ -216,7 +240,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
         }
         // An insert known to have stored nothing may fail its producers instead of waiting.
         if matches!(outcome, Outcome::NotStored) && started.elapsed() > shared.opts.endpoint.timeout {
-            return answer_all(group, Err(StorageError::Unavailable("ClickHouse inserts keep failing".into())));
+            return answer_all(shared, group, Err("ClickHouse inserts keep failing".into()));
         }
     }
 }
@@ -224,7 +248,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
 /// Waits `wait`; meanwhile every append arriving on `fail` (if given) is answered with
 /// [`StorageError::Unavailable`] at once: ClickHouse does not answer, and the insert being
 /// checked holds the queue.
-async fn pause(wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending>>) {
+async fn pause(shared: &Shared, wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending>>) {
     let until = tokio::time::Instant::now() + wait;
     let Some(rx) = fail else {
         return tokio::time::sleep_until(until).await;
@@ -235,6 +259,7 @@ async fn pause(wait: Duration, fail: Option<&mut mpsc::UnboundedReceiver<Pending
             next = rx.recv() => match next {
                 Some(p) => {
                     failed += 1;
+                    ClickHouseStats::add(&shared.stats.appends_failed, 1);
                     let _ = p.reply.send(Err(StorageError::Unavailable(
                         "ClickHouse does not answer (an earlier insert is being checked)".into(),
                     )));
@@ -313,12 +338,61 @@ fn arrival_range(group: &[Pending]) -> (i64, i64) {
     }
 }
 
-fn answer_all(group: Vec<Pending>, result: Result<(), StorageError>) {
+/// Answers an append that waited too long for its insert: nothing of it is stored.
+fn fail_expired(shared: &Shared, p: Pending) {
+    ClickHouseStats::add(&shared.stats.appends_failed, 1);
+    let waited = p.queued_at.elapsed();
+    tracing::warn!(waited_ms = waited.as_millis() as u64, logs = p.entries.len(),
+        "an append waited too long for a ClickHouse insert (earlier inserts are stuck); its producer gets a retriable error");
+    let _ = p.reply.send(Err(StorageError::Overloaded));
+}
+
+/// Answers every append of `group`: stored, or not stored because of `Err(why)`.
+fn answer_all(shared: &Shared, group: Vec<Pending>, result: Result<(), String>) {
+    let stats = &shared.stats;
+    match &result {
+        Ok(()) => {
+            ClickHouseStats::add(&stats.inserts, 1);
+            ClickHouseStats::add(&stats.rows, group.iter().map(|p| p.entries.len() as u64).sum());
+        }
+        Err(_) => ClickHouseStats::add(&stats.appends_failed, group.len() as u64),
+    }
     for p in group {
         let answer = match &result {
             Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32 }),
-            Err(e) => Err(StorageError::Unavailable(e.to_string())),
+            Err(why) => Err(StorageError::Unavailable(why.clone())),
         };
         let _ = p.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_are_unique_across_nodes_and_ordered_by_second() {
+        let (a, b) = (BatchIds::new(1), BatchIds::new(2));
+        let mut ranges = Vec::new();
+        for count in [1, 500, 70_000, 3] {
+            for ids in [&a, &b] {
+                let id = ids.next(count);
+                ranges.push((id, id + u64::from(count)));
+            }
+        }
+        ranges.sort();
+        assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+        // Within a node, later ids are larger; the second is in the top bits.
+        let (x, y) = (a.next(1), a.next(1));
+        assert!(y > x);
+        let now_s = crate::now_ms() as u64 / 1000;
+        assert!((x >> 32).abs_diff(now_s) <= 1);
+        // A second's slots used up: the next batch takes the next second's, whole.
+        let c = BatchIds::new(3);
+        let first = c.next(SLOT_LOGS as u32 - 10);
+        let second = c.next(20);
+        assert_eq!(second >> 32, (first >> 32) + 1);
+        assert_eq!(second & 0xff_ffff, 0);
+        assert_eq!((second >> 24) & 0xff, 3);
     }
 }

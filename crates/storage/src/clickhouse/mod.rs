@@ -16,18 +16,22 @@ pub mod schema;
 pub use http::{Client, Endpoint, HttpError};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
-    AppendAck, Durability, Encoding, EntryBatch, LogEntry, LogStorage, MarkedBatch, ProducerMark, StorageError,
+    AppendAck, AppendTicket, Durability, Encoding, EntryBatch, LogEntry, LogStorage, MarkedBatch, ProducerMark, StorageError,
     StoredLog, StreamId,
 };
 use crate::local::{ReadBatch, ReadQuery};
 use http::{ident, quote};
 use insert::{BatchIds, Pending};
+
+/// How long closing the store waits for pending inserts.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of a [`ClickHouseStore`].
 #[derive(Debug, Clone)]
@@ -56,6 +60,10 @@ pub struct ClickHouseOptions {
     pub retention_hours: HashMap<StreamId, u32>,
     /// How often expired partitions are looked for.
     pub retention_interval: Duration,
+    /// Producer marks older than this (by arrival) are not looked at: the gateway forgets
+    /// idempotent producers idle that long anyway, and the bound lets ClickHouse read only
+    /// the partitions of that time.
+    pub producer_lookback: Duration,
 }
 
 impl ClickHouseOptions {
@@ -75,7 +83,29 @@ impl ClickHouseOptions {
             enqueue_timeout: Duration::from_secs(5),
             retention_hours: HashMap::new(),
             retention_interval: Duration::from_secs(600),
+            producer_lookback: Duration::from_secs(86_400),
         }
+    }
+}
+
+/// What the ClickHouse backend did since start (for metrics).
+#[derive(Debug, Default)]
+pub struct ClickHouseStats {
+    /// INSERT statements that succeeded (a check that found a whole insert stored counts).
+    pub inserts: AtomicU64,
+    /// Rows those inserts stored.
+    pub rows: AtomicU64,
+    /// INSERT attempts that failed (each retry counts).
+    pub insert_errors: AtomicU64,
+    /// Checks of an insert whose outcome was unknown.
+    pub checks: AtomicU64,
+    /// Appends answered with an error (nothing of them stored).
+    pub appends_failed: AtomicU64,
+}
+
+impl ClickHouseStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -96,9 +126,14 @@ pub(crate) struct Shared {
     /// Bytes of pending appends (permits are bytes, in KiB).
     pub(crate) pending: Arc<Semaphore>,
     ids: BatchIds,
+    pub(crate) stats: Arc<ClickHouseStats>,
 }
 
 impl ClickHouseStore {
+    /// How many offsets (batch ids) one second of a node's logs spans: an id starts with its
+    /// second (see `insert.rs`).
+    pub const OFFSETS_PER_SECOND: u64 = 1 << 32;
+
     /// Connects: checks that ClickHouse answers, creates the table if configured to, and
     /// starts the insert and retention tasks (on the current tokio runtime).
     pub async fn open(opts: ClickHouseOptions) -> Result<Self, StorageError> {
@@ -161,12 +196,29 @@ impl ClickHouseStore {
                 missing.join(", ")
             )));
         }
+        let engine = client
+            .query(
+                n,
+                &format!(
+                    "SELECT engine FROM system.tables WHERE database = {} AND name = {} FORMAT TabSeparated",
+                    quote(&opts.database),
+                    quote(&opts.table)
+                ),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        if writer && String::from_utf8_lossy(&engine).trim() == "Distributed" && opts.retention_hours.values().any(|h| *h > 0) {
+            tracing::warn!(table = %target, "the ClickHouse target is a Distributed table: loggate cannot drop its expired \
+                partitions (they are on the shards' local tables); apply the logstores' retention there (README)");
+        }
         let pending_kib = (opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let inner = Arc::new(Shared {
             client,
             target,
             pending: Arc::new(Semaphore::new(pending_kib)),
             ids: BatchIds::new(opts.node_id),
+            stats: Arc::default(),
             opts,
         });
         Ok(ClickHouseStore {
@@ -205,6 +257,17 @@ impl ClickHouseStore {
         // Fewer than asked for: nothing more (so far) after them.
         let end_offset = if logs.len() < max { next_offset } else { u64::MAX };
         Ok(ReadBatch { frames_scanned: logs.len() as u64, logs, next_offset, start_offset: 0, end_offset })
+    }
+
+    /// What the store did since start.
+    pub fn stats(&self) -> Arc<ClickHouseStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Bytes of appends waiting for an insert (rounded to KiB).
+    pub fn pending_bytes(&self) -> u64 {
+        let total = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        (total.saturating_sub(self.inner.pending.available_permits()) as u64) * 1024
     }
 
     /// The client, for queries (`loggate logs`).
@@ -340,13 +403,13 @@ impl LogStorage for ClickHouseStore {
         EntryBatch::with_encoding(Encoding::Rows, self.inner.opts.max_entry_bytes, capacity)
     }
 
-    async fn append(
+    async fn submit(
         &self,
         stream: &StreamId,
         shard: u32,
         entries: EntryBatch,
         _durability: Durability,
-    ) -> Result<AppendAck, StorageError> {
+    ) -> Result<AppendTicket, StorageError> {
         if entries.encoding() != Encoding::Rows {
             return Err(StorageError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -359,10 +422,11 @@ impl LogStorage for ClickHouseStore {
         }
         let count = u32::try_from(entries.len()).map_err(|_| StorageError::Overloaded)?;
         if count == 0 {
-            return Ok(AppendAck { base_offset: 0, count: 0 });
+            return Ok(Box::pin(std::future::ready(Ok(AppendAck { base_offset: 0, count: 0 }))));
         }
-        let kib = (entries.bytes_len() / 1024 + 1).min(self.inner.pending.available_permits().max(1) + 1);
-        let kib = u32::try_from(kib.min((self.inner.opts.max_pending_bytes / 1024).max(1))).unwrap_or(u32::MAX);
+        // Its size in KiB, at most the whole budget (a batch larger than that waits for all).
+        let budget_kib = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let kib = u32::try_from((entries.bytes_len() / 1024 + 1).min(budget_kib)).unwrap_or(u32::MAX);
         let permit = tokio::time::timeout(self.inner.opts.enqueue_timeout, self.inner.pending.clone().acquire_many_owned(kib))
             .await
             .map_err(|_| StorageError::Overloaded)?
@@ -377,13 +441,14 @@ impl LogStorage for ClickHouseStore {
             batch_id,
             entries,
             reply,
+            queued_at: std::time::Instant::now(),
             _permit: permit,
         };
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             tx.as_ref().ok_or(StorageError::Closed)?.send(pending).map_err(|_| StorageError::Closed)?;
         }
-        answer.await.map_err(|_| StorageError::Closed)?
+        Ok(crate::ticket(answer))
     }
 
     fn max_entry_bytes(&self) -> usize {
@@ -434,9 +499,11 @@ impl LogStorage for ClickHouseStore {
     ) -> Result<Vec<MarkedBatch>, StorageError> {
         // The first row of each marked batch, the newest `newest` per producer and lane.
         let only = producer.map(|p| format!(" AND producer_id = {p}")).unwrap_or_default();
+        let since = (crate::now_ms() - self.inner.opts.producer_lookback.as_millis() as i64).div_euclid(1000).max(0);
         let sql = format!(
             "SELECT producer_id, producer_epoch, producer_lane, sequence_first, sequence_last, batch_id, arrival_time_ms \
-             FROM {} WHERE project = {} AND logstore = {} AND producer_id >= 0 AND position = 0{only} \
+             FROM {} WHERE project = {} AND logstore = {} AND arrival_time >= toDateTime({since}) \
+             AND producer_id >= 0 AND position = 0{only} \
              ORDER BY arrival_time_ms DESC, batch_id DESC LIMIT {newest} BY producer_id, producer_lane FORMAT TabSeparated",
             self.inner.target,
             quote(&stream.project),
@@ -459,8 +526,13 @@ impl LogStorage for ClickHouseStore {
         if let Some(h) = self.housekeeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
-        if let Some(flusher) = self.flusher.lock().await.take() {
-            let _ = flusher.await;
+        if let Some(mut flusher) = self.flusher.lock().await.take() {
+            // An insert that cannot finish (ClickHouse gone) must not hold the shutdown:
+            // its producers were not acknowledged.
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut flusher).await.is_err() {
+                tracing::warn!(secs = CLOSE_TIMEOUT.as_secs(), "ClickHouse inserts still pending at shutdown were abandoned (not acknowledged)");
+                flusher.abort();
+            }
         }
         Ok(())
     }

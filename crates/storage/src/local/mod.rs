@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::{AppendAck, Durability, EntryBatch, LogStorage, StorageError, StoredLog, StreamId};
+use crate::{AppendTicket, Durability, EntryBatch, LogStorage, StorageError, StoredLog, StreamId};
 use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 
 /// How long an append or flush waits for room in a full shard queue before failing with
@@ -550,13 +550,13 @@ fn read_only_error() -> StorageError {
 
 #[async_trait::async_trait]
 impl LogStorage for LocalStore {
-    async fn append(
+    async fn submit(
         &self,
         stream: &StreamId,
         shard: u32,
         entries: EntryBatch,
         durability: Durability,
-    ) -> Result<AppendAck, StorageError> {
+    ) -> Result<AppendTicket, StorageError> {
         self.inner.check_open()?;
         if self.inner.read_only {
             return Err(read_only_error());
@@ -579,7 +579,7 @@ impl LogStorage for LocalStore {
         )
         .await?;
         drop(tx);
-        rx.await.map_err(|_| StorageError::Closed)?
+        Ok(crate::ticket(rx))
     }
 
     async fn read(
