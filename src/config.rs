@@ -297,6 +297,11 @@ pub struct ClickHouseConfig {
     pub max_pending_bytes: usize,
     /// Longest one statement may take (s).
     pub timeout_secs: u64,
+    /// With a Distributed `table`: the HTTP URL of every shard (each replica of it, for
+    /// replicated tables) whose `retention_table` holds the partitions retention drops.
+    pub retention_urls: Vec<String>,
+    /// The local table on each of `retention_urls` (default: `table`).
+    pub retention_table: Option<String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -314,6 +319,8 @@ impl Default for ClickHouseConfig {
             insert_window_ms: 200,
             max_pending_bytes: 64 << 20,
             timeout_secs: 10,
+            retention_urls: Vec::new(),
+            retention_table: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use loggate::kafka::Broker;
 use loggate::metrics::Metrics;
 use loggate::server::{self, tls};
 use loggate::config::Backend;
-use loggate_storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Endpoint};
+use loggate_storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Endpoint, RetentionTarget};
 use loggate_storage::local::LocalStore;
 use loggate_storage::{LogStorage, Router, StreamId};
 
@@ -270,6 +270,12 @@ fn clickhouse_options(config: &Config) -> ClickHouseOptions {
     opts.insert_window = std::time::Duration::from_millis(ch.insert_window_ms);
     opts.max_pending_bytes = ch.max_pending_bytes;
     opts.producer_lookback = std::time::Duration::from_secs(config.limits.producer_expiry_secs);
+    if !ch.retention_urls.is_empty() {
+        opts.retention = Some(RetentionTarget {
+            urls: ch.retention_urls.clone(),
+            table: ch.retention_table.clone().unwrap_or_else(|| ch.table.clone()),
+        });
+    }
     for project in &config.projects {
         for store in &project.logstores {
             if let Some(hours) = store.retention_hours {

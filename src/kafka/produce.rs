@@ -101,7 +101,6 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
         let writes = join_all(writes).await;
         started.push((topic_name, writes));
     }
-    drop(jobs);
 
     let (metrics, peer, header, acks) = (broker.metrics.clone(), session.peer, header.clone(), request.acks);
     Reply::Later(Box::pin(async move {

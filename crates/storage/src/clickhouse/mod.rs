@@ -60,6 +60,9 @@ pub struct ClickHouseOptions {
     pub retention_hours: HashMap<StreamId, u32>,
     /// How often expired partitions are looked for.
     pub retention_interval: Duration,
+    /// Where retention drops partitions when the target is not where they are (a
+    /// Distributed table): every shard's URL and its local table. None: the target.
+    pub retention: Option<RetentionTarget>,
     /// Producer marks older than this (by arrival) are not looked at: the gateway forgets
     /// idempotent producers idle that long anyway, and the bound lets ClickHouse read only
     /// the partitions of that time.
@@ -84,6 +87,7 @@ impl ClickHouseOptions {
             retention_hours: HashMap::new(),
             retention_interval: Duration::from_secs(600),
             producer_lookback: Duration::from_secs(86_400),
+            retention: None,
         }
     }
 }
@@ -107,6 +111,13 @@ impl ClickHouseStats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The tables retention works on, one per URL (e.g. each shard's local table).
+#[derive(Debug, Clone)]
+pub struct RetentionTarget {
+    pub urls: Vec<String>,
+    pub table: String,
 }
 
 /// The ClickHouse backend.
@@ -208,9 +219,10 @@ impl ClickHouseStore {
             )
             .await
             .map_err(unavailable)?;
-        if writer && String::from_utf8_lossy(&engine).trim() == "Distributed" && opts.retention_hours.values().any(|h| *h > 0) {
-            tracing::warn!(table = %target, "the ClickHouse target is a Distributed table: loggate cannot drop its expired \
-                partitions (they are on the shards' local tables); apply the logstores' retention there (README)");
+        let distributed = String::from_utf8_lossy(&engine).trim() == "Distributed";
+        if writer && distributed && opts.retention.is_none() && opts.retention_hours.values().any(|h| *h > 0) {
+            tracing::warn!(table = %target, "the ClickHouse target is a Distributed table and [clickhouse] retention_urls is \
+                not set: expired partitions, which are on the shards' local tables, are not dropped (README)");
         }
         let pending_kib = (opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let inner = Arc::new(Shared {
@@ -308,23 +320,41 @@ fn unavailable(e: HttpError) -> StorageError {
 /// Drops expired partitions now and every `retention_interval`.
 async fn retention(shared: Arc<Shared>) {
     let opts = &shared.opts;
+    // Where the partitions are: the target itself, or (a Distributed target) the shards'
+    // local tables at `retention_urls`, each asked and dropped on its own.
+    let (client, table, everywhere) = match &opts.retention {
+        None => (shared.client.clone(), opts.table.clone(), false),
+        Some(r) => match Client::new(&Endpoint { urls: r.urls.clone(), ..opts.endpoint.clone() }) {
+            Ok(c) => (c, r.table.clone(), true),
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: bad retention_urls; expired partitions are not dropped");
+                return;
+            }
+        },
+    };
+    let list = format!(
+        "SELECT DISTINCT partition FROM system.parts WHERE active AND database = {} AND table = {} FORMAT TabSeparated",
+        quote(&opts.database),
+        quote(&table)
+    );
     loop {
-        let sql = format!(
-            "SELECT DISTINCT partition FROM system.parts WHERE active AND database = {} AND table = {} FORMAT TabSeparated",
-            quote(&opts.database),
-            quote(&opts.table)
-        );
-        match shared.select(&sql).await {
-            Ok(text) => {
-                let text = String::from_utf8_lossy(&text);
-                for p in schema::expired_partitions(text.lines(), crate::now_ms()) {
-                    match shared.select(&p.drop_statement(&opts.database, &opts.table)).await {
-                        Ok(_) => tracing::info!(retention_hours = p.retention_hours, day = p.day, "dropped an expired ClickHouse partition"),
-                        Err(e) => tracing::warn!(error = %e, day = p.day, "cannot drop an expired ClickHouse partition"),
+        for n in 0..client.url_count() {
+            match client.query(n, &list, &[]).await {
+                Ok(text) => {
+                    let text = String::from_utf8_lossy(&text);
+                    for p in schema::expired_partitions(text.lines(), crate::now_ms()) {
+                        match client.query(n, &p.drop_statement(&opts.database, &table), &[]).await {
+                            Ok(_) => tracing::info!(url = client.url(n), retention_hours = p.retention_hours, day = p.day,
+                                "dropped an expired ClickHouse partition"),
+                            Err(e) => tracing::warn!(error = %e, day = p.day, "cannot drop an expired ClickHouse partition"),
+                        }
+                    }
+                    if !everywhere {
+                        break;
                     }
                 }
+                Err(e) => tracing::debug!(url = client.url(n), error = %e, "retention: cannot list ClickHouse partitions"),
             }
-            Err(e) => tracing::debug!(error = %e, "retention: cannot list ClickHouse partitions"),
         }
         tokio::time::sleep(opts.retention_interval).await;
     }
