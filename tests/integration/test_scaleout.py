@@ -152,7 +152,8 @@ def metadata(conf, topic="pinned", timeout=10):
             md = p.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
         finally:
             p.close()
-        if md.orig_broker_name.split("/")[0] == bootstrap:
+        # "127.0.0.1:9092/bootstrap", "sasl_ssl://127.0.0.1:9093/2"
+        if md.orig_broker_name.split("://")[-1].split("/")[0] == bootstrap:
             break
         assert time.monotonic() < deadline, "no Metadata answer from %s itself" % bootstrap
     t = md.topics[topic]
