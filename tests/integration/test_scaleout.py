@@ -698,10 +698,6 @@ class AnswerEater:
             self._close(*self.socks)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: a node that knows the producer from before takes the resent batch as the "
-    "next one (SequenceCheck::Append) without asking ClickHouse, and stores it a second time "
-    "(src/ingest/mod.rs Ingest::write reloads only for an unknown producer or an out-of-order batch)"))
 def test_partition_back_on_a_node_that_knew_the_producer(tmp_path, ch):
     """A partition p is led by node A while nodes 1 and 2 run; the idempotent producer writes
     to it through A. Node 3 starts and takes p over; the producer's next batch to p is
@@ -864,12 +860,28 @@ def test_retention_on_one_server(tmp_path, ch):
         c.stop()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: retention looks for the partitions of the configured table in system.parts, "
-    "and a Distributed table has none: expired logs on the shards are never dropped, silently"))
 def test_retention_on_a_distributed_table(tmp_path, shards):
-    """A logstore with retention_hours = 1 on the Distributed table: its expired partition
-    is dropped on both shards, the current one kept."""
+    """A logstore with retention_hours = 1 on the Distributed table, the shards' local
+    tables named in retention_urls/retention_table: its expired partition is dropped on both
+    shards, the current one kept."""
+    now_s = int(time.time())
+    for i, server in enumerate(shards):
+        insert_rows(server, "logs_local", old_and_new_rows("shard%d" % i, now_s))
+    retention = 'create_tables = false\nretention_urls = %s\nretention_table = "logs_local"' % json.dumps([s.url for s in shards])
+    c = Cluster(tmp_path, [s.url for s in shards], n=1, clickhouse=retention,
+                logstore_options={"one": {"retention_hours": 1}})
+    try:
+        c.start()
+        for i in range(2):
+            assert wait_gone(shards, "logs_local", "shard%d-old" % i) == [0, 0], c.log_tail()
+        assert per_shard(shards, "1") == [1, 1]
+    finally:
+        c.stop()
+
+
+def test_a_distributed_target_without_retention_urls_is_warned_about(tmp_path, shards):
+    """Without retention_urls loggate cannot reach a Distributed table's partitions: it says so
+    at start and drops nothing."""
     now_s = int(time.time())
     for i, server in enumerate(shards):
         insert_rows(server, "logs_local", old_and_new_rows("shard%d" % i, now_s))
@@ -877,8 +889,8 @@ def test_retention_on_a_distributed_table(tmp_path, shards):
                 logstore_options={"one": {"retention_hours": 1}})
     try:
         c.start()
-        for i in range(2):
-            assert wait_gone(shards, "logs_local", "shard%d-old" % i) == [0, 0], c.log_tail()
-        assert per_shard(shards, "1") == [1, 1]
+        time.sleep(1)
+        assert "retention_urls is not set" in c.nodes[1].log_text()
+        assert per_shard(shards, "1") == [2, 2]
     finally:
         c.stop()
