@@ -1,5 +1,6 @@
 import pytest
 
+from clickhouse import ClickHouse
 from gateway import Gateway
 
 
@@ -8,3 +9,13 @@ def gateway(tmp_path):
     gw = Gateway(tmp_path).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def clickhouse(tmp_path):
+    """A clickhouse-server (Debian's 18.16) of the test's own, stopped at its end."""
+    ch = ClickHouse(tmp_path)
+    try:
+        yield ch.start()
+    finally:
+        ch.stop()

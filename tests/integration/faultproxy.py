@@ -26,7 +26,8 @@ def _read_frame(sock):
 
 class CuttingProxy:
     """Listens on a loopback port and forwards to `upstream`; every `every`-th Produce
-    response (up to `max_cuts`) is swallowed and both sides are closed."""
+    response (up to `max_cuts`) is swallowed and both sides are closed. Subclasses choose
+    other responses to cut with `should_cut`."""
 
     def __init__(self, upstream_port, every=3, max_cuts=5, port=0):
         self.upstream_port = upstream_port
@@ -34,13 +35,24 @@ class CuttingProxy:
         self.produce_responses = 0
         self.cuts = 0
         self.lock = threading.Lock()
+        self.socks = []
+        # Once set, every connection is closed at once, as to a dead server.
+        self.dead = False
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(16)
+        self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def should_cut(self):
+        """Whether to swallow this Produce response (called under the lock)."""
+        self.produce_responses += 1
+        cut = self.cuts < self.max_cuts and self.produce_responses % self.every == 0
+        if cut:
+            self.cuts += 1
+        return cut
 
     def _accept(self):
         while not self.stopped:
@@ -48,7 +60,16 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            try:
+                if self.dead:
+                    raise OSError("dead")
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.socks += [client, upstream]
             api_keys = {}
             threading.Thread(target=self._client_to_server, args=(client, upstream, api_keys), daemon=True).start()
             threading.Thread(target=self._server_to_client, args=(client, upstream, api_keys), daemon=True).start()
@@ -76,10 +97,7 @@ class CuttingProxy:
                 corr = struct.unpack(">i", frame[4:8])[0] if len(frame) >= 8 else None
                 if api_keys.pop(corr, None) == 0:
                     with self.lock:
-                        self.produce_responses += 1
-                        cut = self.cuts < self.max_cuts and self.produce_responses % self.every == 0
-                        if cut:
-                            self.cuts += 1
+                        cut = self.should_cut()
                     if cut:
                         break
                 client.sendall(frame)
@@ -98,4 +116,7 @@ class CuttingProxy:
 
     def stop(self):
         self.stopped = True
+        self.dead = True
         self.listener.close()
+        with self.lock:
+            self._close(*self.socks)

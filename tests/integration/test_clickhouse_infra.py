@@ -19,15 +19,6 @@ FQ = "%s.%s" % (DB, TABLE)
 
 
 @pytest.fixture
-def clickhouse(tmp_path):
-    ch = ClickHouse(tmp_path)
-    try:
-        yield ch.start()
-    finally:
-        ch.stop()
-
-
-@pytest.fixture
 def logs(clickhouse):
     """The server with the logs table created."""
     for stmt in logs_ddl(DB, TABLE):

@@ -4,10 +4,8 @@ are stored in the order they were sent."""
 
 import time
 
-import pytest
 from confluent_kafka import Producer
 
-from clickhouse import ClickHouse
 from gateway import Gateway
 
 
@@ -34,15 +32,6 @@ def test_records_keep_their_order_with_many_requests_in_flight(tmp_path):
         gw.stop()
     assert [l["content"] for l in logs] == values
     assert [l["__offset__"] for l in logs] == list(range(len(values)))
-
-
-@pytest.fixture
-def clickhouse(tmp_path):
-    ch = ClickHouse(tmp_path)
-    try:
-        yield ch.start()
-    finally:
-        ch.stop()
 
 
 def test_requests_waiting_for_one_clickhouse_insert_window_do_not_queue_behind_each_other(tmp_path, clickhouse):

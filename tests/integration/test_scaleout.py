@@ -13,13 +13,14 @@ import collections
 import json
 import random
 import socket
-import struct
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from faultproxy import CuttingProxy
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
@@ -110,12 +111,8 @@ class Cluster:
 
 
 @pytest.fixture
-def ch(tmp_path):
-    server = ClickHouse(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def ch(clickhouse):
+    return clickhouse
 
 
 @pytest.fixture
@@ -601,101 +598,32 @@ def test_three_nodes_on_a_distributed_table(tmp_path, shards):
 
 # ------------------------------------------------------------------ a partition moving back after a lost answer
 
-def read_frame(sock):
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    size = struct.unpack(">i", head)[0]
-    body = bytearray()
-    while len(body) < size:
-        chunk = sock.recv(min(65536, size - len(body)))
-        if not chunk:
-            return None
-        body += chunk
-    return head + bytes(body)
-
-
-class AnswerEater:
+class AnswerEater(CuttingProxy):
     """A TCP proxy for a node's listener. Once `armed`, the first Produce answer coming back
     is swallowed: `on_cut` runs (e.g. the node is killed), and from then on every connection
     is closed, as to a dead node. So a batch is written and its producer never hears so."""
 
     def __init__(self):
-        self.upstream = None
-        self.armed, self.dead = False, False
+        super().__init__(None)
+        self.armed = False
         self.on_cut = lambda: None
         self.cut = threading.Event()
-        self.lock = threading.Lock()
-        self.socks = []
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                if self.dead:
-                    raise OSError("dead")
-                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.socks += [client, upstream]
-            api_keys = {}
-            threading.Thread(target=self._up, args=(client, upstream, api_keys), daemon=True).start()
-            threading.Thread(target=self._down, args=(client, upstream, api_keys), daemon=True).start()
+    @property
+    def upstream(self):
+        return self.upstream_port
 
-    def _up(self, client, upstream, api_keys):
-        try:
-            while (frame := read_frame(client)) is not None:
-                if len(frame) >= 12:
-                    api_key, _, corr = struct.unpack(">hhi", frame[4:12])
-                    api_keys[corr] = api_key
-                upstream.sendall(frame)
-        except OSError:
-            pass
-        self._close(client, upstream)
+    @upstream.setter
+    def upstream(self, port):
+        self.upstream_port = port
 
-    def _down(self, client, upstream, api_keys):
-        try:
-            while (frame := read_frame(upstream)) is not None:
-                corr = struct.unpack(">i", frame[4:8])[0]
-                if api_keys.pop(corr, None) == 0 and self.armed and not self.cut.is_set():
-                    self.dead = True
-                    self.cut.set()
-                    self.on_cut()
-                    break
-                client.sendall(frame)
-        except OSError:
-            pass
-        self._close(client, upstream)
-
-    @staticmethod
-    def _close(*socks):
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def stop(self):
+    def should_cut(self):
+        if not self.armed or self.cut.is_set():
+            return False
         self.dead = True
-        self.listener.close()
-        with self.lock:
-            self._close(*self.socks)
+        self.cut.set()
+        self.on_cut()
+        return True
 
 
 def test_partition_back_on_a_node_that_knew_the_producer(tmp_path, ch):

@@ -184,19 +184,16 @@ impl ClickHouseStore {
                 client.query(n, &statement, &[]).await.map_err(unavailable)?;
             }
         }
-        // The table must have the columns inserts name.
-        let columns = client
-            .query(
-                n,
-                &format!(
-                    "SELECT name FROM system.columns WHERE database = {} AND table = {} FORMAT TabSeparated",
-                    quote(&opts.database),
-                    quote(&opts.table)
-                ),
-                &[],
+        // What the system tables say of the target (`table` is the column naming it).
+        let about = |what: &str, system: &str, table: &str| {
+            format!(
+                "SELECT {what} FROM system.{system} WHERE database = {} AND {table} = {} FORMAT TabSeparated",
+                quote(&opts.database),
+                quote(&opts.table)
             )
-            .await
-            .map_err(unavailable)?;
+        };
+        // The table must have the columns inserts name.
+        let columns = client.query(n, &about("name", "columns", "table"), &[]).await.map_err(unavailable)?;
         let columns = String::from_utf8_lossy(&columns);
         let have: Vec<&str> = columns.lines().collect();
         let missing: Vec<&str> =
@@ -207,18 +204,7 @@ impl ClickHouseStore {
                 missing.join(", ")
             )));
         }
-        let engine = client
-            .query(
-                n,
-                &format!(
-                    "SELECT engine FROM system.tables WHERE database = {} AND name = {} FORMAT TabSeparated",
-                    quote(&opts.database),
-                    quote(&opts.table)
-                ),
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
+        let engine = client.query(n, &about("engine", "tables", "name"), &[]).await.map_err(unavailable)?;
         let distributed = String::from_utf8_lossy(&engine).trim() == "Distributed";
         if writer && distributed && opts.retention.is_none() && opts.retention_hours.values().any(|h| *h > 0) {
             tracing::warn!(table = %target, "the ClickHouse target is a Distributed table and [clickhouse] retention_urls is \
