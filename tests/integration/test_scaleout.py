@@ -7,6 +7,10 @@ and leave a node out of Metadata once it has not answered for DOWN_MS.  All node
 one certificate (made with `loggate cert`), so a client that trusts its CA can follow
 Metadata to any node.  What is asserted is what a user checks: Metadata as a client sees
 it, and the rows in ClickHouse (one per record, counted per unique marker with SQL).
+
+Two tests are marked xfail(strict) for product bugs they expose (remove the mark with the
+fix): test_partition_back_on_a_node_that_knew_the_producer (a resent batch stored twice)
+and test_retention_on_a_distributed_table (expired partitions never dropped).
 """
 
 import collections
@@ -801,7 +805,7 @@ def test_retention_on_a_distributed_table(tmp_path, shards):
     try:
         c.start()
         for i in range(2):
-            assert wait_gone(shards, "logs_local", "shard%d-old" % i) == [0, 0], c.log_tail()
+            assert wait_gone(shards, "logs_local", "shard%d-old" % i, timeout=5) == [0, 0], c.log_tail()
         assert per_shard(shards, "1") == [1, 1]
     finally:
         c.stop()
