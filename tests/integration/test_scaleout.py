@@ -8,9 +8,9 @@ one certificate (made with `loggate cert`), so a client that trusts its CA can f
 Metadata to any node.  What is asserted is what a user checks: Metadata as a client sees
 it, and the rows in ClickHouse (one per record, counted per unique marker with SQL).
 
-Two tests are marked xfail(strict) for product bugs they expose (remove the mark with the
-fix): test_partition_back_on_a_node_that_knew_the_producer (a resent batch stored twice)
-and test_retention_on_a_distributed_table (expired partitions never dropped).
+Two tests were written against product bugs they exposed, since fixed:
+test_partition_back_on_a_node_that_knew_the_producer (a resent batch was stored twice) and
+test_retention_on_a_distributed_table (expired partitions were never dropped).
 """
 
 import collections
