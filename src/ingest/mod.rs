@@ -1,6 +1,6 @@
 //! Ingest: who may write where, which shard a batch goes to, and writing its logs.
 //!
-//! The Kafka handlers call [`Ingest::resolve`] for each topic and [`Ingest::write`] for
+//! The Kafka handlers call [`Ingest::resolve`] for each topic and [`Ingest::start_write`] for
 //! each partition's records; this layer knows projects, logstores, shards and the
 //! storage trait, but nothing of the Kafka wire format.
 
@@ -178,17 +178,6 @@ impl Ingest {
         Ok(Converted { topic: topic.clone(), partition, logs, stats: converter.stats(), producer })
     }
 
-    /// Writes converted logs to `shard`; see [`start_write`](Self::start_write).
-    pub async fn write<H: Send + 'static>(
-        &self,
-        converted: Converted,
-        shard: u32,
-        durability: Durability,
-        hold: H,
-    ) -> Result<Written, WriteError> {
-        self.start_write(converted, shard, durability, hold).done().await
-    }
-
     /// Starts writing converted logs to `shard`. An idempotent batch is first checked
     /// against the producer's sequence state for its topic and partition: a retry of a
     /// written batch gets its original offset and is not stored again.
@@ -296,7 +285,7 @@ impl WriteHandle {
     }
 }
 
-/// One partition's records converted into logs, ready for [`Ingest::write`].
+/// One partition's records converted into logs, ready for [`Ingest::start_write`].
 #[derive(Debug)]
 pub struct Converted {
     topic: Topic,
@@ -357,7 +346,7 @@ impl Ingest {
         let now = std::time::Instant::now();
         let mut found = 0;
         for store in self.catalog.all_logstores() {
-            // Shared storage is asked per producer when one is first seen (see `write`).
+            // Shared storage is asked per producer when one is first seen (see `start_write`).
             if self.storage.is_shared(&store.stream) {
                 continue;
             }
