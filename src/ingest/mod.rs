@@ -226,9 +226,7 @@ impl Ingest {
                 || state.confirmed_under(p.producer_id) != Some(membership)
                 || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
             if storage.is_shared(&logstore.stream) && unsure {
-                let lane = ProducerTag { producer_id: p.producer_id, epoch: 0, format: topic.format, partition, first_seq: 0, last_seq: 0 }
-                    .mark()
-                    .lane;
+                let lane = ProducerTag::lane(topic.format, partition);
                 let stored = storage
                     .producer_batches(&logstore.stream, logstore.shards, producers::BATCHES_KEPT as u64, Some(p.producer_id))
                     .await?;

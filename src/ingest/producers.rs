@@ -208,10 +208,15 @@ impl ProducerTag {
         ProducerMark {
             producer_id: self.producer_id,
             epoch: self.epoch,
-            lane: (u32::from(self.format.code()) << 24) | (self.partition as u32 & 0x00ff_ffff),
+            lane: Self::lane(self.format, self.partition),
             first_seq: self.first_seq,
             last_seq: self.last_seq,
         }
+    }
+
+    /// The storage lane of topic `format`'s `partition`.
+    pub fn lane(format: ValueFormat, partition: i32) -> u32 {
+        (u32::from(format.code()) << 24) | (partition as u32 & 0x00ff_ffff)
     }
 
     /// The tag of a stored mark; None when its lane names no topic format.
