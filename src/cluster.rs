@@ -90,15 +90,10 @@ impl Cluster {
 
     /// The live nodes (this one always), by id.
     pub fn live(&self) -> Vec<&Node> {
-        let now = self.started.elapsed().as_millis() as i64;
-        let window = self.down_after.as_millis() as i64;
         self.nodes
             .iter()
             .zip(&self.last_ok)
-            .filter(|(n, ok)| {
-                let ok = ok.load(Ordering::Relaxed);
-                n.id == self.self_id || (ok >= 0 && now - ok <= window)
-            })
+            .filter(|(n, ok)| n.id == self.self_id || self.is_recent(ok.load(Ordering::Relaxed)))
             .map(|(n, _)| n)
             .collect()
     }

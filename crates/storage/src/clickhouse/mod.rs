@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) target: String,
     /// Bytes of pending appends (permits are bytes, in KiB).
     pub(crate) pending: Arc<Semaphore>,
+    /// The whole of `pending`, in KiB.
+    pending_kib: usize,
     ids: BatchIds,
     pub(crate) stats: Arc<ClickHouseStats>,
 }
@@ -215,6 +217,7 @@ impl ClickHouseStore {
             client,
             target,
             pending: Arc::new(Semaphore::new(pending_kib)),
+            pending_kib,
             ids: BatchIds::new(opts.node_id),
             stats: Arc::default(),
             opts,
@@ -264,8 +267,7 @@ impl ClickHouseStore {
 
     /// Bytes of appends waiting for an insert (rounded to KiB).
     pub fn pending_bytes(&self) -> u64 {
-        let total = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        (total.saturating_sub(self.inner.pending.available_permits()) as u64) * 1024
+        (self.inner.pending_kib.saturating_sub(self.inner.pending.available_permits()) as u64) * 1024
     }
 
     /// The client, for queries (`loggate logs`).
@@ -441,8 +443,7 @@ impl LogStorage for ClickHouseStore {
             return Ok(Box::pin(std::future::ready(Ok(AppendAck { base_offset: 0, count: 0 }))));
         }
         // Its size in KiB, at most the whole budget (a batch larger than that waits for all).
-        let budget_kib = (self.inner.opts.max_pending_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        let kib = u32::try_from((entries.bytes_len() / 1024 + 1).min(budget_kib)).unwrap_or(u32::MAX);
+        let kib = u32::try_from((entries.bytes_len() / 1024 + 1).min(self.inner.pending_kib)).unwrap_or(u32::MAX);
         let permit = tokio::time::timeout(self.inner.opts.enqueue_timeout, self.inner.pending.clone().acquire_many_owned(kib))
             .await
             .map_err(|_| StorageError::Overloaded)?
