@@ -56,6 +56,8 @@ pub(crate) struct BatchIds {
 }
 
 const SLOT_BITS: u32 = 24;
+/// Where the second starts in an id.
+pub(crate) const SECOND_SHIFT: u32 = 32;
 const SLOT_LOGS: u64 = 1 << SLOT_BITS;
 
 impl BatchIds {
@@ -71,15 +73,15 @@ impl BatchIds {
         // `last` is the next free (second, n) as `second << 32 | n`.
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let from = last.max(second << 32);
-            let (mut s, mut n) = (from >> 32, from & 0xffff_ffff);
+            let from = last.max(second << SECOND_SHIFT);
+            let (mut s, mut n) = (from >> SECOND_SHIFT, from & ((1 << SECOND_SHIFT) - 1));
             if n + count > SLOT_LOGS {
                 s += 1;
                 n = 0;
             }
-            let next = (s << 32) | (n + count);
+            let next = (s << SECOND_SHIFT) | (n + count);
             match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return (s << 32) | self.node | n,
+                Ok(_) => return (s << SECOND_SHIFT) | self.node | n,
                 Err(seen) => last = seen,
             }
         }

@@ -145,7 +145,7 @@ pub(crate) struct Shared {
 impl ClickHouseStore {
     /// How many offsets (batch ids) one second of a node's logs spans: an id starts with its
     /// second (see `insert.rs`).
-    pub const OFFSETS_PER_SECOND: u64 = 1 << 32;
+    pub const OFFSETS_PER_SECOND: u64 = 1 << insert::SECOND_SHIFT;
 
     /// Connects: checks that ClickHouse answers, creates the table if configured to, and
     /// starts the insert and retention tasks (on the current tokio runtime).
