@@ -261,41 +261,52 @@ struct Frame<'b> {
     finished: bool,
 }
 
+/// An entry's encoder with the buffers it writes to.
+enum Parts<'a> {
+    Frame(&'a mut FrameBuilder, &'a mut Vec<u8>),
+    Row(&'a mut RowBuilder, &'a mut Vec<u8>, &'a mut RowScratch),
+}
+
 impl Frame<'_> {
+    /// The encoder and its buffers (a row encoder exists only in a row batch).
     #[inline]
-    fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
+    fn parts(&mut self) -> Parts<'_> {
         let batch = &mut *self.batch;
         match (&mut self.encoder, &mut batch.rows) {
-            (Encoder::Frame(f), _) => f.header(&mut batch.bytes, key, value),
-            (Encoder::Row(r), Some(scratch)) => r.header(scratch, key, value),
+            (Encoder::Frame(f), _) => Parts::Frame(f, &mut batch.bytes),
+            (Encoder::Row(r), Some(scratch)) => Parts::Row(r, &mut batch.bytes, scratch),
             (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        }
+    }
+
+    #[inline]
+    fn header(&mut self, key: &[u8], value: Option<&[u8]>) {
+        match self.parts() {
+            Parts::Frame(f, out) => f.header(out, key, value),
+            Parts::Row(r, _, scratch) => r.header(scratch, key, value),
         }
     }
 
     #[inline]
     fn end_headers(&mut self) {
-        if let Encoder::Frame(f) = &mut self.encoder {
-            f.end_headers(&mut self.batch.bytes);
+        if let Parts::Frame(f, out) = self.parts() {
+            f.end_headers(out);
         }
     }
 
     #[inline]
     fn field(&mut self, name: &[u8], value: &[u8]) {
-        let batch = &mut *self.batch;
-        match (&mut self.encoder, &mut batch.rows) {
-            (Encoder::Frame(f), _) => f.field(&mut batch.bytes, name, value),
-            (Encoder::Row(r), Some(scratch)) => r.field(scratch, name, value),
-            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        match self.parts() {
+            Parts::Frame(f, out) => f.field(out, name, value),
+            Parts::Row(r, _, scratch) => r.field(scratch, name, value),
         }
     }
 
     #[inline]
     fn content(&mut self, value: &[u8]) {
-        let batch = &mut *self.batch;
-        match (&mut self.encoder, &mut batch.rows) {
-            (Encoder::Frame(f), _) => f.field(&mut batch.bytes, CONTENT_FIELD.as_bytes(), value),
-            (Encoder::Row(r), Some(scratch)) => r.content(&mut batch.bytes, scratch, value),
-            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+        match self.parts() {
+            Parts::Frame(f, out) => f.field(out, CONTENT_FIELD.as_bytes(), value),
+            Parts::Row(r, out, scratch) => r.content(out, scratch, value),
         }
     }
 
@@ -309,14 +320,13 @@ impl Frame<'_> {
 
     #[inline]
     fn finish(mut self, tag: Option<&[u8]>) -> Result<(), StorageError> {
-        let batch = &mut *self.batch;
-        let limit = batch.max_entry_bytes;
-        let ended = match (&mut self.encoder, &mut batch.rows) {
-            (Encoder::Frame(f), _) => f.end(&mut batch.bytes, tag, limit),
+        let limit = self.batch.max_entry_bytes;
+        let ended = match self.parts() {
+            Parts::Frame(f, out) => f.end(out, tag, limit),
             // A row's producer mark is the batch's, not a tag.
-            (Encoder::Row(r), Some(scratch)) => r.end(&mut batch.bytes, scratch, limit),
-            (Encoder::Row(_), None) => unreachable!("a row encoder exists only in a row batch"),
+            Parts::Row(r, out, scratch) => r.end(out, scratch, limit),
         };
+        let batch = &mut *self.batch;
         let payload_len = ended
             .map_err(|size| StorageError::EntryTooLarge {
                 size,
