@@ -13,7 +13,7 @@ use loggate_storage::StreamId;
 use serde::Deserialize;
 
 /// Whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory holding the local logstore and the generated development certificates.
@@ -40,6 +40,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
     #[serde(default)]
@@ -68,7 +70,7 @@ impl SecurityProtocol {
 }
 
 /// One Kafka listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Address to bind, e.g. `127.0.0.1:10012`.
@@ -86,7 +88,7 @@ pub struct ListenerConfig {
 
 /// TLS material. Missing files are generated (a development CA and server certificate)
 /// when `generate` is true.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Server certificate chain (PEM); default `<data_dir>/tls/server.pem`.
@@ -109,7 +111,7 @@ impl Default for TlsConfig {
 pub const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
 /// Bounds on what one client can make the server hold or do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest Kafka request frame accepted; larger frames close the connection.
@@ -201,7 +203,7 @@ impl Default for Limits {
 }
 
 /// The local logstore's segment files and how often acks=1 data is synced.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// A shard starts a new segment file once the current one holds this many bytes.
@@ -227,7 +229,7 @@ pub struct StorageConfig {
 
 /// Gateway nodes that share one storage: every live node is listed in Metadata and leads
 /// some of every logstore's partitions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Every node, this one (`node_id`) included; empty: no cluster.
@@ -245,7 +247,7 @@ impl Default for ClusterConfig {
 }
 
 /// One gateway node of a cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterNode {
     /// Its `node_id`.
@@ -269,7 +271,7 @@ pub enum Backend {
 }
 
 /// Where the ClickHouse backend inserts, and how it batches.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// HTTP(S) URLs of ClickHouse servers (e.g. `http://127.0.0.1:8123`); an insert or query
@@ -340,7 +342,7 @@ impl Default for StorageConfig {
 }
 
 /// The HTTP endpoint for Prometheus metrics and health checks.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address to serve `/metrics`, `/healthz` and `/readyz` on, e.g. `127.0.0.1:9644`;
@@ -348,8 +350,23 @@ pub struct MetricsConfig {
     pub bind: Option<SocketAddr>,
 }
 
+/// Reloading the configuration while running (SIGHUP reloads it too).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the configuration file and the TLS files are checked for changes; 0: only
+    /// on SIGHUP.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch_interval_ms: 1000 }
+    }
+}
+
 /// A project: a namespace of logstores, the SASL username.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     pub name: String,
@@ -372,7 +389,7 @@ pub enum Routing {
 }
 
 /// A logstore: the Kafka topic, with its shards as partitions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogstoreConfig {
     pub name: String,
@@ -392,7 +409,7 @@ pub struct LogstoreConfig {
 }
 
 /// An access key: id, hashed secret, and the `project/logstore` patterns it may write.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessKeyConfig {
     pub id: String,
@@ -441,6 +458,7 @@ impl Default for Config {
             clickhouse: ClickHouseConfig::default(),
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
+            reload: ReloadConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
         }
@@ -665,18 +683,8 @@ impl Config {
     /// settings (the size limit split evenly over the shards).
     pub fn local_store_options(&self) -> LocalStoreOptions {
         let st = &self.storage;
-        let mut streams = HashMap::new();
-        for project in &self.projects {
-            for store in &project.logstores {
-                let options = StreamOptions {
-                    retention_age: store.retention_hours.map(|h| Duration::from_secs_f64(h * 3600.0)),
-                    retention_bytes_per_shard: store.retention_bytes.map(|b| b.div_ceil(u64::from(store.shards.max(1)))),
-                };
-                if options != StreamOptions::default() {
-                    streams.insert(StreamId::new(&project.name, &store.name), options);
-                }
-            }
-        }
+        let mut streams = self.stream_options();
+        streams.retain(|_, options| *options != StreamOptions::default());
         LocalStoreOptions {
             segment_bytes: st.segment_bytes,
             segment_age: Duration::from_millis(st.segment_ms),
@@ -687,6 +695,22 @@ impl Config {
             max_entry_bytes: st.max_log_bytes,
             ..LocalStoreOptions::default()
         }
+    }
+
+    /// The local logstore's options of every configured logstore (retention; the size
+    /// limit split evenly over the shards).
+    pub fn stream_options(&self) -> HashMap<StreamId, StreamOptions> {
+        let mut streams = HashMap::new();
+        for project in &self.projects {
+            for store in &project.logstores {
+                let options = StreamOptions {
+                    retention_age: store.retention_hours.map(|h| Duration::from_secs_f64(h * 3600.0)),
+                    retention_bytes_per_shard: store.retention_bytes.map(|b| b.div_ceil(u64::from(store.shards.max(1)))),
+                };
+                streams.insert(StreamId::new(&project.name, &store.name), options);
+            }
+        }
+        streams
     }
 
     /// Path of the server certificate chain.

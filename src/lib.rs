@@ -11,4 +11,5 @@ pub mod ingest;
 pub mod kafka;
 pub mod logs;
 pub mod metrics;
+pub mod reload;
 pub mod server;

@@ -13,6 +13,7 @@ use loggate::ingest::Ingest;
 use loggate::kafka::pool::DecodePool;
 use loggate::kafka::Broker;
 use loggate::metrics::Metrics;
+use loggate::reload::{Reloader, Stores};
 use loggate::server::{self, tls};
 use loggate::config::Backend;
 use loggate_storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Endpoint, RetentionTarget};
@@ -39,7 +40,7 @@ enum Command {
     Cert(CertArgs),
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Clone, Default)]
 struct ConfigArgs {
     /// Configuration file [default: config/loggate.toml when it exists].
     #[arg(long, env = "LOGGATE_CONFIG")]
@@ -190,11 +191,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tls::generate(&dir, &hosts).map_err(|e| e.to_string())?;
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
-    let local = LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?;
+    let local = Arc::new(LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?);
     let rt = runtime()?;
     // Recover every local shard (cutting torn tails) and apply retention before taking
     // clients; connect to ClickHouse (creating its table) when a logstore is stored there.
-    let (storage, clickhouse) = rt.block_on(async {
+    let stores = rt.block_on(async {
         let clickhouse: Option<Arc<ClickHouseStore>> = if config.uses_clickhouse() {
             let store = ClickHouseStore::open(clickhouse_options(&config))
                 .await
@@ -203,23 +204,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         } else {
             None
         };
-        let mut streams = std::collections::HashMap::new();
         for project in &config.projects {
             for store in &project.logstores {
-                let stream = StreamId::new(&project.name, &store.name);
-                match (config.backend_of(project, store), &clickhouse) {
-                    (Backend::Clickhouse, Some(ch)) => {
-                        let ch: Arc<dyn LogStorage> = ch.clone();
-                        streams.insert(stream, ch);
-                    }
-                    _ => local.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?,
+                if config.backend_of(project, store) == Backend::Local {
+                    let stream = StreamId::new(&project.name, &store.name);
+                    local.open_stream(&stream, store.shards).await.map_err(|e| format!("logstore {stream}: {e}"))?;
                 }
             }
         }
-        let local: Arc<dyn LogStorage> = Arc::new(local);
-        Ok::<_, String>((Arc::new(Router::new(local, streams)), clickhouse))
+        let default: Arc<dyn LogStorage> = local.clone();
+        let more = clickhouse.iter().map(|ch| ch.clone() as Arc<dyn LogStorage>);
+        let router = Arc::new(Router::new(default, Default::default(), more));
+        let stores = Stores { router, local: local.clone(), clickhouse };
+        stores.router.set_routes(stores.routes(&config).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        Ok::<_, String>(stores)
     })?;
-    let storage: Arc<dyn LogStorage> = storage;
+    let storage: Arc<dyn LogStorage> = stores.router.clone();
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let node_id = config.node_id;
@@ -233,19 +233,30 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
     tracing::info!(batches, "idempotent producer state recovered");
     let mut metrics = Metrics::new(ingest.clone());
-    if let Some(ch) = clickhouse {
-        metrics.register_clickhouse(ch);
+    if let Some(ch) = &stores.clickhouse {
+        metrics.register_clickhouse(ch.clone());
     }
     let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone() });
+    let broker = Arc::new(Broker { ingest, limits: arc_swap::ArcSwap::from_pointee(config.limits.clone()), metrics, pool, node_id, cluster: cluster.clone() });
+    let certificates = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
+        Some(tls::Certificates::load(&config.cert_path(), &config.key_path()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let reload_args = args.config.clone();
+    let load = Box::new(move || load_config(&reload_args).map(|(config, _)| config));
+    let reloader = Reloader::new(load, config.clone(), broker.clone(), certificates.clone(), stores);
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         let (stop_checks, checks_stopped) = tokio::sync::watch::channel(false);
         if let Some(cluster) = cluster {
-            tokio::spawn(cluster.run(checks_stopped));
+            tokio::spawn(cluster.run(checks_stopped.clone()));
         }
-        server::run(config, broker, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        let watch_interval =
+            (config.reload.watch_interval_ms > 0).then(|| std::time::Duration::from_millis(config.reload.watch_interval_ms));
+        tokio::spawn(reloader.run(config_path.clone(), watch_interval, checks_stopped));
+        server::run(config, broker, certificates, shutdown_signal()).await.map_err(|e| e.to_string())?;
         let _ = stop_checks.send(true);
         storage.close().await.map_err(|e| e.to_string())
     })

@@ -114,6 +114,20 @@ pub struct Principal {
     /// The access key; None for a listener without SASL bound to a project, which may
     /// write all of that project's logstores.
     pub key_id: Option<String>,
+    /// The stored hash of the secret the login proved (None without SASL): once the key's
+    /// secret is replaced by a configuration reload, connections that logged in with the
+    /// old one may no longer write.
+    pub credential: Option<Credential>,
+}
+
+/// Which stored secret hash a login matched (a salted digest, not the secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential([u8; 32]);
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(..)")
+    }
 }
 
 /// Why a login was refused; the text never contains the secret.
@@ -198,17 +212,26 @@ impl KeyStore {
         if !key.grants.iter().any(|g| g.covers_project(project)) {
             return Err(AuthError::ProjectNotAllowed);
         }
-        Ok(Principal { project: project.to_string(), key_id: Some(key_id.to_string()) })
+        Ok(Principal {
+            project: project.to_string(),
+            key_id: Some(key_id.to_string()),
+            credential: Some(Credential(key.hash.digest)),
+        })
     }
 
-    /// Whether the key may write to `project/logstore`.
+    /// Whether the key may write to `project/logstore`: it is still configured, with the
+    /// secret the connection logged in with, and one of its grants covers the logstore.
+    /// (A reload that removes a key or replaces its secret revokes it on connections
+    /// already authenticated with it.)
     pub fn may_write(&self, principal: &Principal, logstore: &str) -> bool {
         let Some(key_id) = &principal.key_id else {
             return true;
         };
-        self.keys
-            .get(key_id)
-            .is_some_and(|k| k.grants.iter().any(|g| g.covers(&principal.project, logstore)))
+        let Some(key) = self.keys.get(key_id) else {
+            return false;
+        };
+        let same_secret = principal.credential.as_ref().is_some_and(|c| bool::from(c.0.ct_eq(&key.hash.digest)));
+        same_secret && key.grants.iter().any(|g| g.covers(&principal.project, logstore))
     }
 }
 
@@ -278,10 +301,36 @@ mod tests {
     #[test]
     fn allow_list_matches_logstores() {
         let s = store();
-        let demo = Principal { project: "demo".into(), key_id: Some("AK1".into()) };
-        let ops = Principal { project: "ops".into(), key_id: Some("AK1".into()) };
+        let demo = s.authenticate_plain(b"\0demo\0AK1#s3cret#with#hash").0.unwrap();
+        let ops = s.authenticate_plain(b"\0ops\0AK1#s3cret#with#hash").0.unwrap();
         assert!(s.may_write(&demo, "app"));
         assert!(!s.may_write(&demo, "other"));
         assert!(s.may_write(&ops, "anything"));
+    }
+
+    #[test]
+    fn a_reload_that_removes_a_key_or_replaces_its_secret_revokes_logins_made_with_it() {
+        let s = store();
+        let demo = s.authenticate_plain(b"\0demo\0AK1#s3cret#with#hash").0.unwrap();
+        // The same secret hashed again (another salt) is the same key to its users.
+        let rehashed = KeyStore::from_config(&[AccessKeyConfig {
+            id: "AK1".into(),
+            secret_hash: SecretHash::new("s3cret#with#hash").to_string(),
+            allow: vec!["demo/app".into()],
+        }])
+        .unwrap();
+        assert!(!rehashed.may_write(&demo, "app"), "a new hash is a new secret: log in again");
+        let same = KeyStore::from_config(&[AccessKeyConfig {
+            id: "AK1".into(),
+            secret_hash: s.keys["AK1"].hash.to_string(),
+            allow: vec!["demo/other".into()],
+        }])
+        .unwrap();
+        assert!(same.may_write(&demo, "other"), "grants changed, secret kept");
+        assert!(!same.may_write(&demo, "app"));
+        let removed = KeyStore::from_config(&[]).unwrap();
+        assert!(!removed.may_write(&demo, "app"));
+        let unbound = Principal { project: "demo".into(), key_id: None, credential: None };
+        assert!(removed.may_write(&unbound, "app"));
     }
 }

@@ -123,7 +123,9 @@ pub struct Topic {
     pub format: ValueFormat,
 }
 
-/// All projects and logstores, read-only after start.
+/// All projects and logstores. A catalog is read-only; a configuration reload builds a
+/// new one ([`Catalog::rebuild`]) that keeps the unchanged logstores, with their producer
+/// state and counters.
 #[derive(Debug, Default)]
 pub struct Catalog {
     projects: HashMap<String, HashMap<String, Arc<Logstore>>>,
@@ -132,6 +134,13 @@ pub struct Catalog {
 impl Catalog {
     /// Builds the catalog from configuration (validated already).
     pub fn from_config(projects: &[ProjectConfig], limits: &Limits) -> Self {
+        Catalog::default().rebuild(projects, limits)
+    }
+
+    /// The catalog of a new configuration: a logstore whose shards and routing did not
+    /// change is this catalog's own (the same idempotent producer state, counters and
+    /// round-robin position); others are new.
+    pub fn rebuild(&self, projects: &[ProjectConfig], limits: &Limits) -> Self {
         let expiry = Duration::from_secs(limits.producer_expiry_secs);
         let projects = projects
             .iter()
@@ -140,6 +149,14 @@ impl Catalog {
                     .logstores
                     .iter()
                     .map(|l| {
+                        let kept = self
+                            .projects
+                            .get(&p.name)
+                            .and_then(|stores| stores.get(&l.name))
+                            .filter(|old| old.shards == l.shards && old.routing == l.routing);
+                        if let Some(old) = kept {
+                            return (l.name.clone(), old.clone());
+                        }
                         let store = Logstore {
                             project: p.name.clone(),
                             name: l.name.clone(),
@@ -234,6 +251,26 @@ mod tests {
         assert_eq!(rr.route(-1), None);
         let pinned = catalog(Routing::Partition).topic("demo", "app").unwrap().logstore;
         assert_eq!((pinned.route(2), pinned.route(2)), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_unchanged_logstores_and_replaces_changed_ones() {
+        let store = |name: &str, shards| LogstoreConfig {
+            name: name.into(), shards, routing: Routing::RoundRobin, retention_hours: None, retention_bytes: None, storage: None,
+        };
+        let project = |stores| ProjectConfig { name: "demo".into(), storage: None, logstores: stores };
+        let old = Catalog::from_config(&[project(vec![store("app", 2), store("web", 1)])], &Limits::default());
+        let new = old.rebuild(&[project(vec![store("app", 2), store("web", 3), store("db", 1)])], &Limits::default());
+        let same = |a: &Catalog, b: &Catalog, name| {
+            Arc::ptr_eq(&a.topic("demo", name).unwrap().logstore, &b.topic("demo", name).unwrap().logstore)
+        };
+        assert!(same(&old, &new, "app"));
+        assert!(!same(&old, &new, "web"));
+        assert_eq!(new.topic("demo", "web").unwrap().logstore.shards, 3);
+        assert!(new.topic("demo", "db").is_some());
+        let gone = new.rebuild(&[project(vec![store("db", 1)])], &Limits::default());
+        assert!(gone.topic("demo", "app").is_none());
+        assert!(same(&new, &gone, "db"));
     }
 
     #[test]

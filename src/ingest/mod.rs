@@ -12,6 +12,8 @@ pub mod producers;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
+
 use loggate_records::{RawBatch, RecordError};
 use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
@@ -69,8 +71,10 @@ pub enum WriteError {
 
 /// The ingest service shared by all connections.
 pub struct Ingest {
-    catalog: Catalog,
-    keys: KeyStore,
+    /// Swapped whole by a configuration reload ([`Ingest::reload`]); a request works with
+    /// the catalog and keys it loaded at its start.
+    catalog: ArcSwap<Catalog>,
+    keys: ArcSwap<KeyStore>,
     storage: Arc<dyn LogStorage>,
     producer_ids: ProducerIdAllocator,
     /// Grows whenever the cluster's live nodes change (None: no cluster).
@@ -79,7 +83,13 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(catalog: Catalog, keys: KeyStore, storage: Arc<dyn LogStorage>, node_id: i32) -> Self {
-        Self { catalog, keys, storage, producer_ids: ProducerIdAllocator::new(node_id), membership: None }
+        Self {
+            catalog: ArcSwap::from_pointee(catalog),
+            keys: ArcSwap::from_pointee(keys),
+            storage,
+            producer_ids: ProducerIdAllocator::new(node_id),
+            membership: None,
+        }
     }
 
     /// The same service in a cluster whose live set changes bump `membership`: partition
@@ -97,13 +107,20 @@ impl Ingest {
     }
 
     /// The access keys, for SASL authentication.
-    pub fn keys(&self) -> &KeyStore {
-        &self.keys
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.keys.load_full()
     }
 
     /// The catalog of projects and logstores.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Replaces the projects, logstores and access keys (a configuration reload): requests
+    /// that start from now on see the new ones; one already started finishes with the old.
+    pub fn reload(&self, catalog: Catalog, keys: KeyStore) {
+        self.catalog.store(Arc::new(catalog));
+        self.keys.store(Arc::new(keys));
     }
 
     /// The storage backend.
@@ -115,13 +132,13 @@ impl Ingest {
     /// label is a configured project.
     pub fn sni_project<'a>(&self, sni: &'a str) -> Option<&'a str> {
         let (first, rest) = sni.split_once('.')?;
-        (!rest.is_empty() && self.catalog.has_project(first)).then_some(first)
+        (!rest.is_empty() && self.catalog.load().has_project(first)).then_some(first)
     }
 
     /// Resolves a topic for a principal: the logstore, or why it cannot be written.
     pub fn resolve(&self, principal: &Principal, topic: &str) -> Result<Topic, ResolveError> {
-        let resolved = self.catalog.topic(&principal.project, topic).ok_or(ResolveError::UnknownTopic)?;
-        if !self.keys.may_write(principal, &resolved.logstore.name) {
+        let resolved = self.catalog.load().topic(&principal.project, topic).ok_or(ResolveError::UnknownTopic)?;
+        if !self.keys.load().may_write(principal, &resolved.logstore.name) {
             return Err(ResolveError::NotAuthorized);
         }
         Ok(resolved)
@@ -343,7 +360,7 @@ impl Ingest {
         let now_ms = now_ms();
         let now = std::time::Instant::now();
         let mut found = 0;
-        for store in self.catalog.all_logstores() {
+        for store in self.catalog.load_full().all_logstores() {
             // Shared storage is asked per producer when one is first seen (see `start_write`).
             if self.storage.is_shared(&store.stream) {
                 continue;

@@ -46,7 +46,9 @@ pub mod api_key {
 /// Shared state every handler needs: the ingest service, the limits and the metrics.
 pub struct Broker {
     pub ingest: Arc<Ingest>,
-    pub limits: Limits,
+    /// Swapped by a configuration reload: a connection takes the limits of its start, a
+    /// Produce request those of its own start (see [`Broker::limits`]).
+    pub limits: arc_swap::ArcSwap<Limits>,
     pub metrics: Arc<Metrics>,
     /// Where Produce data is decompressed, decoded and converted, and the budget of its
     /// output until written.
@@ -56,6 +58,13 @@ pub struct Broker {
     /// The nodes sharing this node's storage, when it is one of a cluster: Metadata lists
     /// the live ones and spreads partition leadership over them.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl Broker {
+    /// The limits in force now.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
 }
 
 /// What the connection should do after a request.

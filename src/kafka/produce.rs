@@ -177,7 +177,7 @@ async fn write_partition(
         .route(partition)
         .ok_or((ProduceError::UnknownTopicOrPartition, format!("no partition {partition}")))?;
     let records = records.unwrap_or_default();
-    let limits = &broker.limits;
+    let limits = &*broker.limits();
     if records.len() > limits.max_batch_bytes {
         return Err((
             ProduceError::MessageTooLarge,

@@ -69,7 +69,7 @@ async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> R
             let user = KeyStore::plain_username(token).map(|u| &u[..u.floor_char_boundary(128)]);
             warn!(peer = %session.peer, username = user.unwrap_or("-"), key_id = key_id.as_deref().unwrap_or("-"),
                 reason = %e, "SASL authentication failed");
-            tokio::time::sleep(Duration::from_millis(broker.limits.auth_failure_delay_ms)).await;
+            tokio::time::sleep(Duration::from_millis(broker.limits().auth_failure_delay_ms)).await;
             Err(e)
         }
     }

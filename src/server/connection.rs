@@ -77,7 +77,7 @@ pub async fn serve<S>(
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = Some(BufReader::with_capacity(64 * 1024, read_half));
     let mut writer = BufWriter::with_capacity(16 * 1024, write_half);
-    let limits = &broker.limits;
+    let limits = &*broker.limits();
     let request_timeout = Duration::from_secs(limits.request_timeout_secs);
     let mut queue: VecDeque<InFlight<'_>> = VecDeque::new();
     let mut reading: Option<ReadFuture<'_, S>> = None;

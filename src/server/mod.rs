@@ -45,14 +45,22 @@ pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
 struct Listener {
     tcp: TcpListener,
     config: ListenerConfig,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Certificates>,
     advertised: Advertised,
 }
 
 /// Binds every configured listener; returns them with their actual local addresses.
-async fn bind(config: &Config) -> Result<Vec<Listener>, ServerError> {
+async fn bind(config: &Config, certificates: Option<&tls::Certificates>) -> Result<Vec<Listener>, ServerError> {
     let needs_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
-    let tls_config = if needs_tls { Some(tls::server_config(&config.cert_path(), &config.key_path())?) } else { None };
+    let loaded;
+    let certificates = match certificates {
+        Some(c) => Some(c),
+        None if needs_tls => {
+            loaded = tls::Certificates::load(&config.cert_path(), &config.key_path())?;
+            Some(&loaded)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let tcp = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind { addr: l.bind, source })?;
@@ -61,15 +69,21 @@ async fn bind(config: &Config) -> Result<Vec<Listener>, ServerError> {
             Some(text) => parse_host_port(text).unwrap_or((local.ip().to_string(), local.port())),
             None => (local.ip().to_string(), local.port()),
         };
-        let tls = if l.protocol.uses_tls() { tls_config.clone().map(TlsAcceptor::from) } else { None };
+        let tls = if l.protocol.uses_tls() { certificates.cloned() } else { None };
         listeners.push(Listener { tcp, config: l.clone(), tls, advertised: Advertised { host, port, protocol: l.protocol } });
     }
     Ok(listeners)
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains connections (up to 10 s).
-pub async fn run(config: Config, broker: Arc<Broker>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
-    let listeners = bind(&config).await?;
+/// Runs the gateway until `shutdown` resolves, then drains connections (up to 10 s). TLS
+/// listeners serve `certificates` (loaded from the configuration when None).
+pub async fn run(
+    config: Config,
+    broker: Arc<Broker>,
+    certificates: Option<tls::Certificates>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let listeners = bind(&config, certificates.as_ref()).await?;
     for l in &listeners {
         info!(bind = %l.config.bind, advertised = %format!("{}:{}", l.advertised.host, l.advertised.port),
             protocol = ?l.config.protocol, "listening");
@@ -205,7 +219,7 @@ async fn accept_loop(
         let login = match needs_login.then(|| limits.logins.try_take(peer.ip())) {
             Some(None) => {
                 if let Some(left_out) = logs.per_address.allow() {
-                    warn!(%peer, max_unauthenticated_per_ip = broker.limits.max_unauthenticated_per_ip,
+                    warn!(%peer, max_unauthenticated_per_ip = broker.limits().max_unauthenticated_per_ip,
                         similar_lines_left_out = left_out,
                         "too many unauthenticated connections from this address; refusing connection");
                 }
@@ -218,7 +232,7 @@ async fn accept_loop(
         let open = broker.metrics.connection_opened();
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
-        let tls = listener.tls.clone();
+        let tls = listener.tls.as_ref().map(tls::Certificates::acceptor);
         let config = listener.config.clone();
         let advertised = listener.advertised.clone();
         let stop = stop.clone();
@@ -264,10 +278,10 @@ async fn handle(
     login: Option<logins::PendingLogin>,
     stop: watch::Receiver<bool>,
 ) {
-    let auth_deadline = Instant::now() + Duration::from_secs(broker.limits.auth_timeout_secs);
+    let auth_deadline = Instant::now() + Duration::from_secs(broker.limits().auth_timeout_secs);
     let auth = match &config.project {
         Some(project) if !config.protocol.uses_sasl() => {
-            AuthState::Authenticated(Principal { project: project.clone(), key_id: None })
+            AuthState::Authenticated(Principal { project: project.clone(), key_id: None, credential: None })
         }
         _ => AuthState::AwaitHandshake,
     };

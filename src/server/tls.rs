@@ -6,6 +6,8 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -57,6 +59,31 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io_err(path))?;
     f.write_all(text.as_bytes()).map_err(io_err(path))
+}
+
+/// The server certificate of every TLS listener. A configuration reload replaces it whole:
+/// a connection handshakes with the one in place when it arrives, and connections already
+/// open keep theirs.
+#[derive(Clone)]
+pub struct Certificates(Arc<ArcSwap<ServerConfig>>);
+
+impl Certificates {
+    /// Loads the certificate chain and key from PEM files.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Self(Arc::new(ArcSwap::new(server_config(cert, key)?))))
+    }
+
+    /// Loads them again (after a change of the files or of their paths); on an error the
+    /// certificate in place stays.
+    pub fn replace(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        self.0.store(server_config(cert, key)?);
+        Ok(())
+    }
+
+    /// An acceptor with the current certificate.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.0.load_full())
+    }
 }
 
 /// Builds the rustls server configuration from PEM files.

@@ -12,7 +12,7 @@ mod router;
 
 pub use entries::{Encoding, EntryBatch, EntryWriter, FieldWriter, CONTENT_FIELD};
 pub use marks::{MarkedBatch, ProducerMark, TAG_LEN as PRODUCER_TAG_LEN};
-pub use router::Router;
+pub use router::{Router, UnknownBackend};
 
 /// A log stream: one logstore of one project.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

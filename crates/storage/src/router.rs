@@ -3,31 +3,56 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::{AppendTicket, Durability, EntryBatch, LogStorage, MarkedBatch, StorageError, StoredLog, StreamId};
 
 /// Sends each stream to its backend: the one named for it, else the default.
 pub struct Router {
     default: Arc<dyn LogStorage>,
-    streams: HashMap<StreamId, Arc<dyn LogStorage>>,
+    /// Replaced whole when the streams change ([`Router::set_routes`]).
+    streams: ArcSwap<HashMap<StreamId, Arc<dyn LogStorage>>>,
     /// Every distinct backend, for flush and close.
     backends: Vec<Arc<dyn LogStorage>>,
 }
 
+/// A route to a backend the router was not built with.
+#[derive(Debug, thiserror::Error)]
+#[error("logstore {0} is routed to a storage backend that was not opened at start")]
+pub struct UnknownBackend(pub StreamId);
+
 impl Router {
-    /// A router sending every stream to `default`, except those in `streams`.
-    pub fn new(default: Arc<dyn LogStorage>, streams: HashMap<StreamId, Arc<dyn LogStorage>>) -> Self {
+    /// A router sending every stream to `default`, except those in `streams`. `more` are
+    /// further backends that later routes may name.
+    pub fn new(
+        default: Arc<dyn LogStorage>,
+        streams: HashMap<StreamId, Arc<dyn LogStorage>>,
+        more: impl IntoIterator<Item = Arc<dyn LogStorage>>,
+    ) -> Self {
         let mut backends = vec![default.clone()];
-        for b in streams.values() {
-            if !backends.iter().any(|known| Arc::ptr_eq(known, b)) {
-                backends.push(b.clone());
+        for b in streams.values().cloned().chain(more) {
+            if !backends.iter().any(|known| Arc::ptr_eq(known, &b)) {
+                backends.push(b);
             }
         }
-        Router { default, streams, backends }
+        Router { default, streams: ArcSwap::from_pointee(streams), backends }
     }
 
     /// The backend of `stream`.
-    pub fn backend(&self, stream: &StreamId) -> &Arc<dyn LogStorage> {
-        self.streams.get(stream).unwrap_or(&self.default)
+    pub fn backend(&self, stream: &StreamId) -> Arc<dyn LogStorage> {
+        self.streams.load().get(stream).cloned().unwrap_or_else(|| self.default.clone())
+    }
+
+    /// Replaces the routes (streams not named go to the default); each must name a backend
+    /// the router was built with, or nothing changes.
+    pub fn set_routes(&self, streams: HashMap<StreamId, Arc<dyn LogStorage>>) -> Result<(), UnknownBackend> {
+        for (stream, backend) in &streams {
+            if !self.backends.iter().any(|known| Arc::ptr_eq(known, backend)) {
+                return Err(UnknownBackend(stream.clone()));
+            }
+        }
+        self.streams.store(Arc::new(streams));
+        Ok(())
     }
 }
 

@@ -36,6 +36,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
@@ -142,6 +144,8 @@ struct Inner {
     /// `<data_dir>/logstores`.
     root: PathBuf,
     opts: LocalStoreOptions,
+    /// Each stream's options, shared with its open shards (seeded from `opts.streams`).
+    stream_options: Mutex<HashMap<StreamId, Arc<ArcSwap<StreamOptions>>>>,
     read_only: bool,
     registry: Mutex<Registry>,
     stats: Arc<Counters>,
@@ -268,6 +272,7 @@ impl LocalStore {
             inner: Arc::new(Inner {
                 root,
                 opts,
+                stream_options: Mutex::new(HashMap::new()),
                 read_only,
                 registry: Mutex::new(Registry {
                     closed: false,
@@ -278,6 +283,15 @@ impl LocalStore {
                 housekeeper: Mutex::new(None),
                 _lock: lock,
             }),
+        }
+    }
+
+    /// Replaces the options of the streams named (a configuration reload); their open
+    /// shards apply the new retention at their next retention pass (within a few seconds).
+    /// Streams not named keep theirs.
+    pub fn set_stream_options(&self, streams: &HashMap<StreamId, StreamOptions>) {
+        for (stream, options) in streams {
+            self.inner.stream_options(stream).store(Arc::new(*options));
         }
     }
 
@@ -384,17 +398,23 @@ impl Inner {
         self.housekeeper.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The options of a stream, shared by its shards.
+    fn stream_options(&self, stream: &StreamId) -> Arc<ArcSwap<StreamOptions>> {
+        let mut all = self.stream_options.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(stream.clone())
+            .or_insert_with(|| Arc::new(ArcSwap::from_pointee(self.opts.streams.get(stream).copied().unwrap_or_default())))
+            .clone()
+    }
+
     /// The writer settings of one stream's shards.
     fn writer_config(&self, stream: &StreamId) -> WriterConfig {
-        let so = self.opts.streams.get(stream).copied().unwrap_or_default();
         WriterConfig {
             queue_depth: self.opts.queue_depth,
             segment_bytes: self.opts.segment_bytes,
             segment_age: self.opts.segment_age,
             flush_interval: self.opts.flush_interval,
             flush_bytes: self.opts.flush_bytes,
-            retention_age: so.retention_age,
-            retention_bytes: so.retention_bytes_per_shard,
+            retention: self.stream_options(stream),
             direct_io: self.opts.direct_io,
         }
     }

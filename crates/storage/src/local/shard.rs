@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec;
@@ -20,6 +21,7 @@ use super::paths;
 use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
 use super::recovery;
 use super::segment::{self, SegmentState};
+use super::StreamOptions;
 use crate::{AppendAck, Durability, StorageError};
 
 /// Counters shared by all shards of a store.
@@ -67,8 +69,9 @@ pub(crate) struct WriterConfig {
     pub segment_age: Duration,
     pub flush_interval: Option<Duration>,
     pub flush_bytes: Option<u64>,
-    pub retention_age: Option<Duration>,
-    pub retention_bytes: Option<u64>,
+    /// The stream's retention, shared by its shards and replaced by
+    /// [`LocalStore::set_stream_options`](super::LocalStore::set_stream_options).
+    pub retention: Arc<ArcSwap<StreamOptions>>,
     /// Write with direct I/O where the filesystem allows it.
     pub direct_io: bool,
 }
@@ -1103,18 +1106,16 @@ impl Writer {
     /// shard is larger than the retention size. Never the active segment.
     fn enforce_retention(&mut self) {
         self.last_retention = Some(Instant::now());
-        if self.cfg.retention_age.is_none() && self.cfg.retention_bytes.is_none() {
+        let retention = **self.cfg.retention.load();
+        if retention == StreamOptions::default() {
             return;
         }
-        let oldest_kept = self
-            .cfg
-            .retention_age
-            .map(|a| now_ms().saturating_sub(a.as_millis() as i64));
+        let oldest_kept = retention.retention_age.map(|a| now_ms().saturating_sub(a.as_millis() as i64));
         let mut total: u64 = self.sealed.iter().map(|s| s.len).sum::<u64>() + self.active.len;
         let mut deleted = false;
         while let Some(s) = self.sealed.front() {
             let expired = oldest_kept.is_some_and(|t| s.max_arrival_ms < t);
-            let too_big = self.cfg.retention_bytes.is_some_and(|b| total > b);
+            let too_big = retention.retention_bytes_per_shard.is_some_and(|b| total > b);
             if !(expired || too_big) {
                 break;
             }
