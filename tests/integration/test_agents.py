@@ -406,3 +406,43 @@ def test_apisix_kafka_logger(gateway, tmp_path):
         assert request["uri"].startswith("/api/%s-" % prefix) and request["querystring"]["i"] == request["uri"].rsplit("-", 1)[1], l
         got.append(request["uri"])
     assert sorted(got) == sorted("/api/%s-%d" % (prefix, i) for i in range(count)), "%s\n%s" % (got, explain(n, gateway))
+
+
+# --- the certificate step of README "Agent settings" ------------------------------------
+
+def tls_handshake(port, cafile, host):
+    """Completes a TLS handshake with the listener on 127.0.0.1:port, verifying the chain
+    against `cafile` and the certificate against `host`, as an agent dialing `host` does."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            return tls.version()
+
+
+def test_cert_for_the_recipes_host(tmp_path):
+    """The recipes dial loggate.example.com: the generated development certificate does not
+    cover it, one made by `loggate cert --out DIR --host loggate.example.com` (README) does."""
+    import ssl
+    from gateway import BIN, Gateway
+    for sub in ("dev", "gw"):
+        (tmp_path / sub).mkdir()
+    dev = Gateway(tmp_path / "dev").start()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls_handshake(dev.ports["SASL_SSL"], dev.ca, "loggate.example.com")
+        assert tls_handshake(dev.ports["SASL_SSL"], dev.ca, "localhost")
+    finally:
+        dev.stop()
+    out = tmp_path / "certs"
+    r = subprocess.run([str(BIN), "cert", "--out", str(out), "--host", "loggate.example.com"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    gw = Gateway(tmp_path / "gw", extra_config='[tls]\ncert = "%s"\nkey = "%s"' % (out / "server.pem", out / "server.key")).start()
+    try:
+        for proto in ("SASL_SSL", "SSL"):
+            assert tls_handshake(gw.ports[proto], out / "ca.pem", "loggate.example.com")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                tls_handshake(gw.ports[proto], out / "ca.pem", "other.example.com")
+    finally:
+        gw.stop()
