@@ -66,8 +66,16 @@ func main() {
 			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
 			Value:          append([]byte(nil), in.Bytes()...),
 		}
-		for p.Produce(msg, reports) != nil { // local queue full: wait for a report
-			wait()
+		for {
+			err := p.Produce(msg, reports)
+			if err == nil {
+				break
+			}
+			if kerr, ok := err.(kafka.Error); !ok || kerr.Code() != kafka.ErrQueueFull || sent == 0 {
+				fmt.Fprintln(os.Stderr, "produce:", err)
+				os.Exit(2)
+			}
+			wait() // local queue full: take one delivery report, then retry
 			sent--
 		}
 		sent++
