@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import GO_DIR, check_stored, go_binary, unique_prefix
+from clients import check_stored, go_binary, unique_prefix
 from gateway import ROOT, free_port, password
 
 RECIPES = ROOT / "config" / "agents"
