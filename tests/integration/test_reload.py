@@ -214,3 +214,24 @@ def test_a_replaced_certificate_is_served_to_new_connections_and_old_ones_stay(g
     (tls_dir / "server.pem").write_text("not a certificate\n")
     wait_reload(gw, n, "configuration reload rejected")
     assert server_cert_der(gw) == pem_der(new_dir / "server.pem")
+
+
+def test_retention_set_by_a_reload_applies_to_a_logstore_already_written(tmp_path):
+    # Segments roll by age after 1 s, so sealed segments exist even when idle.
+    gw = Gateway(tmp_path, storage={"segment_ms": 1000}).start()
+    try:
+        c = Client(gw)
+        c.send("other", ["old-%d" % i for i in range(300)])
+        time.sleep(3)
+        assert len(gw.logs("other")) == 300, "no retention configured yet"
+        n = reloads(gw)
+        entry = 'name = "other"\nshards = 1\nrouting = "round_robin"\n'
+        edit_config(gw, lambda t: t.replace(entry, entry + "retention_hours = 0.0005\n", 1))
+        wait_reload(gw, n)
+        deadline = time.time() + 20
+        while gw.logs("other"):
+            assert time.time() < deadline, "retention set by the reload deleted nothing"
+            time.sleep(0.3)
+        assert "retention deleted a segment" in gw.log_text()
+    finally:
+        gw.stop()
