@@ -238,7 +238,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone() });
+    let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
+    let broker = Arc::new(Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id, cluster: cluster.clone(), quotas });
     rt.block_on(async {
         print_banner(&config, config_path.as_deref(), args.config.data_dir.as_deref());
         let (stop_checks, checks_stopped) = tokio::sync::watch::channel(false);

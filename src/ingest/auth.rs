@@ -242,6 +242,8 @@ mod tests {
             id: "AK1".into(),
             secret_hash: hash,
             allow: vec!["demo/app".into(), "ops".into()],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .unwrap()
     }

@@ -212,6 +212,8 @@ mod tests {
             name: "demo".into(),
             storage: None,
             logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing, retention_hours: None, retention_bytes: None, storage: None }],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }], &Limits::default())
     }
 
