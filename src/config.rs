@@ -170,10 +170,10 @@ pub struct Limits {
     pub producer_expiry_secs: u64,
     /// At start, producer state is rebuilt from this many newest logs of each shard.
     pub producer_recovery_entries: u64,
-    /// Quotas (`quota_bytes_per_sec`, `quota_requests_per_sec`) measure the rate over this
-    /// many seconds (Kafka: 11 samples of 1 s, i.e. 10): a producer idle that long may
-    /// send this many seconds' worth at once before it is throttled.
-    pub quota_window_secs: u64,
+    /// Quotas (`quota_bytes_per_sec`, `quota_requests_per_sec`) allow bursts of this many
+    /// seconds' worth: a producer idle that long may send that much at once before it is
+    /// throttled (Kafka's quota window is 10-11 s).
+    pub quota_burst_secs: u64,
     /// Longest a Produce request over quota is throttled (ms); a producer whose single
     /// requests take longer than this at its quota can exceed the quota.
     pub max_throttle_ms: u64,
@@ -203,7 +203,7 @@ impl Default for Limits {
             max_producers_per_partition: 10_000,
             producer_expiry_secs: 86_400,
             producer_recovery_entries: 100_000,
-            quota_window_secs: 10,
+            quota_burst_secs: 10,
             max_throttle_ms: 5000,
         }
     }
@@ -543,7 +543,7 @@ impl Config {
         Ok(())
     }
 
-    /// Checks quotas: positive rates, a window of 1..=3600 s, a throttle cap of 1..=300000 ms.
+    /// Checks quotas: positive rates, a burst of 1..=3600 s, a throttle cap of 1..=300000 ms.
     fn validate_quotas(&self) -> Result<(), ConfigError> {
         let quotas = self.projects.iter().map(|p| ("project", &p.name, p.quota_bytes_per_sec, p.quota_requests_per_sec));
         let keys = self.access_keys.iter().map(|k| ("access key", &k.id, k.quota_bytes_per_sec, k.quota_requests_per_sec));
@@ -555,9 +555,9 @@ impl Config {
             }
         }
         let l = &self.limits;
-        if !(1..=3600).contains(&l.quota_window_secs) || !(1..=300_000).contains(&l.max_throttle_ms) {
+        if !(1..=3600).contains(&l.quota_burst_secs) || !(1..=300_000).contains(&l.max_throttle_ms) {
             return Err(ConfigError::Invalid(
-                "quota_window_secs must be 1..=3600 and max_throttle_ms 1..=300000".into(),
+                "quota_burst_secs must be 1..=3600 and max_throttle_ms 1..=300000".into(),
             ));
         }
         Ok(())
@@ -816,7 +816,7 @@ mod tests {
             "[[projects]]\nname = \"p\"\nquota_bytes_per_sec = 0\n",
             "[[projects]]\nname = \"p\"\nquota_requests_per_sec = -1.0\n",
             "[[projects]]\nname = \"p\"\nquota_requests_per_sec = nan\n",
-            "[limits]\nquota_window_secs = 0\n",
+            "[limits]\nquota_burst_secs = 0\n",
             "[limits]\nmax_throttle_ms = 0\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
