@@ -343,7 +343,9 @@ fn build_fixture() -> Fixture {
     let ingest = Arc::new(Ingest::new(catalog, keys, storage, config.node_id));
     let metrics = Arc::new(Metrics::new(ingest.clone()));
     let pool = loggate::kafka::pool::DecodePool::new(1, config.limits.max_decoded_inflight_bytes);
-    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id, cluster: None };
+    let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
+    let broker =
+        loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id, cluster: None, quotas };
     Fixture { broker, _dir: dir }
 }
 
@@ -361,6 +363,7 @@ fn session(auth: loggate::kafka::AuthState) -> loggate::kafka::Session {
             port: 9092,
             protocol: loggate::config::SecurityProtocol::SaslSsl,
         },
+        throttled_until: None,
     }
 }
 
@@ -607,6 +610,8 @@ fn plain(data: &[u8]) {
             id: KEY_ID.into(),
             secret_hash: hash,
             allow: vec![format!("{PROJECT}/*")],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .expect("key store")
     });
