@@ -172,6 +172,13 @@ pub struct Limits {
     pub producer_expiry_secs: u64,
     /// At start, producer state is rebuilt from this many newest logs of each shard.
     pub producer_recovery_entries: u64,
+    /// Quotas (`quota_bytes_per_sec`, `quota_requests_per_sec`) allow bursts of this many
+    /// seconds' worth: a producer idle that long may send that much at once before it is
+    /// throttled (Kafka's quota window is 10-11 s).
+    pub quota_burst_secs: u64,
+    /// Longest a Produce request over quota is throttled (ms); a producer whose single
+    /// requests take longer than this at its quota can exceed the quota.
+    pub max_throttle_ms: u64,
 }
 
 impl Default for Limits {
@@ -198,6 +205,8 @@ impl Default for Limits {
             max_producers_per_partition: 10_000,
             producer_expiry_secs: 86_400,
             producer_recovery_entries: 100_000,
+            quota_burst_secs: 10,
+            max_throttle_ms: 5000,
         }
     }
 }
@@ -375,6 +384,13 @@ pub struct ProjectConfig {
     pub storage: Option<Backend>,
     #[serde(default)]
     pub logstores: Vec<LogstoreConfig>,
+    /// Produce quota: bytes per second of Produce requests (as received) by this project,
+    /// all its keys together; over it, its requests are throttled, never refused.
+    #[serde(default)]
+    pub quota_bytes_per_sec: Option<u64>,
+    /// Produce quota: Produce requests per second by this project, all its keys together.
+    #[serde(default)]
+    pub quota_requests_per_sec: Option<f64>,
 }
 
 /// How a logstore spreads records over its shards.
@@ -417,6 +433,13 @@ pub struct AccessKeyConfig {
     pub secret_hash: String,
     /// Patterns `project/logstore`, each part a name or `*`; `project` alone means `project/*`.
     pub allow: Vec<String>,
+    /// Produce quota: bytes per second of Produce requests (as received) by this key, in
+    /// any project; over it, its requests are throttled, never refused.
+    #[serde(default)]
+    pub quota_bytes_per_sec: Option<u64>,
+    /// Produce quota: Produce requests per second by this key, in any project.
+    #[serde(default)]
+    pub quota_requests_per_sec: Option<f64>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -538,6 +561,26 @@ impl Config {
         Ok(())
     }
 
+    /// Checks quotas: positive rates, a burst of 1..=3600 s, a throttle cap of 1..=300000 ms.
+    fn validate_quotas(&self) -> Result<(), ConfigError> {
+        let quotas = self.projects.iter().map(|p| ("project", &p.name, p.quota_bytes_per_sec, p.quota_requests_per_sec));
+        let keys = self.access_keys.iter().map(|k| ("access key", &k.id, k.quota_bytes_per_sec, k.quota_requests_per_sec));
+        for (what, name, bytes, requests) in quotas.chain(keys) {
+            if bytes == Some(0) || requests.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} {name:?}: quota_bytes_per_sec and quota_requests_per_sec must be positive (leave them out for no quota)"
+                )));
+            }
+        }
+        let l = &self.limits;
+        if !(1..=3600).contains(&l.quota_burst_secs) || !(1..=300_000).contains(&l.max_throttle_ms) {
+            return Err(ConfigError::Invalid(
+                "quota_burst_secs must be 1..=3600 and max_throttle_ms 1..=300000".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The backend a logstore is stored in: its own, else its project's, else the default.
     pub fn backend_of(&self, project: &ProjectConfig, store: &LogstoreConfig) -> Backend {
         store.storage.or(project.storage).unwrap_or(self.storage.backend)
@@ -641,6 +684,7 @@ impl Config {
                 "request_timeout_secs, idle_timeout_secs and auth_timeout_secs must be at least 1".into(),
             ));
         }
+        self.validate_quotas()?;
         let st = &self.storage;
         if !(4096..=1 << 30).contains(&st.segment_bytes) {
             return Err(ConfigError::Invalid("[storage] segment_bytes must be 4096..=1073741824".into()));
@@ -793,6 +837,11 @@ mod tests {
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = 0\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_hours = -1\n",
             "[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\nretention_bytes = 0\n",
+            "[[projects]]\nname = \"p\"\nquota_bytes_per_sec = 0\n",
+            "[[projects]]\nname = \"p\"\nquota_requests_per_sec = -1.0\n",
+            "[[projects]]\nname = \"p\"\nquota_requests_per_sec = nan\n",
+            "[limits]\nquota_burst_secs = 0\n",
+            "[limits]\nmax_throttle_ms = 0\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -238,7 +238,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
-    let broker = Arc::new(Broker { ingest, limits: arc_swap::ArcSwap::from_pointee(config.limits.clone()), metrics, pool, node_id, cluster: cluster.clone() });
+    let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
+    let limits = arc_swap::ArcSwap::from_pointee(config.limits.clone());
+    let broker = Arc::new(Broker { ingest, limits, metrics, pool, node_id, cluster: cluster.clone(), quotas });
     let certificates = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
         Some(tls::Certificates::load(&config.cert_path(), &config.key_path()).map_err(|e| e.to_string())?)
     } else {

@@ -41,6 +41,7 @@ pub struct Metrics {
     request_read: Family<Label, Histogram>,
     produce_errors: Family<Label, Counter>,
     authentications: Family<Label, Counter>,
+    quota_throttled: Family<[(&'static str, String); 1], Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -84,6 +85,12 @@ impl Metrics {
         let authentications = Family::default();
         registry.register("sasl_authentications", "SASL/PLAIN authentications, by result", authentications.clone());
         registry.register_collector(Box::new(LogstoreCollector { ingest }));
+        let quota_throttled = Family::default();
+        registry.register(
+            "quota_throttled_seconds",
+            "Throttle time given to Produce requests over a quota, by project",
+            quota_throttled.clone(),
+        );
         Self {
             registry,
             connections_open,
@@ -94,6 +101,7 @@ impl Metrics {
             request_read,
             produce_errors,
             authentications,
+            quota_throttled,
         }
     }
 
@@ -132,6 +140,11 @@ impl Metrics {
     pub fn authentication(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.authentications.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// A Produce request of `project` (a configured one) was throttled for `time`.
+    pub fn quota_throttled(&self, project: &str, time: Duration) {
+        self.quota_throttled.get_or_create(&[("project", project.to_string())]).inc_by(time.as_secs_f64());
     }
 
     /// The OpenMetrics text of every metric.

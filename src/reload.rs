@@ -6,7 +6,7 @@
 //! take effect at once, without dropping a connection: projects and logstores (unchanged
 //! logstores keep their idempotent producer state), access keys and their grants (a key
 //! removed, or given another secret, stops working for new requests on connections
-//! already authenticated with it), limits, retention, and the TLS certificate (new
+//! already authenticated with it), limits, quotas, retention, and the TLS certificate (new
 //! connections get the new one). Settings that need sockets, threads or storage opened
 //! again (listeners, data dir, node id, storage and ClickHouse settings, cluster, metrics
 //! endpoint, and the limits that size shared pools) keep their running values, with a
@@ -120,6 +120,7 @@ impl Reloader {
         let catalog = ingest.catalog().rebuild(&new.projects, &new.limits);
         ingest.reload(catalog, keys);
         self.broker.limits.store(Arc::new(new.limits.clone()));
+        self.broker.quotas.update(&new);
         let applied = Applied {
             logstores: new.projects.iter().map(|p| p.logstores.len()).sum(),
             access_keys: new.access_keys.len(),

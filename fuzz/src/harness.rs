@@ -343,7 +343,9 @@ fn build_fixture() -> Fixture {
     let ingest = Arc::new(Ingest::new(catalog, keys, storage, config.node_id));
     let metrics = Arc::new(Metrics::new(ingest.clone()));
     let pool = loggate::kafka::pool::DecodePool::new(1, config.limits.max_decoded_inflight_bytes);
-    let broker = loggate::kafka::Broker { ingest, limits: config.limits.clone(), metrics, pool, node_id: config.node_id, cluster: None };
+    let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
+    let broker =
+        loggate::kafka::Broker { ingest, limits: Arc::new(config.limits.clone()).into(), metrics, pool, node_id: config.node_id, cluster: None, quotas };
     Fixture { broker, _dir: dir }
 }
 
@@ -361,6 +363,7 @@ fn session(auth: loggate::kafka::AuthState) -> loggate::kafka::Session {
             port: 9092,
             protocol: loggate::config::SecurityProtocol::SaslSsl,
         },
+        throttled_until: None,
     }
 }
 
@@ -377,9 +380,14 @@ fn dispatch(data: &[u8]) {
     let rest = &data[2..];
     let api_key = APIS[usize::from(sel & 7)];
     let version = i16::from(version % 16);
+    let f = fixture();
     let auth = match (sel >> 3) & 7 {
-        0..=3 => AuthState::Authenticated(Principal { project: PROJECT.into(), key_id: Some(KEY_ID.into()) }),
-        4 => AuthState::Authenticated(Principal { project: PROJECT.into(), key_id: None }),
+        0..=3 => {
+            let token = format!("\0{PROJECT}\0{KEY_ID}#{KEY_SECRET}");
+            let principal = f.broker.ingest.keys().authenticate_plain(token.as_bytes()).0.expect("the fixture's key logs in");
+            AuthState::Authenticated(principal)
+        }
+        4 => AuthState::Authenticated(Principal { project: PROJECT.into(), key_id: None, credential: None }),
         5 => AuthState::AwaitHandshake,
         6 => AuthState::AwaitAuthenticate,
         _ => AuthState::AwaitRawToken,
@@ -395,7 +403,6 @@ fn dispatch(data: &[u8]) {
         Bytes::from(f)
     };
     let mut session = session(auth);
-    let f = fixture();
     let reply = runtime().block_on(answer(&f.broker, &mut session, frame));
     // Responses are bounded by the request: Metadata of every logstore, one entry per
     // partition named, error texts.
@@ -607,6 +614,8 @@ fn plain(data: &[u8]) {
             id: KEY_ID.into(),
             secret_hash: hash,
             allow: vec![format!("{PROJECT}/*")],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .expect("key store")
     });

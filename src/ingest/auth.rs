@@ -265,6 +265,8 @@ mod tests {
             id: "AK1".into(),
             secret_hash: hash,
             allow: vec!["demo/app".into(), "ops".into()],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .unwrap()
     }
@@ -317,6 +319,8 @@ mod tests {
             id: "AK1".into(),
             secret_hash: SecretHash::new("s3cret#with#hash").to_string(),
             allow: vec!["demo/app".into()],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .unwrap();
         assert!(!rehashed.may_write(&demo, "app"), "a new hash is a new secret: log in again");
@@ -324,6 +328,8 @@ mod tests {
             id: "AK1".into(),
             secret_hash: s.keys["AK1"].hash.to_string(),
             allow: vec!["demo/other".into()],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }])
         .unwrap();
         assert!(same.may_write(&demo, "other"), "grants changed, secret kept");

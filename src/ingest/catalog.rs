@@ -229,6 +229,8 @@ mod tests {
             name: "demo".into(),
             storage: None,
             logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing, retention_hours: None, retention_bytes: None, storage: None }],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
         }], &Limits::default())
     }
 
@@ -258,7 +260,13 @@ mod tests {
         let store = |name: &str, shards| LogstoreConfig {
             name: name.into(), shards, routing: Routing::RoundRobin, retention_hours: None, retention_bytes: None, storage: None,
         };
-        let project = |stores| ProjectConfig { name: "demo".into(), storage: None, logstores: stores };
+        let project = |stores| ProjectConfig {
+            name: "demo".into(),
+            storage: None,
+            logstores: stores,
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
+        };
         let old = Catalog::from_config(&[project(vec![store("app", 2), store("web", 1)])], &Limits::default());
         let new = old.rebuild(&[project(vec![store("app", 2), store("web", 3), store("db", 1)])], &Limits::default());
         let same = |a: &Catalog, b: &Catalog, name| {

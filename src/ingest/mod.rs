@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod convert;
 pub mod producers;
+pub mod quota;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

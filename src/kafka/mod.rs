@@ -58,6 +58,8 @@ pub struct Broker {
     /// The nodes sharing this node's storage, when it is one of a cluster: Metadata lists
     /// the live ones and spreads partition leadership over them.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Produce quotas per project and access key; `update` them on a config reload.
+    pub quotas: Arc<crate::ingest::quota::Quotas>,
 }
 
 impl Broker {

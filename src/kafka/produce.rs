@@ -45,12 +45,23 @@ struct PartitionResult {
     base_offset: i64,
 }
 
+/// First Produce version whose clients throttle themselves (KIP-219): they are answered
+/// at once with the throttle time and hold off for it; older ones get the answer late.
+const CLIENT_THROTTLES_FROM: i16 = 6;
+
 /// Handles a Produce request.
-pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, body: Bytes) -> Reply {
+///
+/// Its size is recorded against the principal's quotas ([`crate::ingest::quota`]); over
+/// them, the answer carries the throttle time, and as Kafka brokers do the connection
+/// reads nothing more until it has passed (`Session::throttled_until`), and clients older
+/// than KIP-219 (v0-v5) also get their answer that much later. Nothing is refused.
+pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &RequestHeader, body: Bytes) -> Reply {
+    let session: &Session = session_mut;
     let version = header.api_version;
     if !(0..=MAX_VERSION).contains(&version) {
         return Reply::Close(format!("unsupported Produce version {version}"));
     }
+    let size = body.len() as u64;
     let request = match parse(version, body) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed Produce v{version} request: {e}")),
@@ -58,6 +69,13 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
     let Some(principal) = session.principal() else {
         return Reply::Close("Produce before authentication".into());
     };
+    let throttle = broker.quotas.record(principal, size);
+    if !throttle.is_zero() {
+        broker.metrics.quota_throttled(&principal.project, throttle);
+        debug!(peer = %session.peer, project = principal.project.as_str(), throttle_ms = throttle.as_millis() as u64,
+            "over quota: throttled");
+    }
+    let throttled_until = tokio::time::Instant::now() + throttle;
     let durability = match (request.acks, version) {
         (0 | 1, _) => Ok(Durability::Written),
         (-1, _) => Ok(Durability::Synced),
@@ -103,6 +121,11 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
     }
 
     let (metrics, peer, header, acks) = (broker.metrics.clone(), session.peer, header.clone(), request.acks);
+    if !throttle.is_zero() {
+        // The connection's next request waits until then (Kafka mutes the channel).
+        session_mut.throttled_until = Some(throttled_until);
+    }
+    let throttle_ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
     Reply::Later(Box::pin(async move {
         let mut results = Vec::with_capacity(started.len());
         let mut failures = 0usize;
@@ -144,7 +167,10 @@ pub async fn handle(broker: &Broker, session: &Session, header: &RequestHeader, 
                 Reply::Nothing
             };
         }
-        encode(&header, results)
+        if version < CLIENT_THROTTLES_FROM {
+            tokio::time::sleep_until(throttled_until).await;
+        }
+        encode(&header, results, throttle_ms)
     }))
 }
 
@@ -321,7 +347,7 @@ fn parse(version: i16, body: Bytes) -> Result<Request, String> {
 }
 
 /// Encodes the response in the request's version.
-fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>) -> Reply {
+fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>, throttle_ms: i32) -> Reply {
     let version = header.api_version;
     if version >= 3 {
         let responses = results
@@ -343,7 +369,8 @@ fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>) 
                     .with_partition_responses(partition_responses)
             })
             .collect();
-        return respond(header, &ProduceResponse::default().with_responses(responses));
+        let response = ProduceResponse::default().with_responses(responses).with_throttle_time_ms(throttle_ms);
+        return respond(header, &response);
     }
     // v0: [topic, [partition, error, base_offset]]; v1 adds throttle_time_ms at the end;
     // v2 adds log_append_time per partition.
@@ -364,7 +391,7 @@ fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>) 
         }
     }
     if version >= 1 {
-        buf.put_i32(0);
+        buf.put_i32(throttle_ms);
     }
     Reply::Frame(buf.freeze())
 }

@@ -52,6 +52,8 @@ pub struct Session {
     /// The SNI name's project differs from the authenticated one: no topic is visible.
     pub sni_conflict: bool,
     pub advertised: Advertised,
+    /// Over quota: the next request is not read before this (see `kafka::produce`).
+    pub throttled_until: Option<tokio::time::Instant>,
 }
 
 impl Session {

@@ -99,7 +99,8 @@ pub async fn serve<S>(
         };
         if reading.is_none() && closing.is_none() && room {
             if let Some(r) = reader.take() {
-                reading = Some(Box::pin(read_request(r, authenticated, auth_deadline, limits, budgets)));
+                let throttled = session.throttled_until.take();
+                reading = Some(Box::pin(read_request(r, authenticated, auth_deadline, throttled, limits, budgets)));
             }
         }
         if queue.is_empty() && reading.is_none() {
@@ -245,9 +246,14 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
     mut reader: Reader<S>,
     authenticated: bool,
     auth_deadline: Instant,
+    throttled_until: Option<Instant>,
     limits: &'a crate::config::Limits,
     budgets: &'a Budgets,
 ) -> (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>) {
+    // Over quota: nothing more is read until the throttle time has passed.
+    if let Some(until) = throttled_until {
+        tokio::time::sleep_until(until).await;
+    }
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let request_timeout = Duration::from_secs(limits.request_timeout_secs);
     let (wait_until, max_frame, pool, free) = if authenticated {

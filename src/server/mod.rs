@@ -292,6 +292,7 @@ async fn handle(
         sasl_enabled: config.protocol.uses_sasl(),
         sni: None,
         sni_conflict: false,
+        throttled_until: None,
         advertised,
     };
     match tls {

@@ -47,13 +47,15 @@ class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 
     def __init__(self, workdir, limits=None, storage=None, logstore_options=None, data=None, advertised=None,
-                 node_id=None, extra_config="", ports=None, metrics_port=None):
+                 node_id=None, extra_config="", ports=None, metrics_port=None, project_options=None, key_options=None):
         """`storage`: the [storage] table (raw TOML values, e.g. {"backend": '"clickhouse"'});
         `logstore_options`: extra keys per demo logstore, e.g. {"one": {"retention_bytes": 20000}};
         `data`: the data directory; `advertised`: protocol -> "host:port" that Metadata
         advertises; `node_id`: this node's id; `extra_config`: TOML appended to the file (whole
         tables such as [clickhouse] or [cluster]); `ports`/`metrics_port`: fixed ports (protocol ->
-        port) instead of free ones, e.g. for a cluster whose nodes must know each other's."""
+        port) instead of free ones, e.g. for a cluster whose nodes must know each other's;
+        `project_options`/`key_options`: extra keys per project / per KEYS name, e.g.
+        {"ops": {"quota_bytes_per_sec": 1000}}."""
         self.dir = Path(workdir)
         self.data = Path(data) if data else self.dir / "data"
         self.storage = storage or {}
@@ -63,6 +65,8 @@ class Gateway:
         self.metrics_port = metrics_port or free_port()
         self.node_id = node_id
         self.extra_config = extra_config
+        self.project_options = project_options or {}
+        self.key_options = key_options or {}
         self.ca = self.data / "tls" / "ca.pem"
         self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
         self.limits.update(limits or {})
@@ -90,12 +94,14 @@ class Gateway:
             lines += ["%s = %s" % kv for kv in self.storage.items()]
         for project, stores in PROJECTS.items():
             lines += ["[[projects]]", 'name = "%s"' % project]
+            lines += ["%s = %s" % kv for kv in self.project_options.get(project, {}).items()]
             for name, shards, routing in stores:
                 lines += ["[[projects.logstores]]", 'name = "%s"' % name, "shards = %d" % shards, 'routing = "%s"' % routing]
                 if project == "demo":
                     lines += ["%s = %s" % kv for kv in self.logstore_options.get(name, {}).items()]
-        for key_id, secret, allow in KEYS.values():
+        for name, (key_id, secret, allow) in KEYS.items():
             lines += ["[[access_keys]]", 'id = "%s"' % key_id, 'secret_hash = "%s"' % secret_hash(secret), "allow = %s" % json.dumps(allow)]
+            lines += ["%s = %s" % kv for kv in self.key_options.get(name, {}).items()]
         if self.extra_config:
             lines.append(self.extra_config)
         self.config.write_text("\n".join(lines) + "\n")
