@@ -12,6 +12,9 @@ use loggate_storage::local::{LocalStoreOptions, StreamOptions, MAX_ENTRY_BYTES_L
 use loggate_storage::StreamId;
 use serde::Deserialize;
 
+pub mod env;
+pub use env::{Env, EnvError};
+
 /// Whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +45,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    pub log: LogConfig,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
     #[serde(default)]
@@ -179,6 +183,9 @@ pub struct Limits {
     /// Longest a Produce request over quota is throttled (ms); a producer whose single
     /// requests take longer than this at its quota can exceed the quota.
     pub max_throttle_ms: u64,
+    /// On SIGTERM/SIGINT, connections get this long to be answered what they sent before
+    /// they are closed (storage is flushed after). Below Kubernetes' default grace period.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -207,6 +214,7 @@ impl Default for Limits {
             producer_recovery_entries: 100_000,
             quota_burst_secs: 10,
             max_throttle_ms: 5000,
+            shutdown_timeout_secs: 25,
         }
     }
 }
@@ -374,6 +382,23 @@ impl Default for ReloadConfig {
     }
 }
 
+/// The server's own log lines (`[log]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for people, the default) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// A project: a namespace of logstores, the SASL username.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,6 +490,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid configuration in {path}: {source}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration in {path}: {source}")]
+    Reference { path: PathBuf, source: EnvError },
+    #[error("invalid configuration: {0}")]
+    Env(#[from] EnvError),
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -482,6 +511,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             reload: ReloadConfig::default(),
+            log: LogConfig::default(),
             projects: Vec::new(),
             access_keys: Vec::new(),
         }
@@ -489,14 +519,32 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, with the process environment's `${VAR}`
+    /// references and `LOGGATE_*` overrides (see [`env`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, &env::process_env())
+    }
+
+    /// [`Config::load`] with the given environment.
+    pub fn load_with_env(path: &Path, env: &Env) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = env::expand_references(&text, env)
+            .map_err(|source| ConfigError::Reference { path: path.to_owned(), source })?;
         let mut config: Config = toml::from_str(&text)
             .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
         // Relative data directories are relative to the working directory, like the CLI flag.
         config.apply_defaults();
+        env::apply_overrides(&mut config, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration without a file: the defaults and the environment's overrides.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        config.apply_defaults();
+        env::apply_overrides(&mut config, env)?;
         config.validate()?;
         Ok(config)
     }
@@ -659,9 +707,23 @@ impl Config {
                 _ => {}
             }
             if let Some(adv) = &listener.advertised {
-                crate::server::parse_host_port(adv).ok_or_else(|| {
+                let (host, _) = crate::server::parse_host_port(adv).ok_or_else(|| {
                     ConfigError::Invalid(format!("advertised address {adv:?} is not host:port"))
                 })?;
+                if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "listener {}: advertised address {adv:?} is not one a client can dial",
+                        listener.bind
+                    )));
+                }
+            } else if listener.bind.ip().is_unspecified() {
+                // Metadata would send every client to 0.0.0.0, its own host.
+                return Err(ConfigError::Invalid(format!(
+                    "listener {} listens on every interface, so it needs `advertised = \"host:port\"`: \
+                     the address clients reach it at (or LOGGATE_ADVERTISED, LOGGATE_ADVERTISED_{})",
+                    listener.bind,
+                    protocol_name(listener.protocol)
+                )));
             }
         }
         let l = &self.limits;
@@ -768,6 +830,16 @@ impl Config {
     /// Path of the development CA certificate written next to a generated server certificate.
     pub fn ca_path(&self) -> PathBuf {
         self.cert_path().with_file_name("ca.pem")
+    }
+}
+
+/// A protocol as Kafka clients and the `LOGGATE_*_<PROTOCOL>` variables spell it.
+pub fn protocol_name(protocol: SecurityProtocol) -> &'static str {
+    match protocol {
+        SecurityProtocol::Plaintext => "PLAINTEXT",
+        SecurityProtocol::Ssl => "SSL",
+        SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        SecurityProtocol::SaslSsl => "SASL_SSL",
     }
 }
 
