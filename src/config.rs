@@ -115,7 +115,7 @@ impl Default for TlsConfig {
 pub const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
 /// Bounds on what one client can make the server hold or do.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest Kafka request frame accepted; larger frames close the connection.
@@ -685,7 +685,11 @@ impl Config {
                 }
             }
         }
+        let mut key_ids = std::collections::HashSet::new();
         for key in &self.access_keys {
+            if !key_ids.insert(&key.id) {
+                return Err(ConfigError::Invalid(format!("access key {:?} is defined twice", key.id)));
+            }
             if key.id.is_empty() || key.id.contains('#') {
                 return Err(ConfigError::Invalid(format!("access key id {:?} is empty or contains '#'", key.id)));
             }
@@ -693,7 +697,11 @@ impl Config {
                 ConfigError::Invalid(format!("access key {}: {e}", key.id))
             })?;
         }
+        let mut binds = std::collections::HashSet::new();
         for listener in &self.listeners {
+            if listener.bind.port() != 0 && (!binds.insert(listener.bind) || self.metrics.bind == Some(listener.bind)) {
+                return Err(ConfigError::Invalid(format!("address {} is bound twice (listeners, [metrics] bind)", listener.bind)));
+            }
             match (&listener.project, listener.protocol.uses_sasl()) {
                 (None, false) => {
                     return Err(ConfigError::Invalid(format!(

@@ -1,5 +1,7 @@
 //! The `loggate` command: run the gateway, read stored logs, create access keys and
-//! certificates.
+//! certificates, check a configuration and a running gateway.
+
+mod commands;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,33 @@ enum Command {
     Keygen(KeygenArgs),
     /// Write a CA and a server certificate for the given host names.
     Cert(CertArgs),
+    /// Validate a configuration file (with the environment) and print what it would serve.
+    CheckConfig(CheckConfigArgs),
+    /// Ask a running gateway's /readyz (or /healthz): exit 0 when it answers 200, else 1.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckConfigArgs {
+    /// The file [default: $LOGGATE_CONFIG, else config/loggate.toml].
+    #[arg(env = "LOGGATE_CONFIG")]
+    file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address of the metrics endpoint [default: the configuration's `[metrics] bind`,
+    /// its loopback when that is every interface].
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Check /healthz (the process serves) instead of /readyz (it takes clients).
+    #[arg(long)]
+    live: bool,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -131,6 +160,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Cert(args) => tls::generate(&args.out, &args.hosts).map_err(|e| e.to_string()),
+        Command::CheckConfig(args) => check_config(args),
+        Command::Health(args) => health(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,16 +177,35 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, Option<PathBuf>), String> {
     let path = args.config.clone().or_else(|| default.exists().then_some(default));
     let mut config = match &path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => {
-            let mut c = Config::default();
-            c.apply_defaults();
-            c
-        }
+        None => Config::from_env(&loggate::config::env::process_env()).map_err(|e| e.to_string())?,
     };
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
     Ok((config, path))
+}
+
+fn check_config(args: CheckConfigArgs) -> Result<(), String> {
+    let default = PathBuf::from("config/loggate.toml");
+    let path = args.file.unwrap_or(default);
+    let report = commands::check_config(&path, &loggate::config::env::process_env(), DEMO_KEY)?;
+    print!("{report}");
+    Ok(())
+}
+
+fn health(args: HealthArgs) -> Result<(), String> {
+    let addr = match args.addr {
+        Some(addr) => addr,
+        None => {
+            let (config, _) = load_config(&args.config)?;
+            let bind = config.metrics.bind.ok_or("no [metrics] bind configured (nor --addr): nothing to check")?;
+            commands::dial_address(bind)
+        }
+    };
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    let body = commands::health(addr, path, std::time::Duration::from_secs(args.timeout)).map_err(|e| e.to_string())?;
+    println!("{body}");
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -184,7 +234,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     if config.listeners.iter().any(|l| l.protocol.uses_tls()) && !config.cert_path().exists() {
         if !config.tls.generate {
-            return Err(format!("TLS certificate {} does not exist", config.cert_path().display()));
+            return Err(format!(
+                "TLS certificate {} does not exist (mount it there, or set [tls] generate = true for a development one)",
+                config.cert_path().display()
+            ));
         }
         let dir = config.cert_path().parent().map(Path::to_path_buf).unwrap_or_default();
         let hosts: Vec<String> = tls::DEV_HOSTS.iter().map(|s| s.to_string()).collect();
