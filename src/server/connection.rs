@@ -31,6 +31,8 @@ enum FrameError {
     Slow { got: usize, want: usize, secs: u64, what: &'static str },
     #[error("request starved of in-flight budget: waited until its deadline ({secs} s, {what}) with {got} of {want} bytes read")]
     Starved { got: usize, want: usize, secs: u64, what: &'static str },
+    #[error("server shutting down")]
+    Shutdown,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -100,12 +102,15 @@ pub async fn serve<S>(
         if reading.is_none() && closing.is_none() && room {
             if let Some(r) = reader.take() {
                 let throttled = session.throttled_until.take();
-                reading = Some(Box::pin(read_request(r, authenticated, auth_deadline, throttled, limits, budgets)));
+                reading = Some(Box::pin(read_request(r, authenticated, auth_deadline, throttled, limits, budgets, shutdown.clone())));
             }
         }
         if queue.is_empty() && reading.is_none() {
             if let Some(stop) = closing.take() {
                 stop.log(&session, authenticated);
+                if matches!(stop, Stop::Shutdown) {
+                    close_gracefully(&mut writer, reader.take()).await;
+                }
                 return;
             }
         }
@@ -150,7 +155,7 @@ pub async fn serve<S>(
                 let (frame, held, started) = match read {
                     Ok(read) => read,
                     Err(e) => {
-                        closing = Some(Stop::Read(e));
+                        closing.get_or_insert(Stop::Read(e));
                         continue;
                     }
                 };
@@ -168,8 +173,8 @@ pub async fn serve<S>(
                 queue.push_back(InFlight { reply, _held: held, bytes, api, read, started });
             }
             _ = shutdown.changed(), if closing.is_none() => {
-                // Stop reading (a request half read is dropped); answer what was read.
-                reading = None;
+                // No new request is read: one waited for ends at once (see read_request),
+                // one already arriving is read to its end. Every request read is answered.
                 closing = Some(Stop::Shutdown);
             }
         }
@@ -220,6 +225,7 @@ impl Stop {
         match self {
             Stop::Shutdown => debug!(peer = %session.peer, "server shutting down; closing connection"),
             Stop::Read(FrameError::Eof) => debug!(peer = %session.peer, "client disconnected"),
+            Stop::Read(FrameError::Shutdown) => debug!(peer = %session.peer, "server shutting down; closing connection"),
             Stop::Read(FrameError::Idle) => {
                 let what = if authenticated { "idle timeout" } else { "authentication not completed in time" };
                 info!(peer = %session.peer, reason = what, "closing connection");
@@ -230,6 +236,23 @@ impl Stop {
 }
 
 type Reader<S> = BufReader<ReadHalf<S>>;
+
+/// How long a connection closed by the server's shutdown waits for its client to close too.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends a connection whose answers are all written without losing them: a FIN after the
+/// last answer, then whatever the client still sends is read and dropped until it closes
+/// its side (or [`LINGER`] passes). Closing a socket with unread bytes would make the
+/// kernel reset it, discarding answers it has not yet delivered.
+async fn close_gracefully<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(writer: &mut W, reader: Option<R>) {
+    let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
+    let Some(mut reader) = reader else { return };
+    let mut sink = vec![0u8; 8192];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    })
+    .await;
+}
 
 /// The reading of one request: gives the reader back with the frame, its budget and when
 /// its first bytes were read.
@@ -249,11 +272,8 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
     throttled_until: Option<Instant>,
     limits: &'a crate::config::Limits,
     budgets: &'a Budgets,
+    mut shutdown: watch::Receiver<bool>,
 ) -> (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>) {
-    // Over quota: nothing more is read until the throttle time has passed.
-    if let Some(until) = throttled_until {
-        tokio::time::sleep_until(until).await;
-    }
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let request_timeout = Duration::from_secs(limits.request_timeout_secs);
     let (wait_until, max_frame, pool, free) = if authenticated {
@@ -263,8 +283,27 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
         (auth_deadline, max, &budgets.unauthenticated, UNAUTHENTICATED_FREE_FRAME)
     };
     let read = async {
-        // Wait for the first byte of the next request.
-        match timeout_at(wait_until, reader.fill_buf()).await {
+        // Over quota: nothing more is read until the throttle time has passed. Then wait
+        // for the first byte of the next request. A shutdown ends either wait.
+        let stopping = async {
+            if shutdown.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let first = tokio::select! {
+            first = async {
+                let mut wait_until = wait_until;
+                if let Some(until) = throttled_until {
+                    tokio::time::sleep_until(until).await;
+                    if authenticated {
+                        wait_until = Instant::now() + idle;
+                    }
+                }
+                timeout_at(wait_until, reader.fill_buf()).await
+            } => first,
+            () = stopping => return Err(FrameError::Shutdown),
+        };
+        match first {
             Err(_) => return Err(FrameError::Idle),
             Ok(Err(e)) => return Err(e.into()),
             Ok(Ok([])) => return Err(FrameError::Eof),

@@ -75,7 +75,10 @@ async fn bind(config: &Config, certificates: Option<&tls::Certificates>) -> Resu
     Ok(listeners)
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains connections (up to 10 s). TLS
+/// Runs the gateway until `shutdown` resolves, then shuts down gracefully: the listeners
+/// close (new connections are refused), `/readyz` turns 503, every request already read
+/// is answered and each connection closed once it has its answers; connections still open
+/// after `shutdown_timeout_secs` are dropped. Storage is the caller's to flush after. TLS
 /// listeners serve `certificates` (loaded from the configuration when None).
 pub async fn run(
     config: Config,
@@ -118,12 +121,21 @@ pub async fn run(
         accept_loops.spawn(accept_loop(listener, broker.clone(), limits, budgets.clone(), stop_rx.clone()));
     }
     shutdown.await;
-    info!("shutting down: no new connections; draining open ones");
+    // The limits in force now (a reload may have changed them).
+    let deadline = Duration::from_secs(broker.limits().shutdown_timeout_secs);
+    let open = |slots: &Semaphore| max_connections - slots.available_permits();
+    info!(connections = open(&slots), shutdown_timeout_secs = deadline.as_secs(),
+        "shutting down: no new connections; answering the requests already read");
     let _ = ready_tx.send(false);
     let _ = stop_tx.send(true);
     let drain = async { while accept_loops.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
-        warn!("connections still open after 10 s; closing them");
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        warn!(connections = open(&slots), shutdown_timeout_secs = deadline.as_secs(),
+            "connections still open at the shutdown deadline; dropping them (their unanswered requests are not acknowledged)");
+        // Dropping the accept loops drops their connections.
+        accept_loops.shutdown().await;
+    } else {
+        info!("every connection answered and closed");
     }
     let _ = http_stop_tx.send(true);
     if let Some(http) = http {
@@ -242,6 +254,9 @@ async fn accept_loop(
             drop((open, permit));
         });
     }
+    // Closed now, so that clients are refused (and retry elsewhere, or later) rather than
+    // wait in the backlog while open connections are answered.
+    drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
