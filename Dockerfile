@@ -1,19 +1,27 @@
 # Build: docker build -t loggate .
-# Run:   docker run -p 10012:10012 -v loggate-data:/data loggate
+# Run:   README.md "Running in a container" (advertised address, certificates, volumes).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p loggate
 
 FROM debian:bookworm-slim
-RUN useradd --system --home /data loggate && mkdir -p /data /etc/loggate && chown loggate /data
+# A numeric user, so that Kubernetes' runAsNonRoot can check it.
+RUN groupadd --system --gid 10001 loggate \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin loggate \
+ && mkdir -p /data /etc/loggate/tls \
+ && chown 10001:10001 /data
 COPY --from=build /src/target/release/loggate /usr/local/bin/loggate
-COPY config/loggate.toml /etc/loggate/loggate.toml
-# Listen on all interfaces inside the container; clients dial the advertised address.
-RUN sed -i 's/^bind = "127.0.0.1:10012"/bind = "0.0.0.0:10012"/' /etc/loggate/loggate.toml
-USER loggate
-VOLUME /data
-EXPOSE 10012
-ENV LOGGATE_CONFIG=/etc/loggate/loggate.toml LOGGATE_DATA_DIR=/data
+# loggate.toml: no access key, mounted certificates; demo.toml: the demo key (opt in).
+COPY docker/loggate.toml docker/demo.toml /etc/loggate/
+ENV LOGGATE_CONFIG=/etc/loggate/loggate.toml \
+    LOGGATE_DATA_DIR=/data
+USER 10001:10001
+VOLUME ["/etc/loggate", "/data"]
+# Kafka (SASL_SSL) and the metrics/health endpoint.
+EXPOSE 10012 9644
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["loggate", "health"]
+# SIGTERM: stop accepting, answer what was read, flush, exit 0 (within shutdown_timeout_secs).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["loggate"]
 CMD ["serve"]

@@ -69,7 +69,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
                 out,
                 "tls: {} does not exist; a development CA and certificate (for {}) would be generated next to it",
                 cert.display(),
-                tls::DEV_HOSTS.join(", ")
+                dev_cert_hosts(&config).join(", ")
             );
             warnings.push("TLS uses a generated development certificate: configure [tls] cert and key for real use".into());
         } else {
@@ -173,6 +173,20 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
         }
     }
     Ok(out)
+}
+
+/// The names a generated development certificate is for: the usual local ones and every
+/// listener's advertised host, the names clients verify.
+pub fn dev_cert_hosts(config: &Config) -> Vec<String> {
+    let mut hosts: Vec<String> = tls::DEV_HOSTS.iter().map(|s| s.to_string()).collect();
+    for l in &config.listeners {
+        if let Some((host, _)) = l.advertised.as_deref().and_then(loggate::server::parse_host_port) {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    hosts
 }
 
 /// A URL without the `user:password@` part.

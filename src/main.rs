@@ -240,7 +240,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ));
         }
         let dir = config.cert_path().parent().map(Path::to_path_buf).unwrap_or_default();
-        let hosts: Vec<String> = tls::DEV_HOSTS.iter().map(|s| s.to_string()).collect();
+        let hosts = commands::dev_cert_hosts(&config);
         tls::generate(&dir, &hosts).map_err(|e| e.to_string())?;
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }

@@ -291,7 +291,7 @@ async fn handle(
     advertised: Advertised,
     budgets: &connection::Budgets,
     login: Option<logins::PendingLogin>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let auth_deadline = Instant::now() + Duration::from_secs(broker.limits().auth_timeout_secs);
     let auth = match &config.project {
@@ -313,7 +313,20 @@ async fn handle(
     match tls {
         None => connection::serve(stream, broker, session, auth_deadline, budgets, login, stop).await,
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)).await {
+            // A shutdown does not wait for a handshake: no request has been read yet.
+            let stopping = async {
+                if stop.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)) => accepted,
+                () = stopping => {
+                    tracing::debug!(%peer, "server shutting down; closing a connection in its TLS handshake");
+                    return;
+                }
+            };
+            let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     // Port probes and health checks connect and leave.
