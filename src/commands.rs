@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use loggate::config::{env, protocol_name, Backend, Config, ConfigError, LogFormat, Routing};
-use loggate::ingest::auth::{KeyStore, Principal, SecretHash};
+use loggate::ingest::auth::{KeyStore, SecretHash};
 use loggate::server::tls;
 
 /// Loads `path` as `serve` would (environment included), checks what `serve` checks before
@@ -145,9 +145,8 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
     for key in &config.access_keys {
         let mut writes = Vec::new();
         for project in &config.projects {
-            let principal = Principal { project: project.name.clone(), key_id: Some(key.id.clone()) };
             for store in &project.logstores {
-                if keys.may_write(&principal, &store.name) {
+                if keys.grants_cover(&key.id, &project.name, &store.name) {
                     writes.push(format!("{}/{}", project.name, store.name));
                 }
             }

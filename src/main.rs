@@ -246,9 +246,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let local = Arc::new(LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?);
     let rt = runtime()?;
+    // From here on SIGTERM/SIGINT stop the gateway in order, even while it is starting.
+    let mut stopped = {
+        let _runtime = rt.enter();
+        shutdown_signal().map_err(|e| format!("cannot handle SIGTERM/SIGINT: {e}"))?
+    };
     // Recover every local shard (cutting torn tails) and apply retention before taking
     // clients; connect to ClickHouse (creating its table) when a logstore is stored there.
-    let stores = rt.block_on(async {
+    let Some(stores) = rt.block_on(unless_stopped(&mut stopped, async {
         let clickhouse: Option<Arc<ClickHouseStore>> = if config.uses_clickhouse() {
             let store = ClickHouseStore::open(clickhouse_options(&config))
                 .await
@@ -271,7 +276,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let stores = Stores { router, local: local.clone(), clickhouse };
         stores.router.set_routes(stores.routes(&config).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         Ok::<_, String>(stores)
-    })?;
+    }))?
+    else {
+        return Ok(());
+    };
     let storage: Arc<dyn LogStorage> = stores.router.clone();
     let keys = KeyStore::from_config(&config.access_keys)?;
     let catalog = Catalog::from_config(&config.projects, &config.limits);
@@ -283,7 +291,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let ingest = Arc::new(ingest);
     let recovery_entries = config.limits.producer_recovery_entries;
-    let batches = rt.block_on(ingest.recover_producers(recovery_entries)).map_err(|e| e.to_string())?;
+    let recovery = async { ingest.recover_producers(recovery_entries).await.map_err(|e| e.to_string()) };
+    let Some(batches) = rt.block_on(unless_stopped(&mut stopped, recovery))? else {
+        return Ok(());
+    };
     tracing::info!(batches, "idempotent producer state recovered");
     let mut metrics = Metrics::new(ingest.clone());
     if let Some(ch) = &stores.clickhouse {
@@ -311,7 +322,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let watch_interval =
             (config.reload.watch_interval_ms > 0).then(|| std::time::Duration::from_millis(config.reload.watch_interval_ms));
         tokio::spawn(reloader.run(config_path.clone(), watch_interval, checks_stopped));
-        server::run(config, broker, certificates, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        server::run(config, broker, certificates, stopped).await.map_err(|e| e.to_string())?;
         let _ = stop_checks.send(true);
         storage.close().await.map_err(|e| e.to_string())
     })
@@ -352,18 +363,32 @@ fn clickhouse_options(config: &Config) -> ClickHouseOptions {
     opts
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Takes over SIGTERM and SIGINT now (in a runtime's context); the future resolves at
+/// the first of them.
+fn shutdown_signal() -> std::io::Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
+    }))
+}
+
+/// A start-up step, unless SIGTERM/SIGINT comes first: then None, and the gateway exits
+/// without serving (it has acknowledged nothing yet; storage recovery is crash-safe).
+async fn unless_stopped<T>(
+    stopped: &mut std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    step: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<Option<T>, String> {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        result = step => result.map(Some),
+        () = stopped.as_mut() => {
+            tracing::info!("stopped while starting, before serving");
+            Ok(None)
+        }
     }
 }
 

@@ -219,6 +219,12 @@ impl KeyStore {
         })
     }
 
+    /// Whether the grants of key `key_id` cover `project/logstore` (what `check-config`
+    /// reports; a login must also prove the key's secret).
+    pub fn grants_cover(&self, key_id: &str, project: &str, logstore: &str) -> bool {
+        self.keys.get(key_id).is_some_and(|k| k.grants.iter().any(|g| g.covers(project, logstore)))
+    }
+
     /// Whether the key may write to `project/logstore`: it is still configured, with the
     /// secret the connection logged in with, and one of its grants covers the logstore.
     /// (A reload that removes a key or replaces its secret revokes it on connections

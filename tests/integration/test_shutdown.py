@@ -5,6 +5,7 @@ restarted gateway by themselves and every record is stored exactly once."""
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 import wire
-from gateway import Gateway, contents, password
+from gateway import BIN, Gateway, contents, password
 
 
 def sigterm(gw):
@@ -148,3 +149,30 @@ def test_deadline_drops_a_client_that_never_reads_its_answers(tmp_path):
     ok.close()
     gw.stop()
     assert (corr, error) == (1, 0)
+
+
+def test_sigterm_while_starting_exits_in_order(tmp_path):
+    """A stop that comes while the gateway still waits for its storage (here a ClickHouse
+    that accepts connections and never answers) ends the start at once, exit code 0."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: every request waits
+    try:
+        gw = Gateway(tmp_path, storage={"backend": '"clickhouse"'},
+                     extra_config="[clickhouse]\nurls = [\"http://127.0.0.1:%d\"]\ntimeout_secs = 60\n"
+                                  % silent.getsockname()[1])
+        gw.stderr = open(gw.stderr_path, "ab")
+        proc = subprocess.Popen([str(BIN), "serve", "--config", str(gw.config)], stdout=subprocess.DEVNULL,
+                                stderr=gw.stderr)
+        deadline = time.time() + 20
+        while "RLIMIT_NOFILE" not in gw.log_text() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)
+        assert proc.poll() is None, gw.log_text()
+        start = time.time()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, gw.log_text()
+        assert time.time() - start < 5
+        assert "stopped while starting" in gw.log_text()
+    finally:
+        silent.close()
