@@ -76,11 +76,13 @@ class Image:
         for rest in stage.get("COPY", []):
             args = shlex.split(rest)
             if any(a.startswith("--from") for a in args):
-                # The build stage's binary: the release binary these tests run.
+                # The build stage's binary: the release binary these tests run, copied so
+                # that the image's user can run it wherever the checkout is.
                 sources, dest = args[1:-1], args[-1]
                 assert sources == ["/src/target/release/loggate"], sources
                 self.path(dest).parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(BIN, self.path(dest))
+                shutil.copy(BIN, self.path(dest))
+                os.chmod(self.path(dest), 0o755)
                 continue
             sources, dest = args[:-1], args[-1]
             for src in sources:
@@ -120,7 +122,8 @@ class Image:
         return ["setpriv", "--reuid=%d" % self.uid, "--regid=%d" % self.gid, "--clear-groups", *argv]
 
     def run(self, argv, env, **kw):
-        return subprocess.run(self.as_user(argv), env=env, capture_output=True, text=True, timeout=60, **kw)
+        # The image has no WORKDIR: commands run in /.
+        return subprocess.run(self.as_user(argv), env=env, capture_output=True, text=True, timeout=60, cwd="/", **kw)
 
     def start(self, env):
         """`docker run`: the entrypoint with the default command."""
