@@ -45,6 +45,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
