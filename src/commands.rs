@@ -104,7 +104,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
         warnings.push("no projects: there is nothing to write to".into());
     }
     for project in &config.projects {
-        let _ = writeln!(out, "  {}", project.name);
+        let _ = writeln!(out, "  {}{}", project.name, quota(project.quota_bytes_per_sec, project.quota_requests_per_sec));
         for store in &project.logstores {
             let mut retention = Vec::new();
             if let Some(h) = store.retention_hours {
@@ -152,7 +152,13 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
             }
         }
         let writes = if writes.is_empty() { "no configured logstore".to_string() } else { writes.join(", ") };
-        let _ = writeln!(out, "  {}: allow {} (writes {writes})", key.id, key.allow.join(", "));
+        let _ = writeln!(
+            out,
+            "  {}: allow {} (writes {writes}){}",
+            key.id,
+            key.allow.join(", "),
+            quota(key.quota_bytes_per_sec, key.quota_requests_per_sec)
+        );
         let is_demo = key.id == demo_key.0
             && SecretHash::parse(&key.secret_hash).is_ok_and(|h| h.verify(demo_key.1));
         if is_demo {
@@ -186,6 +192,22 @@ pub fn dev_cert_hosts(config: &Config) -> Vec<String> {
         }
     }
     hosts
+}
+
+/// `, quota ...` of a project or key with a Produce quota; empty without one.
+fn quota(bytes_per_sec: Option<u64>, requests_per_sec: Option<f64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(b) = bytes_per_sec {
+        parts.push(format!("{b} bytes/s"));
+    }
+    if let Some(r) = requests_per_sec {
+        parts.push(format!("{r} requests/s"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (quota {})", parts.join(", "))
+    }
 }
 
 /// A URL without the `user:password@` part.

@@ -20,6 +20,8 @@ def check(path, **env):
 def test_check_prints_what_it_would_serve_and_never_a_secret(tmp_path):
     gw = Gateway(tmp_path, advertised={"SASL_SSL": "gw1.example.com:10012"},
                  logstore_options={"app": {"retention_hours": 168, "retention_bytes": 1000000}})
+    text = gw.config.read_text()
+    gw.config.write_text(text.replace('name = "ops"\n', 'name = "ops"\nquota_bytes_per_sec = 1048576\n', 1))
     hashes = [line for line in gw.config.read_text().splitlines() if line.startswith("secret_hash")]
     out = check(gw.config)
     assert out.returncode == 0, out.stderr
@@ -37,6 +39,7 @@ def test_check_prints_what_it_would_serve_and_never_a_secret(tmp_path):
     # Keys by id, with the logstores each may write.
     assert "  LGTESTLIMITED: allow demo/app (writes demo/app)\n" in text
     assert "  LGTESTOPS: allow ops/* (writes ops/sys)\n" in text
+    assert "\n  ops (quota 1048576 bytes/s)\n" in text
     assert "  LGTESTMAIN: allow demo/* (writes demo/app, demo/pinned, demo/one, demo/other)\n" in text
     assert "  max_request_bytes = 104857600\n" in text and "  shutdown_timeout_secs = 25\n" in text
     assert "  auth_timeout_secs = 5\n" in text
