@@ -306,3 +306,27 @@ def test_the_demo_key_works_only_with_the_demo_config(image):
     logs = image.run(["loggate", "logs", "--project", "demo", "--logstore", "app"], env)
     assert logs.returncode == 0, logs.stderr
     assert [json.loads(l)["content"] for l in logs.stdout.splitlines()] == ["hello from the demo"]
+
+
+def test_the_demo_certificate_covers_the_advertised_host(image):
+    """As in docker/compose.yaml: clients dial the service name `loggate`, which the
+    generated certificate must name for their hostname verification to pass."""
+    import ssl
+    port, metrics = free_port(), free_port()
+    env = image.env(LOGGATE_CONFIG="/etc/loggate/demo.toml", LOGGATE_ADVERTISED="loggate:%d" % port,
+                    LOGGATE_BIND="127.0.0.1:%d" % port, LOGGATE_METRICS_BIND="127.0.0.1:%d" % metrics)
+    proc = image.start(env)
+    try:
+        wait_port(port, proc, image)
+        ctx = ssl.create_default_context(cafile=str(image.path("/data/tls/ca.pem")))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="loggate") as tls:
+                assert tls.version()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                ctx.wrap_socket(raw, server_hostname="elsewhere.example")
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
