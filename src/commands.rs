@@ -89,7 +89,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
         }
     }
     let format = match config.log.format {
-        LogFormat::Text => "text",
+        LogFormat::Human => "human",
         LogFormat::Json => "json",
     };
     let _ = writeln!(out, "log format: {format}");

@@ -383,20 +383,21 @@ impl Default for ReloadConfig {
     }
 }
 
-/// The server's own log lines (`[log]`).
+/// The server's own log lines (on stderr).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` (for people, the default) or `json` (one object per line).
+    /// `human` (text lines) or `json` (one JSON object per line); `--log-format` and
+    /// `LOGGATE_LOG_FORMAT` override it. Which lines: `RUST_LOG` (default `info`).
     pub format: LogFormat,
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
-    Text,
+    Human,
     Json,
 }
 

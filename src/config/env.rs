@@ -273,9 +273,9 @@ pub fn apply_overrides(config: &mut Config, env: &Env) -> Result<(), EnvError> {
     }
     if let Some(v) = get(env, "LOGGATE_LOG_FORMAT") {
         config.log.format = match v.trim().to_ascii_lowercase().as_str() {
-            "text" => LogFormat::Text,
+            "human" => LogFormat::Human,
             "json" => LogFormat::Json,
-            _ => return Err(bad("LOGGATE_LOG_FORMAT", v, "expected text or json")),
+            _ => return Err(bad("LOGGATE_LOG_FORMAT", v, "expected human or json")),
         };
     }
     if let Some(v) = get(env, "LOGGATE_CLICKHOUSE_URLS") {
@@ -455,7 +455,7 @@ mod tests {
             ("LOGGATE_BIND", "host:1", "LOGGATE_BIND"),
             ("LOGGATE_ADVERTISED_SSL", "h:1", "no Ssl listener"),
             ("LOGGATE_METRICS_BIND", "9644", "LOGGATE_METRICS_BIND"),
-            ("LOGGATE_LOG_FORMAT", "xml", "text or json"),
+            ("LOGGATE_LOG_FORMAT", "xml", "human or json"),
             ("LOGGATE_TLS_GENERATE", "maybe", "true or false"),
             ("LOGGATE_NODE_ID", "x", "LOGGATE_NODE_ID"),
             ("LOGGATE_NODE_ID", "300", "node_id 300"),
