@@ -192,6 +192,7 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("LOGGATE_CLICKHOUSE_URLS", "[clickhouse] urls (comma-separated)"),
     ("LOGGATE_CLICKHOUSE_USER", "[clickhouse] user"),
     ("LOGGATE_CLICKHOUSE_PASSWORD", "[clickhouse] password"),
+    ("LOGGATE_CLICKHOUSE_CA_FILE", "[clickhouse] ca_file"),
 ];
 
 const PROTOCOLS: [(&str, SecurityProtocol); 4] = [
@@ -287,6 +288,9 @@ pub fn apply_overrides(config: &mut Config, env: &Env) -> Result<(), EnvError> {
     }
     if let Some(v) = get(env, "LOGGATE_CLICKHOUSE_PASSWORD") {
         config.clickhouse.password = v.to_owned();
+    }
+    if let Some(v) = get(env, "LOGGATE_CLICKHOUSE_CA_FILE") {
+        config.clickhouse.ca_file = Some(PathBuf::from(v));
     }
     Ok(())
 }
@@ -414,6 +418,7 @@ mod tests {
             ("LOGGATE_LOG_FORMAT", "json"),
             ("LOGGATE_CLICKHOUSE_URLS", "http://ch1:8123, http://ch2:8123"),
             ("LOGGATE_CLICKHOUSE_PASSWORD", "pw"),
+            ("LOGGATE_CLICKHOUSE_CA_FILE", "/etc/loggate/tls/clickhouse-ca.pem"),
         ]);
         let c = load(TWO_LISTENERS, &e).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/data"));
@@ -430,6 +435,7 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.clickhouse.urls, vec!["http://ch1:8123", "http://ch2:8123"]);
         assert_eq!(c.clickhouse.password, "pw");
+        assert_eq!(c.clickhouse.ca_file, Some(PathBuf::from("/etc/loggate/tls/clickhouse-ca.pem")));
 
         let c = load(TWO_LISTENERS, &env(&[("LOGGATE_METRICS_BIND", "off"), ("LOGGATE_ADVERTISED", "b:1")])).unwrap();
         assert_eq!(c.metrics.bind, None);
