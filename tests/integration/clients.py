@@ -2,14 +2,17 @@
 lua-resty-kafka): where the client programs are, running them, and the checks every
 test makes on what loggate stored."""
 
+import shutil
+import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 
 import pytest
 
-from gateway import PROJECTS, ROOT
+from gateway import PROJECTS, ROOT, free_port
 
 CLIENTS = ROOT / "tests" / "clients"
 GO_DIR = CLIENTS / "go"
@@ -100,3 +103,51 @@ def check_stored(gw, logstore, expected_values, t0, project="demo", key=None, he
 
 def by_value(logs):
     return {l["content"]: l for l in logs}
+
+
+class Nginx:
+    """An nginx (with the Lua module) of its own, from a config template whose @TOKEN@s are
+    replaced by `values` and @HTTP_PORT@ by a free port; it must answer GET /ping."""
+
+    def __init__(self, workdir, template, values):
+        self.dir = workdir
+        self.port = free_port()
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        text = template.read_text()
+        for token, value in dict(values, **{"@HTTP_PORT@": self.port}).items():
+            text = text.replace(token, str(value))
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(text)
+        self.error_log = workdir / "error.log"
+        self.proc = None
+
+    def start(self):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.error_log)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nginx exited:\n" + self.log_text())
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.port, timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start:\n" + self.log_text())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self, lines=200):
+        """The last `lines` lines of its error log."""
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -12,7 +12,6 @@ tests/install-deps.sh (syslog-ng is unpacked privately, it conflicts with rsyslo
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import check_stored, go_binary, unique_prefix
+from clients import Nginx, check_stored, go_binary, unique_prefix
 from gateway import ROOT, free_port, password
 
 RECIPES = ROOT / "config" / "agents"
@@ -319,59 +318,23 @@ def test_python_confluent_kafka_recipe(gateway):
 
 # --- APISIX kafka-logger (nginx + lua-resty-kafka) --------------------------------------
 
-class KafkaLoggerNginx:
+class KafkaLoggerNginx(Nginx):
     """nginx + Debian's lua-resty-kafka 0.07, driven as APISIX's kafka-logger drives it
     (tests/agents/apisix/kafka_logger.lua), configured from the recipe's plugin JSON."""
 
     def __init__(self, workdir, conf):
-        self.dir = workdir
-        self.port = free_port()
-        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
         broker = conf["brokers"][0]
-        values = {"@HTTP_PORT@": self.port, "@LUA_DIR@": AGENTS_DIR / "apisix",
-                  "@KAFKA_HOST@": broker["host"], "@KAFKA_PORT@": broker["port"],
-                  "@TOPIC@": conf["kafka_topic"], "@PRODUCER_TYPE@": conf.get("producer_type", "async"),
-                  "@REQUIRED_ACKS@": conf.get("required_acks", 1), "@TIMEOUT@": conf.get("timeout", 3),
-                  "@BATCH_MAX_SIZE@": conf.get("batch_max_size", 1000),
-                  "@INACTIVE_TIMEOUT@": conf.get("inactive_timeout", 5)}
-        text = (AGENTS_DIR / "apisix" / "nginx.conf.template").read_text()
-        for token, value in values.items():
-            text = text.replace(token, str(value))
-        self.conf = workdir / "nginx.conf"
-        self.conf.write_text(text)
-        self.error_log = workdir / "error.log"
-        self.proc = None
+        super().__init__(workdir, AGENTS_DIR / "apisix" / "nginx.conf.template", {
+            "@LUA_DIR@": AGENTS_DIR / "apisix",
+            "@KAFKA_HOST@": broker["host"], "@KAFKA_PORT@": broker["port"],
+            "@TOPIC@": conf["kafka_topic"], "@PRODUCER_TYPE@": conf.get("producer_type", "async"),
+            "@REQUIRED_ACKS@": conf.get("required_acks", 1), "@TIMEOUT@": conf.get("timeout", 3),
+            "@BATCH_MAX_SIZE@": conf.get("batch_max_size", 1000),
+            "@INACTIVE_TIMEOUT@": conf.get("inactive_timeout", 5)})
         self.name = "nginx"
 
-    def start(self):
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.error_log)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("nginx exited:\n" + self.text())
-            try:
-                urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.port, timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nginx did not start:\n" + self.text())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
     def text(self):
-        try:
-            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-40:])
-        except OSError:
-            return ""
+        return self.log_text(40)
 
 
 def test_apisix_kafka_logger(gateway, tmp_path):

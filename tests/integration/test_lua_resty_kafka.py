@@ -5,9 +5,6 @@ and stops it. lua-resty-kafka sends Metadata v0 and Produce v0/v1 (magic 0) or v
 no codecs; its sync producer sends one request per message."""
 
 import json
-import shutil
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -15,53 +12,15 @@ import urllib.request
 
 import pytest
 
-from clients import LUA_DIR, check_stored, unique_prefix
-from gateway import free_port
+from clients import LUA_DIR, Nginx, check_stored, unique_prefix
 
 
-class Nginx:
+class RestyKafka(Nginx):
+    """nginx from tests/clients/lua/nginx.conf.template, producing to `kafka_port`."""
+
     def __init__(self, workdir, kafka_port):
-        self.dir = workdir
-        self.port = free_port()
-        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        conf = (LUA_DIR / "nginx.conf.template").read_text()
-        for token, value in {"@HTTP_PORT@": self.port, "@KAFKA_HOST@": "127.0.0.1",
-                             "@KAFKA_PORT@": kafka_port, "@LUA_DIR@": LUA_DIR}.items():
-            conf = conf.replace(token, str(value))
-        self.conf = workdir / "nginx.conf"
-        self.conf.write_text(conf)
-        self.error_log = workdir / "error.log"
-        self.proc = None
-
-    def start(self):
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.error_log)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("nginx exited: %s %s" % (self.proc.stderr.read(), self.log_text()))
-            try:
-                urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.port, timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start: " + self.log_text())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_text(self):
-        try:
-            return self.error_log.read_text(errors="replace")
-        except OSError:
-            return ""
+        super().__init__(workdir, LUA_DIR / "nginx.conf.template",
+                         {"@KAFKA_HOST@": "127.0.0.1", "@KAFKA_PORT@": kafka_port, "@LUA_DIR@": LUA_DIR})
 
     def produce(self, **params):
         """GET /produce; returns (http status, decoded JSON body)."""
@@ -75,7 +34,7 @@ class Nginx:
 
 @pytest.fixture
 def nginx(gateway, tmp_path):
-    n = Nginx(tmp_path / "nginx", gateway.ports["PLAINTEXT"]).start()
+    n = RestyKafka(tmp_path / "nginx", gateway.ports["PLAINTEXT"]).start()
     yield n
     n.stop()
 
