@@ -83,6 +83,10 @@ struct ConfigArgs {
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Log line format: `human` or `json` (overrides `[log] format`). Which lines are
+    /// logged: `RUST_LOG`, e.g. `RUST_LOG=info,loggate::server=debug`.
+    #[arg(long, env = "LOGGATE_LOG_FORMAT", value_parser = ["human", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -212,15 +216,40 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
 }
 
+/// Logs to stderr, as human text lines or JSON objects, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: loggate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        loggate::config::LogFormat::Json => builder.json().with_current_span(false).with_span_list(false).init(),
+        loggate::config::LogFormat::Human => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let (config, config_path) = load_config(&args.config)?;
+    let log_format = match args.log_format.as_deref() {
+        Some("json") => loggate::config::LogFormat::Json,
+        Some(_) => loggate::config::LogFormat::Human,
+        None => config.log.format,
+    };
+    init_logging(log_format);
+    let rt = runtime()?;
+    let metrics = Arc::new(Metrics::new());
+    // `/healthz` answers from here on, while storage is recovered; `/readyz` once the
+    // gateway takes clients.
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http = match config.metrics.bind {
+        Some(addr) => {
+            let tcp = rt.block_on(server::http::bind(addr)).map_err(|e| e.to_string())?;
+            tracing::info!(bind = %addr, "serving /metrics, /healthz and /readyz");
+            let state = Arc::new(server::http::HttpState { metrics: metrics.clone() });
+            Some(rt.spawn(server::http::serve(tcp, state, http_stopped)))
+        }
+        None => None,
+    };
     // Connections and segment files are descriptors: take all the kernel allows before
     // opening any (the server then holds max_connections to what fits).
     match server::fds::raise_nofile_limit() {
@@ -245,12 +274,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
     let local = Arc::new(LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?);
-    let rt = runtime()?;
     // From here on SIGTERM/SIGINT stop the gateway in order, even while it is starting.
     let mut stopped = {
         let _runtime = rt.enter();
         shutdown_signal().map_err(|e| format!("cannot handle SIGTERM/SIGINT: {e}"))?
     };
+    metrics.attach_local(local.clone());
     // Recover every local shard (cutting torn tails) and apply retention before taking
     // clients; connect to ClickHouse (creating its table) when a logstore is stored there.
     let Some(stores) = rt.block_on(unless_stopped(&mut stopped, async {
@@ -296,11 +325,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     };
     tracing::info!(batches, "idempotent producer state recovered");
-    let mut metrics = Metrics::new(ingest.clone());
+    metrics.attach(ingest.clone(), storage.clone());
     if let Some(ch) = &stores.clickhouse {
-        metrics.register_clickhouse(ch.clone());
+        metrics.attach_clickhouse(ch.clone());
     }
-    let metrics = Arc::new(metrics);
     let pool = DecodePool::new(config.limits.decode_threads, config.limits.max_decoded_inflight_bytes);
     let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
     let limits = arc_swap::ArcSwap::from_pointee(config.limits.clone());
@@ -324,7 +352,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tokio::spawn(reloader.run(config_path.clone(), watch_interval, checks_stopped));
         server::run(config, broker, certificates, stopped).await.map_err(|e| e.to_string())?;
         let _ = stop_checks.send(true);
-        storage.close().await.map_err(|e| e.to_string())
+        let closed = storage.close().await.map_err(|e| e.to_string());
+        let _ = stop_http.send(true);
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        closed
     })
 }
 

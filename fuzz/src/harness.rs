@@ -341,7 +341,8 @@ fn build_fixture() -> Fixture {
     let keys = KeyStore::from_config(&config.access_keys).expect("keys");
     let catalog = Catalog::from_config(&config.projects, &config.limits);
     let ingest = Arc::new(Ingest::new(catalog, keys, storage, config.node_id));
-    let metrics = Arc::new(Metrics::new(ingest.clone()));
+    let metrics = Arc::new(Metrics::new());
+    metrics.attach(ingest.clone(), ingest.storage().clone());
     let pool = loggate::kafka::pool::DecodePool::new(1, config.limits.max_decoded_inflight_bytes);
     let quotas = Arc::new(loggate::ingest::quota::Quotas::new(&config));
     let broker =
@@ -364,6 +365,7 @@ fn session(auth: loggate::kafka::AuthState) -> loggate::kafka::Session {
             protocol: loggate::config::SecurityProtocol::SaslSsl,
         },
         throttled_until: None,
+        client: Default::default(),
     }
 }
 

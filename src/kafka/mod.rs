@@ -132,6 +132,9 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
             return Reply::Close(why);
         }
     };
+    if session.client.client_id.is_none() {
+        session.client.client_id = header.client_id.as_deref().map(|id| session::escape_client_text(id.as_bytes()));
+    }
     debug!(peer = %session.peer, api_key = header.api_key, version = header.api_version,
         correlation_id = header.correlation_id, "request");
 
@@ -151,7 +154,7 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
     }
 
     match header.api_key {
-        api_key::API_VERSIONS => api_versions::handle(&header, &body),
+        api_key::API_VERSIONS => api_versions::handle(&header, &body, session),
         api_key::SASL_HANDSHAKE => sasl_handshake::handle(session, &header, body),
         api_key::SASL_AUTHENTICATE => sasl_authenticate::handle(broker, session, &header, body).await,
         api_key::METADATA => metadata::handle(broker, session, &header, body),

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use loggate_records::{decode_batches, DecodeOptions, RawBatch, RecordError};
+use loggate_records::{decode_batches, Compression, DecodeOptions, RawBatch, RecordError};
 use loggate_storage::Durability;
 use tracing::{debug, warn};
 
@@ -117,7 +117,9 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
             }
         });
         let writes = join_all(writes).await;
-        started.push((topic_name, writes));
+        // The configured logstore the topic names, for the error metric's labels.
+        let store = broker.ingest.catalog().topic(&principal.project, &topic_name).map(|t| t.logstore);
+        started.push((topic_name, writes, store));
     }
 
     let (metrics, peer, header, acks) = (broker.metrics.clone(), session.peer, header.clone(), request.acks);
@@ -129,10 +131,11 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
     Reply::Later(Box::pin(async move {
         let mut results = Vec::with_capacity(started.len());
         let mut failures = 0usize;
-        for (topic_name, writes) in started {
+        for (topic_name, writes, store) in started {
             let outcomes = writes.into_iter().map(|(index, write)| {
                 let metrics = &metrics;
                 let topic_name = &topic_name;
+                let store = store.as_deref().map(|s| (s.project.as_str(), s.name.as_str()));
                 async move {
                     let outcome = match write {
                         Ok(handle) => match tokio::time::timeout_at(deadline_at, handle.done()).await {
@@ -149,7 +152,7 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
                         Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
                         Err((e, why)) => {
                             log_failure(&peer, topic_name, index, e, &why);
-                            metrics.produce_error(e.name());
+                            metrics.produce_error(e.name(), store);
                             PartitionResult { index, error: e.code_for(version), base_offset: -1 }
                         }
                     }
@@ -217,10 +220,13 @@ async fn write_partition(
     };
     let output = OutputLimits { max_logs: limits.max_records_per_batch, max_bytes: limits.max_converted_batch_bytes };
     let inline = largest_output(&records).is_some_and(|n| n <= INLINE_OUTPUT_BYTES);
-    let (ingest, source) = (broker.ingest.clone(), session.source.clone());
+    let (ingest, source, metrics) = (broker.ingest.clone(), session.source.clone(), broker.metrics.clone());
     // Batches are checked and decompressed, and their records converted, in one job.
     let job = move || {
         let batches = decode_batches(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+        for batch in batches.iter().filter(|b| b.info.compression != Compression::None) {
+            metrics.decompressed(codec_name(batch.info.compression), batch.data_len() as u64);
+        }
         let producer = producer_batch(&batches)?;
         check_batches(version, &batches)?;
         ingest.convert(&topic, partition, &batches, &source, producer, output).map_err(write_error)
@@ -231,6 +237,17 @@ async fn write_partition(
     let mut write = broker.ingest.start_write(converted?, shard, durability, pending);
     write.queued().await;
     Ok(write)
+}
+
+/// The `codec` label of the decompressed-bytes metric.
+fn codec_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
 }
 
 /// The most bytes record data can decompress to, when it is one magic-2 batch: its size

@@ -12,6 +12,7 @@ use super::errors::code;
 use super::sasl_handshake::close_after;
 use super::{respond, AuthState, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::{AuthError, KeyStore, Principal};
+use crate::metrics::AuthResult;
 
 /// Answers SaslAuthenticate: success with an empty token and no session lifetime (no
 /// re-authentication), or SASL_AUTHENTICATION_FAILED and a closed connection.
@@ -52,7 +53,7 @@ pub async fn handle_raw_token(broker: &Broker, session: &mut Session, token: Byt
 /// and logs the attempt without the secret.
 async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> Result<(), AuthError> {
     let (result, key_id) = broker.ingest.keys().authenticate_plain(token);
-    broker.metrics.authentication(result.is_ok());
+    broker.metrics.authentication(auth_result(&result, key_id.is_some()));
     match result {
         Ok(principal) => {
             if let Some(reason) = sni_mismatch(broker, session, &principal) {
@@ -72,6 +73,17 @@ async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> R
             tokio::time::sleep(Duration::from_millis(broker.limits().auth_failure_delay_ms)).await;
             Err(e)
         }
+    }
+}
+
+/// The metric label of an outcome (the client is told no more than "failed").
+fn auth_result(result: &Result<Principal, AuthError>, known_key: bool) -> AuthResult {
+    match result {
+        Ok(_) => AuthResult::Success,
+        Err(AuthError::Malformed | AuthError::AuthzidMismatch | AuthError::PasswordFormat) => AuthResult::Malformed,
+        Err(AuthError::BadCredentials) if known_key => AuthResult::BadSecret,
+        Err(AuthError::BadCredentials) => AuthResult::UnknownKey,
+        Err(AuthError::ProjectNotAllowed) => AuthResult::NotAllowed,
     }
 }
 

@@ -54,6 +54,29 @@ pub struct Session {
     pub advertised: Advertised,
     /// Over quota: the next request is not read before this (see `kafka::produce`).
     pub throttled_until: Option<tokio::time::Instant>,
+    /// What the client said it is, for log lines.
+    pub client: ClientInfo,
+}
+
+/// What a client says of itself: peer strings, stored escaped and cut to
+/// [`MAX_CLIENT_TEXT`] characters, so they can go into log lines as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// `client_software_name` of ApiVersions v3+ (e.g. "librdkafka", "confluent-kafka-python").
+    pub software_name: Option<String>,
+    /// `client_software_version` of ApiVersions v3+.
+    pub software_version: Option<String>,
+    /// The `client_id` of the connection's first request header that had one.
+    pub client_id: Option<String>,
+}
+
+/// Characters of a client's text kept for logs (Kafka brokers allow 64 for software names).
+pub const MAX_CLIENT_TEXT: usize = 64;
+
+/// `text` cut to [`MAX_CLIENT_TEXT`] characters and escaped (control characters, quotes,
+/// backslashes and non-ASCII as Rust escapes), safe in any log format.
+pub fn escape_client_text(text: &[u8]) -> String {
+    String::from_utf8_lossy(text).chars().take(MAX_CLIENT_TEXT).flat_map(char::escape_default).collect()
 }
 
 impl Session {

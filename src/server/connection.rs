@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
-use tracing::{debug, info, warn};
 
 use super::budget::{Budget, Claim};
 use super::logins::PendingLogin;
@@ -57,7 +56,43 @@ impl Budgets {
     }
 }
 
-/// Serves one connection until the client leaves, breaks a rule, or the server stops.
+/// How a connection ended, for its close log line.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Requests read and dispatched.
+    pub requests: u64,
+    /// Bytes of request frames received (size prefixes included, after TLS).
+    pub bytes_received: u64,
+    /// Bytes of response frames written.
+    pub bytes_sent: u64,
+    /// Why it ended.
+    pub reason: String,
+    /// Whether the reason is a fault of the client or the server (logged as a warning), not
+    /// an ordinary end (the client left, idle timeout, shutdown).
+    pub abnormal: bool,
+}
+
+impl Summary {
+    fn end(mut self, reason: impl Into<String>, abnormal: bool) -> Self {
+        self.reason = reason.into();
+        self.abnormal = abnormal;
+        self
+    }
+}
+
+/// The `protocol` label of a listener.
+pub fn protocol_label(p: crate::config::SecurityProtocol) -> &'static str {
+    use crate::config::SecurityProtocol::*;
+    match p {
+        Plaintext => "PLAINTEXT",
+        Ssl => "SSL",
+        SaslPlaintext => "SASL_PLAINTEXT",
+        SaslSsl => "SASL_SSL",
+    }
+}
+
+/// Serves one connection until the client leaves, breaks a rule, or the server stops;
+/// tells `on_close` what it did and why it ended, before the client can see it end.
 ///
 /// Requests are read and dispatched one after another, each in its turn (a Produce
 /// request's logs are queued in storage before the next request is read, so storage keeps
@@ -65,17 +100,21 @@ impl Budgets {
 /// connection: its answer is awaited while the next requests are read and started, up to
 /// `max_pipelined_requests` requests and `max_pipelined_bytes` of their bytes. Answers are
 /// written in request order.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     stream: S,
     broker: &Broker,
-    mut session: Session,
+    session: &mut Session,
     auth_deadline: Instant,
     budgets: &Budgets,
     mut login: Option<PendingLogin>,
     mut shutdown: watch::Receiver<bool>,
+    on_close: &(dyn Fn(&Session, &Summary) + Sync),
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
+    let protocol = protocol_label(session.advertised.protocol);
+    let mut summary = Summary::default();
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = Some(BufReader::with_capacity(64 * 1024, read_half));
     let mut writer = BufWriter::with_capacity(16 * 1024, write_half);
@@ -107,7 +146,9 @@ pub async fn serve<S>(
         }
         if queue.is_empty() && reading.is_none() {
             if let Some(stop) = closing.take() {
-                stop.log(&session, authenticated);
+                let (reason, abnormal) = stop.reason(authenticated);
+                // Logged before the client can see the end of the connection.
+                on_close(session, &summary.end(reason, abnormal));
                 if matches!(stop, Stop::Shutdown) {
                     close_gracefully(&mut writer, reader.take()).await;
                 }
@@ -125,23 +166,24 @@ pub async fn serve<S>(
                 match reply {
                     Reply::Frame(bytes) => {
                         if let Err(e) = write_frame(&mut writer, &bytes, request_timeout).await {
-                            match e.kind() {
-                                std::io::ErrorKind::TimedOut => warn!(peer = %session.peer, error = %e, "closing connection"),
-                                _ => debug!(peer = %session.peer, error = %e, "write failed"),
-                            }
+                            let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+                            on_close(session, &summary.end(format!("write failed: {e}"), timed_out));
                             return;
                         }
+                        summary.bytes_sent += 4 + bytes.len() as u64;
                         broker.metrics.request_handled(done.api, done.read, done.started.elapsed());
                     }
                     Reply::Nothing => broker.metrics.request_handled(done.api, done.read, done.started.elapsed()),
                     Reply::FrameThenClose(bytes, reason) => {
-                        let _ = write_frame(&mut writer, &bytes, request_timeout).await;
-                        warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
+                        if write_frame(&mut writer, &bytes, request_timeout).await.is_ok() {
+                            summary.bytes_sent += 4 + bytes.len() as u64;
+                        }
+                        on_close(session, &summary.end(reason, true));
                         let _ = tokio::time::timeout(request_timeout, writer.shutdown()).await;
                         return;
                     }
                     Reply::Close(reason) => {
-                        warn!(peer = %session.peer, reason = reason.as_str(), "closing connection");
+                        on_close(session, &summary.end(reason, true));
                         let _ = tokio::time::timeout(request_timeout, writer.shutdown()).await;
                         return;
                     }
@@ -159,10 +201,13 @@ pub async fn serve<S>(
                         continue;
                     }
                 };
-                let (api, read) = (kafka::api_name(&session, &frame), started.elapsed());
+                let (api, read) = (kafka::api_name(session, &frame), started.elapsed());
                 let bytes = frame.len();
+                summary.requests += 1;
+                summary.bytes_received += 4 + bytes as u64;
+                broker.metrics.received(protocol, 4 + bytes as u64);
                 let started = std::time::Instant::now();
-                let reply = match kafka::dispatch(broker, &mut session, frame).await {
+                let reply = match kafka::dispatch(broker, session, frame).await {
                     Reply::Later(answer) => Pending::Spawned(tokio::spawn(answer)),
                     reply => Pending::Ready(Some(reply)),
                 };
@@ -221,16 +266,15 @@ enum Stop {
 }
 
 impl Stop {
-    fn log(&self, session: &Session, authenticated: bool) {
+    /// The close reason, and whether it is abnormal.
+    fn reason(&self, authenticated: bool) -> (String, bool) {
         match self {
-            Stop::Shutdown => debug!(peer = %session.peer, "server shutting down; closing connection"),
-            Stop::Read(FrameError::Eof) => debug!(peer = %session.peer, "client disconnected"),
-            Stop::Read(FrameError::Shutdown) => debug!(peer = %session.peer, "server shutting down; closing connection"),
-            Stop::Read(FrameError::Idle) => {
-                let what = if authenticated { "idle timeout" } else { "authentication not completed in time" };
-                info!(peer = %session.peer, reason = what, "closing connection");
-            }
-            Stop::Read(e) => warn!(peer = %session.peer, state = session.auth.name(), error = %e, "closing connection"),
+            Stop::Shutdown => ("server shutting down".into(), false),
+            Stop::Read(FrameError::Eof) => ("client disconnected".into(), false),
+            Stop::Read(FrameError::Shutdown) => ("server shutting down".into(), false),
+            Stop::Read(FrameError::Idle) if authenticated => ("idle timeout".into(), false),
+            Stop::Read(FrameError::Idle) => ("authentication not completed in time".into(), true),
+            Stop::Read(e) => (e.to_string(), true),
         }
     }
 }

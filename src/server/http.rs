@@ -1,5 +1,6 @@
 //! The HTTP endpoint for operations: `/metrics` (Prometheus), `/healthz` (the process
-//! serves) and `/readyz` (it takes Kafka clients: listeners bound, not shutting down).
+//! serves: 200 from the moment it started, before storage recovery) and `/readyz` (it takes
+//! Kafka clients: storage recovered, listeners bound, storage can write, not shutting down).
 //!
 //! One request per connection (no keep-alive), at most [`MAX_CONNECTIONS`] at once, and
 //! each connection gets [`CONNECTION_TIMEOUT`] in all, so a scraper cannot hold the
@@ -33,9 +34,14 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// What the endpoint reports.
 pub struct HttpState {
+    /// The metrics, and the readiness they know of.
     pub metrics: Arc<Metrics>,
-    /// True while the gateway takes Kafka clients.
-    pub ready: watch::Receiver<bool>,
+}
+
+/// Binds the endpoint's address (before anything else starts, so `/healthz` answers from
+/// the first moment).
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, super::ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| super::ServerError::Bind { addr, source })
 }
 
 /// Serves the endpoint on `listener` until `stop` turns true.
@@ -85,14 +91,16 @@ fn respond(state: &HttpState, request: &Request<Incoming>) -> Response<Full<Byte
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
         },
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if *state.ready.borrow() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down\n"),
+        "/readyz" => match state.metrics.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response

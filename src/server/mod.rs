@@ -92,20 +92,11 @@ pub async fn run(
             protocol = ?l.config.protocol, "listening");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = watch::channel(true);
-    let (http_stop_tx, http_stop_rx) = watch::channel(false);
-    let http = match config.metrics.bind {
-        Some(addr) => {
-            let tcp = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-            info!(bind = %addr, "serving /metrics, /healthz and /readyz");
-            let state = Arc::new(http::HttpState { metrics: broker.metrics.clone(), ready: ready_rx });
-            Some(tokio::spawn(http::serve(tcp, state, http_stop_rx)))
-        }
-        None => None,
-    };
+    // The HTTP endpoint runs from the process's start (see `main`); readiness is told here.
     let (max_connections, fd_budget) = connection_limit(&config);
     let slots = Arc::new(Semaphore::new(max_connections));
     let budgets = Arc::new(connection::Budgets::new(&config.limits));
+    broker.metrics.attach_inflight(inflight_source(&config.limits, &budgets, &broker));
     let pending_logins = logins::PendingLogins::new(config.limits.max_unauthenticated_per_ip);
     let refusal_logs = Arc::new(RefusalLogs::default());
     let mut accept_loops = JoinSet::new();
@@ -120,13 +111,14 @@ pub async fn run(
         };
         accept_loops.spawn(accept_loop(listener, broker.clone(), limits, budgets.clone(), stop_rx.clone()));
     }
+    broker.metrics.set_phase(crate::metrics::Phase::Serving);
     shutdown.await;
     // The limits in force now (a reload may have changed them).
     let deadline = Duration::from_secs(broker.limits().shutdown_timeout_secs);
     let open = |slots: &Semaphore| max_connections - slots.available_permits();
     info!(connections = open(&slots), shutdown_timeout_secs = deadline.as_secs(),
         "shutting down: no new connections; answering the requests already read");
-    let _ = ready_tx.send(false);
+    broker.metrics.set_phase(crate::metrics::Phase::ShuttingDown);
     let _ = stop_tx.send(true);
     let drain = async { while accept_loops.join_next().await.is_some() {} };
     if tokio::time::timeout(deadline, drain).await.is_err() {
@@ -137,11 +129,31 @@ pub async fn run(
     } else {
         info!("every connection answered and closed");
     }
-    let _ = http_stop_tx.send(true);
-    if let Some(http) = http {
-        let _ = http.await;
-    }
     Ok(())
+}
+
+/// Reads the in-flight budgets for the metrics: `(pool, held, limit)` of the authenticated
+/// and unauthenticated request pools and of the decoded-output budget.
+fn inflight_source(
+    limits: &crate::config::Limits,
+    budgets: &Arc<connection::Budgets>,
+    broker: &Arc<Broker>,
+) -> crate::metrics::InflightSource {
+    let (budgets, broker) = (Arc::downgrade(budgets), Arc::downgrade(broker));
+    let (auth, unauth, decoded) =
+        (limits.max_inflight_bytes, limits.max_unauthenticated_inflight_bytes, limits.max_decoded_inflight_bytes);
+    let held = |limit: usize, free: usize| limit.saturating_sub(free) as u64;
+    Box::new(move || {
+        let mut out = Vec::with_capacity(3);
+        if let Some(b) = budgets.upgrade() {
+            out.push(("authenticated", held(auth, b.inflight.free()), auth as u64));
+            out.push(("unauthenticated", held(unauth, b.unauthenticated.free()), unauth as u64));
+        }
+        if let Some(broker) = broker.upgrade() {
+            out.push(("decoded", held(decoded, broker.pool.pending_free_bytes()), decoded as u64));
+        }
+        out
+    })
 }
 
 /// `max_connections`, lowered to what the file-descriptor limit leaves for connections
@@ -309,9 +321,15 @@ async fn handle(
         sni_conflict: false,
         throttled_until: None,
         advertised,
+        client: Default::default(),
     };
+    let opened = std::time::Instant::now();
+    let listener = connection::protocol_label(config.protocol);
+    info!(%peer, listener, bind = %config.bind, "connection opened");
+    let on_close = |session: &Session, summary: &connection::Summary| log_close(session, config, opened.elapsed(), summary);
+    let failed = |reason: &str, abnormal: bool| connection::Summary { reason: reason.into(), abnormal, ..Default::default() };
     match tls {
-        None => connection::serve(stream, broker, session, auth_deadline, budgets, login, stop).await,
+        None => connection::serve(stream, broker, &mut session, auth_deadline, budgets, login, stop, &on_close).await,
         Some(acceptor) => {
             // A shutdown does not wait for a handshake: no request has been read yet.
             let stopping = async {
@@ -322,28 +340,54 @@ async fn handle(
             let accepted = tokio::select! {
                 accepted = tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)) => accepted,
                 () = stopping => {
-                    tracing::debug!(%peer, "server shutting down; closing a connection in its TLS handshake");
+                    on_close(&session, &failed("server shutting down during the TLS handshake", false));
                     return;
                 }
             };
-            let tls_stream = match accepted {
-                Ok(Ok(s)) => s,
+            match accepted {
+                Ok(Ok(tls_stream)) => {
+                    session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
+                    connection::serve(tls_stream, broker, &mut session, auth_deadline, budgets, login, stop, &on_close).await
+                }
+                // Port probes and health checks connect and leave.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    // Port probes and health checks connect and leave.
-                    tracing::debug!(%peer, "connection closed before the TLS handshake");
-                    return;
+                    on_close(&session, &failed("connection closed before the TLS handshake", false))
                 }
                 Ok(Err(e)) => {
-                    warn!(%peer, error = %e, "TLS handshake failed");
-                    return;
+                    broker.metrics.tls_handshake_failed();
+                    on_close(&session, &failed(&format!("TLS handshake failed: {e}"), true))
                 }
                 Err(_) => {
-                    warn!(%peer, "TLS handshake not completed in time");
-                    return;
+                    broker.metrics.tls_handshake_failed();
+                    on_close(&session, &failed("TLS handshake not completed in time", true))
                 }
-            };
-            session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
-            connection::serve(tls_stream, broker, session, auth_deadline, budgets, login, stop).await
+            }
         }
+    }
+}
+
+/// The one line logged when a connection ends: who it was (never a secret: the access key
+/// id, not its secret), what it did, and why it ended. Client text is stored escaped.
+fn log_close(session: &Session, config: &ListenerConfig, duration: Duration, summary: &connection::Summary) {
+    let principal = session.principal();
+    let project = principal.map_or("-", |p| p.project.as_str());
+    let key_id = principal.and_then(|p| p.key_id.as_deref()).unwrap_or("-");
+    let client = &session.client;
+    let name = client.software_name.as_deref().unwrap_or("-");
+    let version = client.software_version.as_deref().unwrap_or("-");
+    let client_id = client.client_id.as_deref().unwrap_or("-");
+    macro_rules! close_line {
+        ($level:ident) => {
+            tracing::$level!(peer = %session.peer, listener = connection::protocol_label(config.protocol), bind = %config.bind,
+                project, key_id, client_software_name = name, client_software_version = version, client_id,
+                state = session.auth.name(), duration_secs = duration.as_secs_f64(), requests = summary.requests,
+                bytes_received = summary.bytes_received, bytes_sent = summary.bytes_sent,
+                reason = summary.reason.as_str(), "connection closed")
+        };
+    }
+    if summary.abnormal {
+        close_line!(warn);
+    } else {
+        close_line!(info);
     }
 }

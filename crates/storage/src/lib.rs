@@ -9,6 +9,7 @@ mod entries;
 pub mod local;
 mod marks;
 mod router;
+pub mod stats;
 
 pub use entries::{Encoding, EntryBatch, EntryWriter, FieldWriter, CONTENT_FIELD};
 pub use marks::{MarkedBatch, ProducerMark, TAG_LEN as PRODUCER_TAG_LEN};
@@ -226,6 +227,13 @@ pub trait LogStorage: Send + Sync {
     /// process remembers of it (idempotent producers' sequences) can be stale.
     fn is_shared(&self, _stream: &StreamId) -> bool {
         false
+    }
+
+    /// Whether appends can be stored now, as far as the backend knows cheaply (no I/O): false
+    /// while a shard refuses writes or its last write failed (disk full, failed fsync), or
+    /// while ClickHouse could not store the last insert. For readiness checks.
+    fn writable(&self) -> bool {
+        true
     }
 
     /// Makes everything appended so far durable.

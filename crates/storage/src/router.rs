@@ -104,6 +104,10 @@ impl LogStorage for Router {
         self.backend(stream).is_shared(stream)
     }
 
+    fn writable(&self) -> bool {
+        self.backends.iter().all(|b| b.writable())
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         for b in &self.backends {
             b.flush().await?;

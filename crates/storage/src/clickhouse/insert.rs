@@ -202,6 +202,7 @@ async fn insert_group(shared: &Shared, group: Vec<Pending>, rx: &mut mpsc::Unbou
             }
             Err(e) => {
                 ClickHouseStats::add(&shared.stats.insert_errors, 1);
+                shared.stats.failing.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, rows = total, attempt, "ClickHouse insert failed; checking what it stored before retrying");
                 if !matches!(e, HttpError::NotSent { .. }) {
                     outcome = Outcome::Unknown;
@@ -352,6 +353,7 @@ fn fail_expired(shared: &Shared, p: Pending) {
 /// Answers every append of `group`: stored, or not stored because of `Err(why)`.
 fn answer_all(shared: &Shared, group: Vec<Pending>, result: Result<(), String>) {
     let stats = &shared.stats;
+    stats.failing.store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
     match &result {
         Ok(()) => {
             ClickHouseStats::add(&stats.inserts, 1);

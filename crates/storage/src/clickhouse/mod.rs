@@ -105,6 +105,9 @@ pub struct ClickHouseStats {
     pub checks: AtomicU64,
     /// Appends answered with an error (nothing of them stored).
     pub appends_failed: AtomicU64,
+    /// The last insert stored nothing (ClickHouse unreachable or refusing); cleared by the
+    /// next insert that succeeds.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl ClickHouseStats {
@@ -466,6 +469,10 @@ impl LogStorage for ClickHouseStore {
             tx.as_ref().ok_or(StorageError::Closed)?.send(pending).map_err(|_| StorageError::Closed)?;
         }
         Ok(crate::ticket(answer))
+    }
+
+    fn writable(&self) -> bool {
+        !self.inner.stats.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn max_entry_bytes(&self) -> usize {

@@ -310,6 +310,45 @@ impl LocalStore {
         }
     }
 
+    /// What each stream with an open shard holds on disk and lost to retention.
+    pub fn stream_stats(&self) -> Vec<crate::stats::StreamStats> {
+        let shards: Vec<(StreamId, Arc<Shard>)> = self
+            .inner
+            .registry()
+            .shards
+            .iter()
+            .filter_map(|((stream, _), cell)| cell.get().map(|s| (stream.clone(), s.clone())))
+            .collect();
+        let mut out: Vec<crate::stats::StreamStats> = Vec::new();
+        for (stream, shard) in shards {
+            let i = match out.iter().position(|s| s.stream == stream) {
+                Some(i) => i,
+                None => {
+                    out.push(crate::stats::StreamStats {
+                        stream,
+                        disk_bytes: 0,
+                        retention_deleted_segments: 0,
+                        retention_deleted_bytes: 0,
+                        failing_shards: 0,
+                    });
+                    out.len() - 1
+                }
+            };
+            let s = &shard.core.stats;
+            let entry = &mut out[i];
+            entry.disk_bytes += shard.core.disk_bytes();
+            entry.retention_deleted_segments += s.retention_segments.load(Ordering::Relaxed);
+            entry.retention_deleted_bytes += s.retention_bytes.load(Ordering::Relaxed);
+            entry.failing_shards += u32::from(s.failing.load(Ordering::Relaxed));
+        }
+        out
+    }
+
+    /// How long segment fsyncs took since open.
+    pub fn fsync_seconds(&self) -> crate::stats::HistogramSnapshot {
+        self.inner.stats.fsync_latency.snapshot()
+    }
+
     /// Opens the existing shards `0..shards` of a stream now rather than at first use, so
     /// that a server recovers them (and applies retention) as it starts.
     pub async fn open_stream(&self, stream: &StreamId, shards: u32) -> Result<(), StorageError> {
@@ -627,6 +666,13 @@ impl LogStorage for LocalStore {
                 return Ok(out);
             }
         }
+    }
+
+    fn writable(&self) -> bool {
+        self.inner
+            .open_shards()
+            .iter()
+            .all(|s| !s.core.stats.failing.load(Ordering::Relaxed))
     }
 
     fn max_entry_bytes(&self) -> usize {

@@ -35,6 +35,19 @@ pub(crate) struct Counters {
     pub failed_groups: AtomicU64,
     pub segments_rolled: AtomicU64,
     pub segments_deleted: AtomicU64,
+    /// How long segment fsyncs took.
+    pub fsync_latency: crate::stats::LatencyHistogram,
+}
+
+/// What one shard reports for monitoring.
+#[derive(Debug, Default)]
+pub(crate) struct ShardStats {
+    /// Its last write failed, or it refuses writes until reopened after a failed fsync;
+    /// cleared when a write succeeds again (or the reopen does).
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Segments retention deleted, and their bytes.
+    pub retention_segments: AtomicU64,
+    pub retention_bytes: AtomicU64,
 }
 
 /// Entries encoded by the appender, offsets and checksums still to be filled in.
@@ -112,6 +125,7 @@ pub(crate) struct Core {
     pub dir: PathBuf,
     /// Segments in offset order; the last one is the one written to.
     view: Mutex<Vec<SegmentState>>,
+    pub stats: ShardStats,
     #[cfg(test)]
     pub faults: Faults,
 }
@@ -121,6 +135,7 @@ impl Core {
         Core {
             dir,
             view: Mutex::new(segments),
+            stats: ShardStats::default(),
             #[cfg(test)]
             faults: Faults::default(),
         }
@@ -129,6 +144,21 @@ impl Core {
     pub(crate) fn view(&self) -> MutexGuard<'_, Vec<SegmentState>> {
         // A poisoned lock only means a panic elsewhere; the view itself is always consistent.
         self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Disk space the shard's segment files take (allocated blocks; fstat, no reads).
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let files: Vec<Arc<File>> = self.view().iter().map(|s| s.file.clone()).collect();
+        files
+            .iter()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.blocks().saturating_mul(512))
+            .sum()
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.stats.failing.store(failing, Ordering::Relaxed);
     }
 }
 
@@ -713,6 +743,9 @@ impl Writer {
 
         match self.write_and_sync(start_len, need_sync) {
             Ok(()) => {
+                if !self.buf.is_empty() {
+                    self.core.set_failing(false);
+                }
                 self.active.len = start_len + self.buf.len() as u64;
                 self.next_offset = next;
                 self.stats
@@ -729,12 +762,14 @@ impl Writer {
                 }
             }
             Err(_) if self.fault.is_some() => {
+                self.core.set_failing(true);
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 self.active.index.rollback(mark);
                 self.active.max_arrival_ms = max_arrival_before;
                 self.on_fault(dues, rx);
             }
             Err(e) => {
+                self.core.set_failing(true);
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 self.active.index.rollback(mark);
                 self.active.max_arrival_ms = max_arrival_before;
@@ -774,6 +809,7 @@ impl Writer {
             }
         }
         if any {
+            self.core.set_failing(true);
             self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -808,6 +844,7 @@ impl Writer {
 
     /// Records a failed fsync (see `fault`).
     fn set_fault(&mut self, what: &str, e: &io::Error) {
+        self.core.set_failing(true);
         tracing::error!(dir = %self.core.dir.display(), error = %e,
             "logstore {what} failed; the shard acknowledges nothing until it is reopened from disk");
         self.fault
@@ -816,7 +853,10 @@ impl Writer {
 
     /// Fsyncs the active segment, whose data ends at `len`; a failure is a fault.
     fn sync_active(&mut self, len: u64) -> io::Result<()> {
-        if let Err(e) = self.core.file_sync(&self.active.file) {
+        let started = Instant::now();
+        let synced = self.core.file_sync(&self.active.file);
+        self.stats.fsync_latency.observe(started.elapsed());
+        if let Err(e) = synced {
             self.set_fault("fsync", &e);
             return Err(e);
         }
@@ -869,6 +909,7 @@ impl Writer {
         self.roll_retry_at = None;
         self.last_retention = None;
         self.fault = None;
+        self.core.set_failing(false);
         tracing::warn!(dir = %self.core.dir.display(), bytes_cut = cut_bytes,
             entries_cut = entries_before.saturating_sub(self.next_offset), next_offset = self.next_offset,
             "logstore shard reopened from disk after a failed fsync; writing again");
@@ -1132,6 +1173,8 @@ impl Writer {
             self.core.view().retain(|v| v.base != base);
             tracing::info!(path = %s.path.display(), bytes = s.len, expired, too_big, "retention deleted a segment");
             total -= s.len;
+            self.core.stats.retention_segments.fetch_add(1, Ordering::Relaxed);
+            self.core.stats.retention_bytes.fetch_add(s.len, Ordering::Relaxed);
             self.sealed.pop_front();
             self.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
             deleted = true;
