@@ -118,6 +118,6 @@ mod tests {
     #[test]
     fn peer_text_is_escaped_and_cut() {
         assert_eq!(escape_client_text(b"evil\nname=\"x\""), "evil\\nname=\\\"x\\\"");
-        assert_eq!(escape_client_text(&[b'a'; 200]).len(), MAX_CLIENT_TEXT);
+        assert_eq!(escape_client_text(&[b'a'; 200]).len(), super::super::session::MAX_CLIENT_TEXT);
     }
 }
