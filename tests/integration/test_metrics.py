@@ -63,6 +63,7 @@ def test_metrics_count_the_logs_stored(gateway):
     assert m[("loggate_sasl_authentications_total", (("result", "success"),))] >= 2
     assert m[("loggate_connections_accepted_total", ())] >= 2
     assert m[("loggate_build_info", (("version", "0.1.0"),))] == 1
+    assert m[("loggate_ready", ())] == 1
 
 
 def test_metrics_count_refused_partitions_and_logins(gateway):
@@ -76,9 +77,11 @@ def test_metrics_count_refused_partitions_and_logins(gateway):
     assert sasl_v1_login(s, "demo", "LGTESTMAIN#wrong-secret") == 58
     assert is_closed(s)
 
-    assert gateway.metric("loggate_produce_partition_errors_total", error="CORRUPT_MESSAGE") == 1
-    assert gateway.metric("loggate_produce_partition_errors_total", error="UNKNOWN_TOPIC_OR_PARTITION") == 1
-    assert gateway.metric("loggate_sasl_authentications_total", result="failure") == 1
+    assert gateway.metric("loggate_produce_partition_errors_total", error="CORRUPT_MESSAGE", project="demo",
+                          logstore="one") == 1
+    assert gateway.metric("loggate_produce_partition_errors_total", error="UNKNOWN_TOPIC_OR_PARTITION",
+                          project="_unknown", logstore="_unknown") == 1
+    assert gateway.metric("loggate_sasl_authentications_total", result="bad_secret") == 1
     assert gateway.metric("loggate_logs_written_total", project="demo", logstore="one") == 0
     assert gateway.logs("one") == []
 
