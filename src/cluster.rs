@@ -159,14 +159,18 @@ impl Cluster {
     }
 }
 
-/// Whether `http://host:port/readyz` answers 200.
+/// Whether `http://host:port/readyz?scope=serving` answers 200: whether the node takes
+/// clients (started, not shutting down), whatever its storage says. The storage nodes
+/// share fails for all of them at once, and moving partition leaders then (while inserts
+/// are in doubt) would only make idempotent producers' retries harder to recognise. A
+/// node that ignores the query answers its `/readyz`.
 async fn ready(host: &str, port: u16) -> Result<(), String> {
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await.map_err(|e| e.to_string())?;
     let driver = tokio::spawn(connection);
-    let request = hyper::Request::get("/readyz")
+    let request = hyper::Request::get(crate::server::http::SERVING_PATH)
         .header(hyper::header::HOST, format!("{host}:{port}"))
         .body(Empty::new())
         .map_err(|e| e.to_string())?;

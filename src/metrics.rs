@@ -259,6 +259,16 @@ impl Metrics {
         self.sources.readiness()
     }
 
+    /// `Ok` when the gateway takes clients (started, not shutting down), whatever storage
+    /// says; else why not.
+    pub fn serving(&self) -> Result<(), &'static str> {
+        match self.sources.phase() {
+            Phase::Starting => Err("starting: storage is being recovered"),
+            Phase::ShuttingDown => Err("shutting down"),
+            Phase::Serving => Ok(()),
+        }
+    }
+
     /// A connection was accepted; the returned guard counts it open until dropped.
     pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.connections_accepted.inc();

@@ -1,6 +1,7 @@
 //! The HTTP endpoint for operations: `/metrics` (Prometheus), `/healthz` (the process
 //! serves: 200 from the moment it started, before storage recovery) and `/readyz` (it takes
-//! Kafka clients: storage recovered, listeners bound, storage can write, not shutting down).
+//! Kafka clients: storage recovered, listeners bound, storage can write, not shutting down;
+//! with `?scope=serving`, without the storage check, as cluster nodes ask it of each other).
 //!
 //! One request per connection (no keep-alive), at most [`MAX_CONNECTIONS`] at once, and
 //! each connection gets [`CONNECTION_TIMEOUT`] in all, so a scraper cannot hold the
@@ -31,6 +32,9 @@ const MAX_CONNECTIONS: usize = 64;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Content type of the OpenMetrics text `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What cluster nodes ask each other: `/readyz` without the storage check (see `cluster`).
+pub const SERVING_PATH: &str = "/readyz?scope=serving";
 
 /// What the endpoint reports.
 pub struct HttpState {
@@ -91,6 +95,10 @@ fn respond(state: &HttpState, request: &Request<Incoming>) -> Response<Full<Byte
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
         },
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if request.uri().query() == Some("scope=serving") => match state.metrics.serving() {
+            Ok(()) => text(StatusCode::OK, "serving\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not serving: {why}\n")),
+        },
         "/readyz" => match state.metrics.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),

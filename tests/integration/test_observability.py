@@ -237,6 +237,7 @@ def test_healthz_answers_during_a_slow_start_and_readyz_once_storage_is_up(tmp_p
             assert gw.http_get("/healthz") == (200, "ok\n")
             status, body = gw.http_get("/readyz")
             assert status == 503 and "starting" in body, (status, body)
+            assert gw.http_get("/readyz?scope=serving")[0] == 503
             assert gw.metric("loggate_ready") == 0
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", gw.ports["PLAINTEXT"]), timeout=1).close()
@@ -273,6 +274,8 @@ def test_readyz_is_503_while_clickhouse_cannot_store_and_200_after(tmp_path, cli
         assert "storage cannot write" in body, body
         assert gw.metric("loggate_ready") == 0
         assert gw.http_get("/healthz") == (200, "ok\n")
+        # what cluster nodes ask each other: the node serves, its (shared) storage aside
+        assert gw.http_get("/readyz?scope=serving") == (200, "serving\n")
         clickhouse.start()
         assert p.flush(90) == 0 and errors == [], errors
         wait_until(lambda: gw.http_get("/readyz")[0] == 200, what="/readyz 200 again")
