@@ -5,18 +5,15 @@ moving under real clients, and a Grafana dashboard whose every query names a rea
 import json
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from clickhouse import ClickHouse
 from clients import check_stored
 from gateway import ROOT, Gateway, password
 from test_wire_errors import sasl_v1_login
@@ -58,7 +55,7 @@ def wait_until(check, timeout=20, what="condition"):
 
 def stored_once(gw, logstore, values):
     """The logstore (any backend) holds exactly `values`, each once."""
-    logs = gw.wait_logs(logstore, len(values))
+    gw.wait_logs(logstore, len(values))
     time.sleep(0.3)  # a late duplicate would show up
     assert sorted(l["content"] for l in gw.logs(logstore)) == sorted(values)
 
@@ -146,13 +143,21 @@ def test_client_software_from_the_wire_is_escaped_in_human_log_lines(tmp_path):
     assert "INFO loggate: forged line" in line  # kept, escaped, on the one line
 
 
-def test_log_format_env_overrides_the_setting(tmp_path):
+def test_log_format_env_overrides_the_setting_and_kcat_is_named(tmp_path):
     gw = Gateway(tmp_path, extra_config='[log]\nformat = "human"')
     gw.extra_env = {"LOGGATE_LOG_FORMAT": "json"}
     gw.start()
-    gw.stop()
+    try:
+        subprocess.run(["kcat", "-P", "-b", gw.bootstrap("PLAINTEXT"), "-t", "one"], input=b"from-kcat\n",
+                       check=True, timeout=30)
+        assert [l["content"] for l in gw.wait_logs("one", 1)] == ["from-kcat"]
+    finally:
+        gw.stop()
     lines = json_lines(gw)
     assert any(l["fields"]["message"] == "listening" for l in lines)
+    kcat = [l["fields"] for l in lines if l["fields"]["message"] == "connection closed" and l["fields"]["requests"] > 0]
+    assert kcat and all(c["client_software_name"] == "librdkafka" and c["client_id"] == "rdkafka" for c in kcat), kcat
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", c["client_software_version"]) for c in kcat), kcat
 
 
 # --------------------------------------------------------------------- health, readiness
@@ -248,7 +253,6 @@ def test_healthz_answers_during_a_slow_start_and_readyz_once_storage_is_up(tmp_p
         wait_until(lambda: gw.http_get("/readyz")[0] == 200, what="/readyz 200")
         assert gw.http_get("/readyz") == (200, "ready\n")
         assert gw.metric("loggate_ready") == 1
-        t0 = time.time()
         values = ["after-slow-start-%d" % i for i in range(10)]
         produce(sasl_ssl(gw), "other", values)
         stored_once(gw, "other", values)
@@ -261,7 +265,6 @@ def test_readyz_is_503_while_clickhouse_cannot_store_and_200_after(tmp_path, cli
     gw = clickhouse_gateway(tmp_path, clickhouse.url).start()
     try:
         assert gw.http_get("/readyz") == (200, "ready\n")
-        t0 = time.time()
         clickhouse.stop()
         errors, delivered = [], []
         p = Producer(sasl_ssl(gw, **{"message.timeout.ms": 120000, "retry.backoff.ms": 200}))
@@ -495,7 +498,6 @@ def test_dashboard_queries_only_metrics_a_real_scrape_has(tmp_path, clickhouse):
     assert doc["title"] and doc["panels"]
     gw = clickhouse_gateway(tmp_path, clickhouse.url).start()
     try:
-        t0 = time.time()
         values = ["dash-%d" % i for i in range(30)]
         produce(sasl_ssl(gw, **{"compression.codec": "lz4"}), "app", values)
         produce(sasl_ssl(gw), "other", values)
