@@ -347,6 +347,36 @@ def test_readyz_is_503_while_the_disk_is_full_and_200_after(tmp_path, small_disk
         gw.stop()
 
 
+def test_readyz_recovers_from_a_full_disk_without_waiting_for_a_write(tmp_path, small_disk):
+    gw = Gateway(tmp_path, data=small_disk / "data").start()
+    try:
+        t0 = time.time()
+        first = ["kept-%d" % i for i in range(5)]
+        produce(sasl_ssl(gw), "one", first)
+        filler = small_disk / "filler"
+        fill(filler)
+        errors, delivered = [], []
+        p = Producer(sasl_ssl(gw, **{"message.timeout.ms": 3000}))
+        for i in range(5):
+            p.produce("one", value="given-up-%d-%s" % (i, "z" * 2000),
+                      on_delivery=lambda e, m: (errors if e else delivered).append(m))
+        assert p.flush(30) == 0
+        assert delivered == [] and len(errors) == 5
+        del p
+        status, body = gw.http_get("/readyz")
+        assert status == 503 and "storage cannot write" in body, (status, body)
+        time.sleep(2)
+        assert gw.http_get("/readyz")[0] == 503, "still full: still not ready"
+        os.unlink(filler)
+        os.unlink(str(filler) + ".tail")
+        # no client writes: the shard finds the room by itself
+        wait_until(lambda: gw.http_get("/readyz")[0] == 200, timeout=10, what="/readyz 200 without a write")
+        assert "logstore shard has room to write again" in gw.log_text()
+        check_stored(gw, "one", first, t0)
+    finally:
+        gw.stop()
+
+
 # ---------------------------------------------------------------------------- metrics
 
 

@@ -513,6 +513,9 @@ fn pick(segments: &[SegmentState], cursor: u64) -> Option<SegmentState> {
 const MAX_IDLE_BUF: usize = 4 << 20;
 /// Retention is checked at most this often (and after every roll).
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// Bytes a failing shard reserves at a tick to see whether writes would find room again.
+const PROBE_BYTES: u64 = 64 * 1024;
+
 /// A roll that failed is tried again after this long.
 const ROLL_RETRY: Duration = Duration::from_secs(1);
 
@@ -664,6 +667,9 @@ impl Writer {
             self.refuse(group, &e);
             return;
         }
+        if group.iter().all(|r| matches!(r, Request::Tick)) {
+            self.probe_space();
+        }
         self.maybe_roll();
         if self.fault.is_some() {
             // The roll's fsync failed: nothing of this group is written.
@@ -796,6 +802,21 @@ impl Writer {
             if self.fault.is_some() {
                 self.on_fault(Vec::new(), rx);
             }
+        }
+    }
+
+    /// While the shard counts as failing after a failed write (the disk was full, say) and no
+    /// one writes, checks at each tick whether a write would find room now, by reserving
+    /// [`PROBE_BYTES`] past the data (blocks the next write uses), so that readiness
+    /// recovers without waiting for a client's write. Without preallocation, the next
+    /// successful write tells.
+    fn probe_space(&mut self) {
+        if !self.core.stats.failing.load(Ordering::Relaxed) || self.fault.is_some() || self.restore_to.is_some() {
+            return;
+        }
+        if self.preallocate && preallocate(&self.active.file, self.active.len, PROBE_BYTES).is_ok() {
+            tracing::info!(dir = %self.core.dir.display(), "logstore shard has room to write again");
+            self.core.set_failing(false);
         }
     }
 
