@@ -228,6 +228,7 @@ impl Shard {
             last_retention: None,
             roll_retry_at: None,
             buf: Vec::new(),
+            out_of_space: false,
             cfg,
         };
         Ok(Shard {
@@ -580,6 +581,9 @@ struct Writer {
     last_retention: Option<Instant>,
     roll_retry_at: Option<Instant>,
     buf: Vec<u8>,
+    /// The last failed write found the filesystem full (ENOSPC, EDQUOT): ticks check
+    /// whether there is room again (`probe_space`).
+    out_of_space: bool,
 }
 
 /// Reply due to one request of a group.
@@ -776,6 +780,7 @@ impl Writer {
             }
             Err(e) => {
                 self.core.set_failing(true);
+                self.out_of_space = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 self.active.index.rollback(mark);
                 self.active.max_arrival_ms = max_arrival_before;
@@ -805,17 +810,18 @@ impl Writer {
         }
     }
 
-    /// While the shard counts as failing after a failed write (the disk was full, say) and no
+    /// While the shard counts as failing after a write that found the disk full and no
     /// one writes, checks at each tick whether a write would find room now, by reserving
     /// [`PROBE_BYTES`] past the data (blocks the next write uses), so that readiness
     /// recovers without waiting for a client's write. Without preallocation, the next
     /// successful write tells.
     fn probe_space(&mut self) {
-        if !self.core.stats.failing.load(Ordering::Relaxed) || self.fault.is_some() || self.restore_to.is_some() {
+        if !self.out_of_space || !self.core.stats.failing.load(Ordering::Relaxed) || self.fault.is_some() || self.restore_to.is_some() {
             return;
         }
         if self.preallocate && preallocate(&self.active.file, self.active.len, PROBE_BYTES).is_ok() {
             tracing::info!(dir = %self.core.dir.display(), "logstore shard has room to write again");
+            self.out_of_space = false;
             self.core.set_failing(false);
         }
     }

@@ -267,6 +267,30 @@ async fn failed_cut_heals_on_a_tick_without_writes() {
     }
 }
 
+#[tokio::test]
+async fn a_failed_write_makes_the_store_unwritable_until_a_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, _, shard) = store_holding(dir.path(), LocalStoreOptions::default(), vec![entry(0)]).await;
+    assert!(store.writable());
+    let fsyncs = store.fsync_seconds().count;
+    assert!(fsyncs >= 1, "the synced append was timed");
+    let stats = store.stream_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!((stats[0].stream.clone(), stats[0].failing_shards), (s.clone(), 0));
+    assert!(stats[0].disk_bytes > 0);
+    shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
+    assert!(store.append(&s, 0, batch([entry(1)]), Durability::Synced).await.is_err());
+    assert!(!store.writable());
+    assert_eq!(store.stream_stats()[0].failing_shards, 1);
+    // An injected failure is no full disk: ticks do not clear it, the next write does.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!store.writable());
+    store.append(&s, 0, batch([entry(2)]), Durability::Synced).await.unwrap();
+    assert!(store.writable());
+    assert_eq!(store.stream_stats()[0].failing_shards, 0);
+    assert!(store.fsync_seconds().count > fsyncs);
+}
+
 /// The offsets and entries a shard holds.
 async fn held(store: &LocalStore, s: &StreamId) -> Vec<(u64, LogEntry)> {
     let logs = store.read(s, 0, 0, 1000).await.unwrap();
