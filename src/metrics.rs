@@ -485,7 +485,7 @@ fn encode_local(encoder: &mut DescriptorEncoder, local: &LocalStore) -> Result<(
         ("retention_deleted_bytes", "Bytes of the segments retention deleted, by logstore", MetricType::Counter, |s| s.retention_deleted_bytes),
     ];
     for (name, help, kind, read) in series {
-        let mut family = encoder.encode_descriptor(name, help, None, kind.clone())?;
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
         for s in &streams {
             let labels = [("project", s.stream.project.as_str()), ("logstore", s.stream.logstore.as_str())];
             let value = read(s);
