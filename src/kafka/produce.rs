@@ -216,7 +216,10 @@ async fn write_partition(
     let options = DecodeOptions {
         max_decompressed_bytes: limits.max_decompressed_batch_bytes,
         max_records: limits.max_records_per_batch,
-        allow_zstd: version >= 7,
+        // Every version carrying record batches v2 (v3+): sarama before 1.23 sends zstd in
+        // v3. Kafka refuses it below v7 for old consumers; loggate has none. Message sets
+        // v0/v1 have no zstd codec and are refused by the decoder whatever this says.
+        allow_zstd: version >= 3,
     };
     let output = OutputLimits { max_logs: limits.max_records_per_batch, max_bytes: limits.max_converted_batch_bytes };
     let inline = largest_output(&records).is_some_and(|n| n <= INLINE_OUTPUT_BYTES);

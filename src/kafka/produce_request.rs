@@ -21,7 +21,8 @@ pub type PartitionData = (i32, Option<Bytes>);
 pub struct ProduceBody {
     pub acks: i16,
     pub timeout_ms: i32,
-    /// Whether a transactional id was sent (v3+).
+    /// Whether a non-empty transactional id was sent (v3+): an empty one means none, as
+    /// in InitProducerId.
     pub transactional: bool,
     pub topics: Vec<(String, Vec<PartitionData>)>,
 }
@@ -33,7 +34,7 @@ pub fn parse(version: i16, body: Bytes) -> Result<ProduceBody, WireError> {
     // Smallest encodings: a topic is an empty name and an empty partition array (and its
     // tagged fields); a partition an index, null records (and its tagged fields).
     let (min_topic, min_partition) = if flexible { (3, 6) } else { (6, 8) };
-    let transactional = version >= 3 && w.nullable_string("transactional id")?.is_some();
+    let transactional = version >= 3 && w.nullable_string("transactional id")?.is_some_and(|id| !id.is_empty());
     let acks = w.i16("acks")?;
     let timeout_ms = w.i32("timeout")?;
     let topic_count = w.array(min_topic, "topics")?;
@@ -115,6 +116,15 @@ mod tests {
         }
         tags(&mut b, false);
         Bytes::from(b)
+    }
+
+    #[test]
+    fn an_empty_transactional_id_is_none() {
+        // v3: transactional id "", acks, timeout, no topics.
+        let body = Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0x27, 0x10, 0, 0, 0, 0]);
+        assert!(!parse(3, body).unwrap().transactional);
+        let body = Bytes::from_static(&[0, 1, b't', 0, 1, 0, 0, 0x27, 0x10, 0, 0, 0, 0]);
+        assert!(parse(3, body).unwrap().transactional);
     }
 
     #[test]
