@@ -24,8 +24,11 @@ pub struct Logstore {
     pub name: String,
     pub shards: u32,
     pub routing: Routing,
-    /// Stable non-zero id for Metadata v10+ (derived from the names).
+    /// Stable non-zero id of the raw topic `L` for Metadata v10+ (derived from the
+    /// names); also what places the logstore's shard leaders in a cluster, for both topics.
     pub topic_id: [u8; 16],
+    /// Stable non-zero id of the JSON topic `L.json`, distinct from `topic_id`.
+    pub json_topic_id: [u8; 16],
     /// The storage stream this logstore writes to.
     pub stream: StreamId,
     /// Idempotent producer state per topic name and partition, as the client numbers its
@@ -162,7 +165,8 @@ impl Catalog {
                             name: l.name.clone(),
                             shards: l.shards,
                             routing: l.routing,
-                            topic_id: topic_id(&p.name, &l.name),
+                            topic_id: topic_id(&p.name, &l.name, ValueFormat::Raw),
+                            json_topic_id: topic_id(&p.name, &l.name, ValueFormat::Json),
                             stream: StreamId { project: p.name.clone(), logstore: l.name.clone() },
                             producers: (0..2 * l.shards)
                                 .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
@@ -195,6 +199,26 @@ impl Catalog {
         Some(Topic { logstore: store.clone(), format: ValueFormat::Json })
     }
 
+    /// Resolves a Metadata v10+ topic id within a project: the topic's name and what it
+    /// resolves to. Scans the project's logstores (bounded by configuration).
+    pub fn topic_by_id(&self, project: &str, id: &[u8; 16]) -> Option<(String, Topic)> {
+        let stores = self.projects.get(project)?;
+        stores.values().find_map(|store| {
+            let format = if store.topic_id == *id {
+                ValueFormat::Raw
+            } else if store.json_topic_id == *id {
+                ValueFormat::Json
+            } else {
+                return None;
+            };
+            let name = match format {
+                ValueFormat::Raw => store.name.clone(),
+                ValueFormat::Json => format!("{}{JSON_SUFFIX}", store.name),
+            };
+            Some((name, Topic { logstore: store.clone(), format }))
+        })
+    }
+
     /// Every logstore of every project.
     pub fn all_logstores(&self) -> impl Iterator<Item = &Arc<Logstore>> {
         self.projects.values().flat_map(|stores| stores.values())
@@ -208,9 +232,17 @@ impl Catalog {
     }
 }
 
-/// A stable, non-zero 16-byte id for a logstore.
-fn topic_id(project: &str, logstore: &str) -> [u8; 16] {
-    let digest = Sha256::new().chain_update(project).chain_update([0u8]).chain_update(logstore).finalize();
+/// A stable, non-zero 16-byte id for a logstore's topic in `format`: the first 16 bytes
+/// of SHA-256 over the project and logstore names (NUL-separated; names hold no NUL), and
+/// for the JSON topic a further NUL and the format code. The raw topic's id is the one
+/// earlier releases gave both topics, so it (and the cluster leader placement built on it)
+/// does not change.
+fn topic_id(project: &str, logstore: &str, format: ValueFormat) -> [u8; 16] {
+    let mut hash = Sha256::new().chain_update(project).chain_update([0u8]).chain_update(logstore);
+    if format != ValueFormat::Raw {
+        hash.update([0u8, format.code()]);
+    }
+    let digest = hash.finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     if id == [0u8; 16] {
@@ -241,7 +273,34 @@ mod tests {
         assert_eq!(c.topic("demo", "app.json").unwrap().format, ValueFormat::Json);
         assert!(c.topic("demo", "nope").is_none());
         assert!(c.topic("other", "app").is_none());
-        assert_eq!(c.topic("demo", "app").unwrap().logstore.topic_id, topic_id("demo", "app"));
+        assert_eq!(c.topic("demo", "app").unwrap().logstore.topic_id, topic_id("demo", "app", ValueFormat::Raw));
+    }
+
+    #[test]
+    fn topic_ids_are_stable_distinct_per_format_and_resolve_back() {
+        let raw = topic_id("demo", "app", ValueFormat::Raw);
+        let json = topic_id("demo", "app", ValueFormat::Json);
+        assert_ne!(raw, json);
+        assert_ne!(raw, [0u8; 16]);
+        assert_ne!(json, [0u8; 16]);
+        // Derived from the names only: the same on every build, node and restart.
+        assert_eq!(raw, topic_id("demo", "app", ValueFormat::Raw));
+        assert_ne!(raw, topic_id("demo", "ap", ValueFormat::Raw));
+        assert_ne!(raw, topic_id("other", "app", ValueFormat::Raw));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(topic_id("ab", "c", ValueFormat::Raw), topic_id("a", "bc", ValueFormat::Raw));
+        // The raw id is SHA-256("demo\0app")[..16], as earlier releases gave it.
+        let digest = Sha256::digest(b"demo\0app");
+        assert_eq!(raw[..], digest[..16]);
+        let c = catalog(Routing::RoundRobin);
+        let store = c.topic("demo", "app").unwrap().logstore;
+        assert_eq!((store.topic_id, store.json_topic_id), (raw, json));
+        let (name, topic) = c.topic_by_id("demo", &json).unwrap();
+        assert_eq!((name.as_str(), topic.format), ("app.json", ValueFormat::Json));
+        let (name, topic) = c.topic_by_id("demo", &raw).unwrap();
+        assert_eq!((name.as_str(), topic.format), ("app", ValueFormat::Raw));
+        assert!(c.topic_by_id("other", &raw).is_none());
+        assert!(c.topic_by_id("demo", &[0u8; 16]).is_none());
     }
 
     #[test]

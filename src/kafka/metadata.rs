@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::errors::{code, topic_authorization_failed};
 use super::{respond, Broker, Reply, RequestHeader, Session};
-use crate::ingest::catalog::Logstore;
+use crate::ingest::catalog::{Logstore, ValueFormat};
 use crate::ingest::ResolveError;
 
 /// Highest Metadata version answered (v10+ carry each logstore's stable topic id).
@@ -33,11 +33,17 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
         return Reply::Close("Metadata before authentication".into());
     };
     let ingest = &broker.ingest;
-    let requested: Option<Vec<String>> = match request.topics {
+    let requested: Option<Vec<Requested>> = match request.topics {
         // v0: an empty list means all topics; v1+: null means all.
-        Some(list) if !(version == 0 && list.is_empty()) => {
-            Some(list.into_iter().filter_map(|t| t.name).map(|n| n.0.to_string()).collect())
-        }
+        Some(list) if !(version == 0 && list.is_empty()) => Some(
+            list.into_iter()
+                .map(|t| match t.name {
+                    Some(name) => Requested::Name(name.0.to_string()),
+                    // v10+: a null name asks by topic id.
+                    None => Requested::Id(t.topic_id),
+                })
+                .collect(),
+        ),
         _ => None,
     };
     let topics = match requested {
@@ -47,16 +53,31 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
             .logstores(&principal.project)
             .iter()
             .filter(|store| ingest.keys().may_write(principal, &store.name))
-            .map(|store| topic_entry(broker, &store.name, store, version))
+            // Each logstore once, by its raw name, as in every version (`L.json` is
+            // answered when asked for, by name or id).
+            .map(|store| topic_entry(broker, &store.name, store, ValueFormat::Raw, version))
             .collect(),
-        Some(names) => names
+        Some(list) => list
             .into_iter()
-            .map(|name| {
-                let resolved = if session.sni_conflict { Err(ResolveError::UnknownTopic) } else { ingest.resolve(principal, &name) };
-                match resolved {
-                    Ok(topic) => topic_entry(broker, &name, &topic.logstore, version),
-                    Err(ResolveError::UnknownTopic) => error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION),
-                    Err(ResolveError::NotAuthorized) => error_entry(&name, topic_authorization_failed(version)),
+            .map(|wanted| match wanted {
+                Requested::Name(name) => {
+                    let resolved =
+                        if session.sni_conflict { Err(ResolveError::UnknownTopic) } else { ingest.resolve(principal, &name) };
+                    match resolved {
+                        Ok(topic) => topic_entry(broker, &name, &topic.logstore, topic.format, version),
+                        Err(ResolveError::UnknownTopic) => error_entry(&name, code::UNKNOWN_TOPIC_OR_PARTITION),
+                        Err(ResolveError::NotAuthorized) => error_entry(&name, topic_authorization_failed(version)),
+                    }
+                }
+                Requested::Id(id) => {
+                    // An id the connection may not write is as unknown as one that names
+                    // nothing, so ids reveal no other logstore.
+                    let found = if session.sni_conflict { None } else { ingest.catalog().topic_by_id(&principal.project, id.as_bytes()) }
+                        .filter(|(_, topic)| ingest.keys().may_write(principal, &topic.logstore.name));
+                    match found {
+                        Some((name, topic)) => topic_entry(broker, &name, &topic.logstore, topic.format, version),
+                        None => MetadataResponseTopic::default().with_error_code(UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(id),
+                    }
                 }
             })
             .collect(),
@@ -88,7 +109,16 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
     respond(header, &response)
 }
 
-fn topic_entry(broker: &Broker, name: &str, store: &Logstore, version: i16) -> MetadataResponseTopic {
+/// A topic asked for by name, or (v10+) by id.
+enum Requested {
+    Name(String),
+    Id(Uuid),
+}
+
+/// UNKNOWN_TOPIC_ID: no topic the connection may see has the requested id.
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+fn topic_entry(broker: &Broker, name: &str, store: &Logstore, format: ValueFormat, version: i16) -> MetadataResponseTopic {
     let live = broker.cluster.as_ref().map(|c| c.live());
     let partitions = (0..store.shards as i32)
         .map(|p| {
@@ -105,7 +135,11 @@ fn topic_entry(broker: &Broker, name: &str, store: &Logstore, version: i16) -> M
                 .with_isr_nodes(vec![node])
         })
         .collect();
-    let topic_id = if version >= 10 { Uuid::from_bytes(store.topic_id) } else { Uuid::nil() };
+    let id = match format {
+        ValueFormat::Raw => store.topic_id,
+        ValueFormat::Json => store.json_topic_id,
+    };
+    let topic_id = if version >= 10 { Uuid::from_bytes(id) } else { Uuid::nil() };
     MetadataResponseTopic::default()
         .with_error_code(code::NONE)
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
