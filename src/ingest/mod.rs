@@ -39,6 +39,9 @@ pub struct Written {
     /// Offset of the first log in the shard (-1 when there were no records).
     pub base_offset: i64,
     pub logs: usize,
+    /// The shard's first retained offset, when the storage knows it cheaply (see
+    /// [`loggate_storage::AppendAck::start_offset`]).
+    pub start_offset: Option<u64>,
 }
 
 /// The idempotence fields of a batch (producer id >= 0).
@@ -58,9 +61,10 @@ pub enum WriteError {
     /// The batch's sequence numbers were refused (or it is an old duplicate).
     #[error("sequence check: {0:?}")]
     Sequence(SequenceCheck),
-    /// A record failed its checks while being converted.
-    #[error("{0}")]
-    Records(#[from] RecordError),
+    /// One record of a batch failed: which (its index in its batch, Kafka's
+    /// `batch_index`), and why. The whole partition is refused; nothing of it is stored.
+    #[error("record {index} of its batch: {failure}")]
+    Record { index: u32, failure: RecordFailure },
     /// The records make more logs, or larger ones, than one batch may.
     #[error("{0}")]
     Oversized(ConvertError),
@@ -68,6 +72,17 @@ pub enum WriteError {
     /// shutting down).
     #[error("write task ended without an answer: {0}")]
     Aborted(String),
+}
+
+/// Why one record failed (see [`WriteError::Record`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordFailure {
+    /// It breaks the record format (bad lengths, varints, headers).
+    #[error("{0}")]
+    Invalid(RecordError),
+    /// A log made of it is larger than the storage holds.
+    #[error("{0}")]
+    TooLarge(StorageError),
 }
 
 /// The ingest service shared by all connections.
@@ -186,9 +201,10 @@ impl Ingest {
         let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
         let mut converter = Converter::new(topic.format, ctx).with_limits(limits);
         for batch in batches {
-            for record in batch.records() {
-                converter.push_logs(&record?, &mut logs).map_err(|e| match e {
-                    ConvertError::Log(e) => WriteError::Storage(e),
+            for (index, record) in (0u32..).zip(batch.records()) {
+                let record = record.map_err(|e| WriteError::Record { index, failure: RecordFailure::Invalid(e) })?;
+                converter.push_logs(&record, &mut logs).map_err(|e| match e {
+                    ConvertError::Log(e) => WriteError::Record { index, failure: RecordFailure::TooLarge(e) },
                     limit => WriteError::Oversized(limit),
                 })?;
             }
@@ -273,7 +289,16 @@ impl Ingest {
                     state.confirm(p.producer_id, membership);
                     Ok(written)
                 }
-                SequenceCheck::Duplicate { base_offset } => Ok(Written { shard, base_offset, logs: 0 }),
+                SequenceCheck::Duplicate { base_offset } => {
+                    // Retries are rare: the local logstore is asked where the shard starts
+                    // (shared storage would cost a query, and acknowledges none either).
+                    let start_offset = if storage.is_shared(&logstore.stream) {
+                        None
+                    } else {
+                        storage.offsets(&logstore.stream, shard).await.ok().map(|(start, _)| start)
+                    };
+                    Ok(Written { shard, base_offset, logs: 0, start_offset })
+                }
                 refused => Err(WriteError::Sequence(refused)),
             }
         };
@@ -347,11 +372,11 @@ async fn acknowledged(
     stats: ConvertStats,
 ) -> Result<Written, StorageError> {
     let Queued::Ticket(ticket) = queued else {
-        return Ok(Written { shard, base_offset: -1, logs: 0 });
+        return Ok(Written { shard, base_offset: -1, logs: 0, start_offset: None });
     };
     let ack = ticket.await?;
     logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
-    Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count })
+    Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count, start_offset: ack.start_offset })
 }
 
 impl Ingest {

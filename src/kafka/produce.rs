@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use loggate_records::{decode_batches, Compression, DecodeOptions, RawBatch, RecordError};
@@ -21,7 +21,7 @@ use super::{respond, Broker, Reply, RequestHeader, Session};
 use crate::ingest::auth::Principal;
 use crate::ingest::producers::{last_seq, SequenceCheck};
 use crate::ingest::convert::OutputLimits;
-use crate::ingest::{Converted, ProducerBatch, ResolveError, WriteError, WriteHandle};
+use crate::ingest::{Converted, ProducerBatch, RecordFailure, ResolveError, WriteError, WriteHandle};
 
 /// Highest Produce version served (v9 is the first flexible one).
 pub const MAX_VERSION: i16 = 9;
@@ -43,6 +43,41 @@ struct PartitionResult {
     index: i32,
     error: i16,
     base_offset: i64,
+    /// The shard's first retained offset; -1 on errors and when the storage does not know.
+    log_start_offset: i64,
+    /// v8+: why the partition failed, for the client's log.
+    error_message: Option<String>,
+    /// v8+: the record that made it fail (its index in the batch) and why.
+    record_error: Option<(i32, String)>,
+}
+
+/// Why a partition was refused: the error, the reason (logged, and told to v8+ clients)
+/// and, when one record caused it, that record's index in its batch.
+struct Refusal {
+    error: ProduceError,
+    why: String,
+    record: Option<u32>,
+}
+
+impl From<(ProduceError, String)> for Refusal {
+    fn from((error, why): (ProduceError, String)) -> Self {
+        Self { error, why, record: None }
+    }
+}
+
+/// Longest reason sent to a client in `error_message` (the log line keeps it whole).
+const MAX_ERROR_MESSAGE: usize = 512;
+
+impl Refusal {
+    /// What the client is told: the reason, except for faults of the gateway's own storage,
+    /// whose details are for its operator's log.
+    fn client_message(&self) -> String {
+        let text = match self.error {
+            ProduceError::StorageError => "the gateway could not store the records (see its log); retry",
+            _ => self.why.as_str(),
+        };
+        text[..text.floor_char_boundary(MAX_ERROR_MESSAGE)].to_string()
+    }
 }
 
 /// First Produce version whose clients throttle themselves (KIP-219): they are answered
@@ -93,7 +128,7 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
     let deadline = Duration::from_millis(request.timeout_ms.max(1000) as u64);
 
     let deadline_at = tokio::time::Instant::now() + deadline;
-    let timed_out = move || (ProduceError::Timeout, format!("storage did not answer within {deadline:?}"));
+    let timed_out = move || Refusal::from((ProduceError::Timeout, format!("storage did not answer within {deadline:?}")));
 
     // First every partition is decoded, converted and queued in storage, in this request's
     // turn on the connection; the answer then waits for storage (`Reply::Later`), while the
@@ -106,7 +141,7 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
             let jobs = &jobs;
             async move {
                 let write = match blanket_error {
-                    Some(e) => Err((e, "request-level error".to_string())),
+                    Some(e) => Err(Refusal::from((e, "request-level error".to_string()))),
                     None => {
                         let write =
                             write_partition(broker, session, principal, version, topic_name, index, records, durability, jobs);
@@ -139,21 +174,36 @@ pub async fn handle(broker: &Broker, session_mut: &mut Session, header: &Request
                 async move {
                     let outcome = match write {
                         Ok(handle) => match tokio::time::timeout_at(deadline_at, handle.done()).await {
-                            Ok(written) => written.map_err(write_error).map(|w| {
+                            Ok(written) => written.map_err(write_error).inspect(|w| {
                                 debug!(%peer, topic = topic_name.as_str(), partition = index, shard = w.shard, logs = w.logs,
                                     base_offset = w.base_offset, "stored");
-                                w.base_offset
                             }),
                             Err(_) => Err(timed_out()),
                         },
                         Err(e) => Err(e),
                     };
                     match outcome {
-                        Ok(base_offset) => PartitionResult { index, error: code::NONE, base_offset },
-                        Err((e, why)) => {
-                            log_failure(&peer, topic_name, index, e, &why);
+                        Ok(w) => PartitionResult {
+                            index,
+                            error: code::NONE,
+                            base_offset: w.base_offset,
+                            log_start_offset: w.start_offset.and_then(|o| i64::try_from(o).ok()).unwrap_or(-1),
+                            error_message: None,
+                            record_error: None,
+                        },
+                        Err(refusal) => {
+                            let e = refusal.error;
+                            log_failure(&peer, topic_name, index, e, &refusal.why);
                             metrics.produce_error(e.name(), store);
-                            PartitionResult { index, error: e.code_for(version), base_offset: -1 }
+                            let message = refusal.client_message();
+                            PartitionResult {
+                                index,
+                                error: e.code_for(version),
+                                base_offset: -1,
+                                log_start_offset: -1,
+                                record_error: refusal.record.map(|r| (r as i32, message.clone())),
+                                error_message: Some(message),
+                            }
                         }
                     }
                 }
@@ -191,7 +241,7 @@ async fn write_partition(
     records: Option<Bytes>,
     durability: Durability,
     jobs: &RequestJobs,
-) -> Result<WriteHandle, (ProduceError, String)> {
+) -> Result<WriteHandle, Refusal> {
     let topic = if session.sni_conflict {
         Err(ResolveError::UnknownTopic)
     } else {
@@ -208,10 +258,10 @@ async fn write_partition(
     let records = records.unwrap_or_default();
     let limits = &*broker.limits();
     if records.len() > limits.max_batch_bytes {
-        return Err((
+        return Err(Refusal::from((
             ProduceError::MessageTooLarge,
             format!("{} bytes of records exceed max_batch_bytes {}", records.len(), limits.max_batch_bytes),
-        ));
+        )));
     }
     let options = DecodeOptions {
         max_decompressed_bytes: limits.max_decompressed_batch_bytes,
@@ -226,7 +276,7 @@ async fn write_partition(
     let (ingest, source, metrics) = (broker.ingest.clone(), session.source.clone(), broker.metrics.clone());
     // Batches are checked and decompressed, and their records converted, in one job.
     let job = move || {
-        let batches = decode_batches(records, &options).map_err(|e| (record_error(&e), e.to_string()))?;
+        let batches = decode_batches(records, &options).map_err(|e| Refusal::from((record_error(&e), e.to_string())))?;
         for batch in batches.iter().filter(|b| b.info.compression != Compression::None) {
             metrics.decompressed(codec_name(batch.info.compression), batch.data_len() as u64);
         }
@@ -235,8 +285,11 @@ async fn write_partition(
         ingest.convert(&topic, partition, &batches, &source, producer, output).map_err(write_error)
     };
     let size = |r: &Result<Converted, _>| r.as_ref().map_or(0, Converted::bytes_len);
-    let (converted, pending) =
-        broker.pool.run(jobs, inline, job, size).await.map_err(|e| (ProduceError::StorageError, e.to_string()))?;
+    let (converted, pending) = broker
+        .pool
+        .run(jobs, inline, job, size)
+        .await
+        .map_err(|e| Refusal::from((ProduceError::StorageError, e.to_string())))?;
     let mut write = broker.ingest.start_write(converted?, shard, durability, pending);
     write.queued().await;
     Ok(write)
@@ -280,18 +333,29 @@ fn largest_output(records: &[u8]) -> Option<usize> {
 }
 
 /// The Kafka error for a failed conversion or write.
-fn write_error(e: WriteError) -> (ProduceError, String) {
-    match e {
+fn write_error(e: WriteError) -> Refusal {
+    let tuple = match e {
+        WriteError::Record { index, failure } => {
+            let error = match &failure {
+                RecordFailure::Invalid(e) => record_error(e),
+                RecordFailure::TooLarge(_) => ProduceError::MessageTooLarge,
+            };
+            let why = match failure {
+                RecordFailure::TooLarge(e) => format!("record {index} too large to store ([storage] max_log_bytes): {e}"),
+                RecordFailure::Invalid(e) => format!("record {index}: {e}"),
+            };
+            return Refusal { error, why, record: Some(index) };
+        }
         // A log the storage can never hold: retrying cannot help.
         WriteError::Storage(e @ loggate_storage::StorageError::EntryTooLarge { .. }) => {
             (ProduceError::MessageTooLarge, format!("record too large to store ([storage] max_log_bytes): {e}"))
         }
         WriteError::Storage(e) => (ProduceError::StorageError, format!("storage: {e}")),
         WriteError::Sequence(check) => (sequence_error(check), format!("idempotent producer: {check:?}")),
-        WriteError::Records(e) => (record_error(&e), e.to_string()),
         WriteError::Oversized(e) => (ProduceError::MessageTooLarge, e.to_string()),
         WriteError::Aborted(why) => (ProduceError::StorageError, why),
-    }
+    };
+    tuple.into()
 }
 
 /// Applies the rules the decoder leaves to the broker.
@@ -376,12 +440,24 @@ fn encode(header: &RequestHeader, results: Vec<(String, Vec<PartitionResult>)>, 
                 let partition_responses = partitions
                     .into_iter()
                     .map(|p| {
+                        // Fields a version does not have are left out by the encoder.
+                        let record_errors = p
+                            .record_error
+                            .map(|(batch_index, message)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(batch_index)
+                                    .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+                            })
+                            .into_iter()
+                            .collect();
                         PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_error_code(p.error)
                             .with_base_offset(p.base_offset)
                             .with_log_append_time_ms(-1)
-                            .with_log_start_offset(0)
+                            .with_log_start_offset(p.log_start_offset)
+                            .with_record_errors(record_errors)
+                            .with_error_message(p.error_message.map(StrBytes::from_string))
                     })
                     .collect();
                 TopicProduceResponse::default()

@@ -96,3 +96,32 @@ def test_default_idempotent_producer(gateway):
         p.close(5)
     assert contents(gateway.wait_logs("app", 50)) == sorted("idem-py-%d" % i for i in range(50))
     assert "idempotent producer initialised" in gateway.log_text()
+
+
+def test_the_record_too_large_to_store_is_named_and_the_rest_stored(tmp_path):
+    # Produce v8+ answers say which record failed and why (record_errors, error_message):
+    # kafka-python splits the batch, stores the others, and fails only that record's future
+    # with the gateway's reason.
+    from kafka.errors import MessageSizeTooLargeError
+
+    from gateway import Gateway
+    gw = Gateway(tmp_path, storage={"max_log_bytes": 1024}).start()
+    try:
+        p = KafkaProducer(bootstrap_servers=gw.bootstrap("PLAINTEXT"), linger_ms=300, enable_idempotence=False,
+                          request_timeout_ms=10000, max_block_ms=15000)
+        try:
+            futures = [p.send("one", value=v) for v in (b"fits-before", b"x" * 3000, b"fits-after")]
+            outcomes = []
+            for f in futures:
+                try:
+                    outcomes.append(f.get(timeout=30).offset)
+                except KafkaError as e:
+                    outcomes.append(e)
+        finally:
+            p.close(5)
+        assert isinstance(outcomes[1], MessageSizeTooLargeError), outcomes
+        assert "too large to store" in str(outcomes[1]) and "max_log_bytes" in str(outcomes[1]), outcomes[1]
+        assert outcomes[0] == 0 and outcomes[2] == 1, outcomes
+        assert [l["content"] for l in gw.logs("one")] == ["fits-before", "fits-after"]
+    finally:
+        gw.stop()

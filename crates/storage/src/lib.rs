@@ -90,6 +90,10 @@ pub struct AppendAck {
     pub base_offset: u64,
     /// Number of logs appended.
     pub count: u32,
+    /// The shard's first retained offset when they were appended, when the backend knows it
+    /// without more work: the local logstore does; ClickHouse, whose TTL deletes rows in
+    /// the background, does not (None).
+    pub start_offset: Option<u64>,
 }
 
 /// The answer to a [`LogStorage::submit`]: resolves once the entries are stored (or failed).

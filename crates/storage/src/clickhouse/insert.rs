@@ -363,7 +363,7 @@ fn answer_all(shared: &Shared, group: Vec<Pending>, result: Result<(), String>) 
     }
     for p in group {
         let answer = match &result {
-            Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32 }),
+            Ok(()) => Ok(AppendAck { base_offset: p.batch_id, count: p.entries.len() as u32, start_offset: None }),
             Err(why) => Err(StorageError::Unavailable(why.clone())),
         };
         let _ = p.reply.send(answer);

@@ -443,7 +443,7 @@ impl LogStorage for ClickHouseStore {
         }
         let count = u32::try_from(entries.len()).map_err(|_| StorageError::Overloaded)?;
         if count == 0 {
-            return Ok(Box::pin(std::future::ready(Ok(AppendAck { base_offset: 0, count: 0 }))));
+            return Ok(Box::pin(std::future::ready(Ok(AppendAck { base_offset: 0, count: 0, start_offset: None }))));
         }
         // Its size in KiB, at most the whole budget (a batch larger than that waits for all).
         let kib = u32::try_from((entries.bytes_len() / 1024 + 1).min(self.inner.pending_kib)).unwrap_or(u32::MAX);

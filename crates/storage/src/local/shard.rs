@@ -603,6 +603,7 @@ impl Due {
                     AppendAck {
                         base_offset: 0,
                         count: 0,
+                        start_offset: None,
                     },
                 ))
             }
@@ -703,6 +704,7 @@ impl Writer {
                     let ack = AppendAck {
                         base_offset: next,
                         count: batch.count,
+                        start_offset: None,
                     };
                     let at = self.buf.len();
                     if at == 0 {
@@ -764,9 +766,12 @@ impl Writer {
                 if !self.buf.is_empty() {
                     self.publish();
                 }
+                // Retention runs on this thread too: the first segment stays while these
+                // acknowledgements go out.
+                let start_offset = self.core.view().first().map(|s| s.base);
                 for due in dues {
                     match due {
-                        Due::Append(tx, ack) => drop(tx.send(Ok(ack))),
+                        Due::Append(tx, ack) => drop(tx.send(Ok(AppendAck { start_offset, ..ack }))),
                         Due::Flush(tx) => drop(tx.send(Ok(()))),
                     }
                 }
