@@ -91,7 +91,7 @@ SCALING = [("replay-raw-lz4-1core", "replay-raw-lz4-2cores")]
 DEFAULT = [name for name, (_, over) in WORKLOADS.items()
            if over.get("client", "loadgen") == "loadgen" and over.get("backend", "local") == "local"]
 
-COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used",
+COLUMNS = ["workload", "records/s", "MB/s", "server CPU s", "server ns/record", "server cores used", "disk B/record",
            "lat p50 ms", "lat p99 ms", "lat p999 ms", "rtt p99 ms", "server p50 ms", "server p99 ms", "read p99 ms", "peak RSS MiB", "client CPU s", "errors",
            "faults/1k records", "split ns/record", "ClickHouse ns/record"]
 
@@ -106,6 +106,16 @@ def proc_cpu_seconds(pid):
     """utime + stime of a whole process (all threads, live and exited), in seconds."""
     with open("/proc/%d/stat" % pid) as f:
         return sum(stat_cpu_seconds(f.read()))
+
+
+def proc_write_bytes(pid):
+    """Bytes the process caused to be written to storage (`write_bytes` of /proc/<pid>/io,
+    counted when pages are dirtied or direct writes issued; sockets are not in it)."""
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
 
 
 def produce_buckets(gw):
@@ -273,6 +283,7 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 cpu0, t0 = proc_cpu_seconds(pid), time.time()
                 ch0 = proc_cpu_seconds(ch.proc.pid) if ch else None
                 faults0 = proc_minor_faults(pid)
+                disk0 = proc_write_bytes(pid)
                 buckets0 = produce_buckets(gw)
                 threads0 = thread_cpu_seconds(pid)
             else:
@@ -280,6 +291,7 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
                 ch1 = proc_cpu_seconds(ch.proc.pid) if ch else None
                 faults1 = proc_minor_faults(pid)
+                disk1 = proc_write_bytes(pid)
                 buckets1 = produce_buckets(gw)
                 threads1 = thread_cpu_seconds(pid)
                 if perf_proc:
@@ -302,6 +314,7 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
             "server CPU s": round(cpu, 2),
             "server ns/record": round(cpu * 1e9 / records) if records else None,
             "server cores used": round(cpu / max(t1 - t0, 1e-9), 2),
+            "disk B/record": round((disk1 - disk0) / records) if records else None,
             "lat p50 ms": summary["lat_ms"]["p50"],
             "lat p99 ms": summary["lat_ms"]["p99"],
             "lat p999 ms": summary["lat_ms"]["p999"],

@@ -46,13 +46,14 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
         ),
         _ => None,
     };
+    // Loaded once for the request: every logstore is checked against the same keys.
+    let (catalog, keys) = (ingest.catalog(), ingest.keys());
     let topics = match requested {
         None if session.sni_conflict => Vec::new(),
-        None => ingest
-            .catalog()
+        None => catalog
             .logstores(&principal.project)
             .iter()
-            .filter(|store| ingest.keys().may_write(principal, &store.name))
+            .filter(|store| keys.may_write(principal, &store.name))
             // Each logstore once, by its raw name, as in every version (`L.json` is
             // answered when asked for, by name or id).
             .map(|store| topic_entry(broker, &store.name, store, ValueFormat::Raw, version))
@@ -72,8 +73,8 @@ pub fn handle(broker: &Broker, session: &Session, header: &RequestHeader, mut bo
                 Requested::Id(id) => {
                     // An id the connection may not write is as unknown as one that names
                     // nothing, so ids reveal no other logstore.
-                    let found = if session.sni_conflict { None } else { ingest.catalog().topic_by_id(&principal.project, id.as_bytes()) }
-                        .filter(|(_, topic)| ingest.keys().may_write(principal, &topic.logstore.name));
+                    let found = if session.sni_conflict { None } else { catalog.topic_by_id(&principal.project, id.as_bytes()) }
+                        .filter(|(_, topic)| keys.may_write(principal, &topic.logstore.name));
                     match found {
                         Some((name, topic)) => topic_entry(broker, &name, &topic.logstore, topic.format, version),
                         None => MetadataResponseTopic::default().with_error_code(UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(id),
