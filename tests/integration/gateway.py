@@ -43,6 +43,20 @@ def password(key="main"):
     return "%s#%s" % (key_id, secret)
 
 
+def rdkafka_conf(gw, proto="SASL_SSL", user="demo", key="main", mechanism="PLAIN", **extra):
+    """librdkafka (confluent-kafka) settings for `gw`'s `proto` listener: SASL with `user` and
+    access key `key` (a KEYS name, or an (id, secret) pair) where the listener has SASL, the
+    test CA where it has TLS; `extra` settings on top (e.g. **{"linger.ms": 5})."""
+    conf = {"bootstrap.servers": gw.bootstrap(proto), "security.protocol": proto}
+    if proto.startswith("SASL_"):
+        pw = password(key) if isinstance(key, str) else "%s#%s" % key
+        conf.update({"sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": pw})
+    if proto.endswith("SSL"):
+        conf["ssl.ca.location"] = str(gw.ca)
+    conf.update(extra)
+    return conf
+
+
 class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 

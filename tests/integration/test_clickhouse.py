@@ -22,6 +22,7 @@ from chproxy import HttpProxy
 from clickhouse import LOGS_COLUMNS, LOGS_DDL, ClickHouse, check_on_current_engine, chdb_query, columns_of_create, \
     encode_rowbinary, insert_sql, split_insert
 from clients import describe, go_binary, node_script, run_client
+import gateway
 from gateway import PROJECTS, Gateway, password
 
 DB, TABLE = "loggate", "logs"
@@ -161,12 +162,7 @@ def check_rows(rows, logstore, t0, key=None, headers=None, retention=0):
 # ------------------------------------------------------------------ clients
 
 def rdkafka_conf(gw, proto="PLAINTEXT", **extra):
-    conf = {"bootstrap.servers": gw.bootstrap(proto), "linger.ms": 20, "message.timeout.ms": 60000}
-    if proto == "SASL_SSL":
-        conf.update({"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "demo",
-                     "sasl.password": password("main"), "ssl.ca.location": str(gw.ca)})
-    conf.update(extra)
-    return conf
+    return gateway.rdkafka_conf(gw, proto, **{"linger.ms": 20, "message.timeout.ms": 60000, **extra})
 
 
 class Delivery:

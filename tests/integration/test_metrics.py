@@ -8,22 +8,13 @@ import time
 from confluent_kafka import Producer
 
 from clients import check_stored
-from gateway import password
+from gateway import rdkafka_conf
 from test_wire_errors import sasl_v1_login
 from wire import connect, is_closed, message_v1, parse_produce_v2_response, produce_v2, read_frame
 
 
 def sasl_ssl(gw):
-    return {
-        "bootstrap.servers": gw.bootstrap("SASL_SSL"),
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "PLAIN",
-        "sasl.username": "demo",
-        "sasl.password": password("main"),
-        "ssl.ca.location": str(gw.ca),
-        "linger.ms": 5,
-        "compression.codec": "lz4",
-    }
+    return rdkafka_conf(gw, **{"linger.ms": 5, "compression.codec": "lz4"})
 
 
 def produce(gw, topic, values):

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clients import check_stored
-from gateway import ROOT, Gateway, password
+from gateway import ROOT, Gateway, password, rdkafka_conf
 from test_wire_errors import sasl_v1_login
 from wire import connect, is_closed, message_v1, parse_produce_v2_response, produce_v2, read_frame, string
 
@@ -23,17 +23,7 @@ SECRET = "main-secret#with-hash"  # the secret of KEYS["main"]
 
 
 def sasl_ssl(gw, **extra):
-    conf = {
-        "bootstrap.servers": gw.bootstrap("SASL_SSL"),
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "PLAIN",
-        "sasl.username": "demo",
-        "sasl.password": password("main"),
-        "ssl.ca.location": str(gw.ca),
-        "linger.ms": 5,
-    }
-    conf.update(extra)
-    return conf
+    return rdkafka_conf(gw, **{"linger.ms": 5, **extra})
 
 
 def produce(conf, topic, values, timeout=30):

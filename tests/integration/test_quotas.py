@@ -15,19 +15,13 @@ from confluent_kafka import Producer
 from kafka import KafkaProducer
 
 import wire
-from gateway import Gateway, contents, password
+from gateway import Gateway, contents, password, rdkafka_conf
 
 KIB = 1024
 
 
 def sasl(gw, project, key):
-    return {
-        "bootstrap.servers": gw.bootstrap("SASL_PLAINTEXT"),
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "PLAIN",
-        "sasl.username": project,
-        "sasl.password": password(key),
-    }
+    return rdkafka_conf(gw, "SASL_PLAINTEXT", project, key)
 
 
 class Run:

@@ -13,7 +13,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from gateway import BIN, Gateway, contents, password, secret_hash
+from gateway import BIN, Gateway, contents, rdkafka_conf, secret_hash
 
 NEW_KEY = ("LGTESTRELOADED", "reloaded-secret")
 
@@ -54,13 +54,8 @@ class Client:
 
     def __init__(self, gw, key="main", user="demo", **conf):
         self.ok, self.failed = [], []
-        pw = password(key) if isinstance(key, str) else "%s#%s" % key
-        self.p = Producer({
-            "bootstrap.servers": gw.bootstrap("SASL_SSL"), "security.protocol": "SASL_SSL",
-            "sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": pw,
-            "ssl.ca.location": str(gw.ca), "linger.ms": 5, "message.timeout.ms": 15000,
-            "retries": 0, **conf,
-        })
+        self.p = Producer(rdkafka_conf(gw, "SASL_SSL", user, key,
+                                       **{"linger.ms": 5, "message.timeout.ms": 15000, "retries": 0, **conf}))
 
     def report(self, err, msg):
         (self.failed if err else self.ok).append((msg.value().decode(), err))
