@@ -48,6 +48,8 @@ BENCH_SHARDS = 2
 # The benchmark logstore: "bench" (raw) and "bench.json" are the same logstore.
 if ("bench", BENCH_SHARDS, "round_robin") not in gateway.PROJECTS["demo"]:
     gateway.PROJECTS["demo"].append(("bench", BENCH_SHARDS, "round_robin"))
+if not any(l[0] == "bench1" for l in gateway.PROJECTS["demo"]):
+    gateway.PROJECTS["demo"].append(("bench1", 1, "round_robin"))
 
 BASE = dict(topic="bench", size=200, codec="lz4", acks="1", linger_ms=5, batch_size=1_000_000,
             security="SASL_SSL", producers=2, rate=0, idle=0, cpus=None, client_cpus=None, duration=None,
@@ -63,6 +65,8 @@ WORKLOADS = {
     "raw-gzip": ("gzip", {"codec": "gzip"}),
     "raw-snappy": ("snappy", {"codec": "snappy"}),
     "raw-zstd": ("zstd", {"codec": "zstd"}),
+    "idem-1p-10": ("10 idempotent producers, acks=-1, all on one partition", {"topic": "bench1", "producers": 10, "acks": "-1", "client_conf": ["enable.idempotence=true"]}),
+    "acks-all-1p-10": ("the same 10 producers without idempotence", {"topic": "bench1", "producers": 10, "acks": "-1"}),
     "raw-lz4-plaintext": ("PLAINTEXT listener (no TLS, no SASL)", {"security": "PLAINTEXT"}),
     "raw-lz4-half": ("acks=1 at half of raw-lz4's peak rate", {"half_of": "raw-lz4"}),
     "raw-lz4-acks-all-half": ("acks=-1 at half of raw-lz4-acks-all's peak", {"acks": "-1", "half_of": "raw-lz4-acks-all"}),
@@ -403,7 +407,7 @@ def main():
     for name in names:
         desc, over = WORKLOADS[name]
         w = dict(BASE, **{k: v for k, v in over.items() if k != "half_of"})
-        w["client_conf"] = a.client_conf
+        w["client_conf"] = list(over.get("client_conf", [])) + a.client_conf
         if a.producers:
             w["producers"] = a.producers
         if "half_of" in over:

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::producers::PartitionProducers;
+use super::producers::{PartitionProducers, ProducerTurns};
 use crate::config::{Limits, ProjectConfig, Routing};
 
 /// Suffix that asks for each record value to be parsed as JSON.
@@ -36,6 +36,8 @@ pub struct Logstore {
     /// one it chose (which differs from the shard under round-robin routing). See
     /// [`Logstore::producers`].
     producers: Vec<Mutex<PartitionProducers>>,
+    /// Whose turn it is to write, per producer, in each of `producers`' partitions.
+    turns: Vec<ProducerTurns>,
     /// What has been written to the logstore since start (exported as metrics).
     pub counters: LogstoreCounters,
     next_shard: AtomicU32,
@@ -76,8 +78,17 @@ impl LogstoreCounters {
 impl Logstore {
     /// The idempotent producer state of topic `format` (`L` or `L.json`), `partition`.
     pub fn producers(&self, format: ValueFormat, partition: i32) -> Option<&Mutex<PartitionProducers>> {
+        self.producers.get(self.lane_index(format, partition)?)
+    }
+
+    /// The producers' turns to write on topic `format`, `partition` (see [`ProducerTurns`]).
+    pub fn producer_turns(&self, format: ValueFormat, partition: i32) -> Option<&ProducerTurns> {
+        self.turns.get(self.lane_index(format, partition)?)
+    }
+
+    fn lane_index(&self, format: ValueFormat, partition: i32) -> Option<usize> {
         let partition = u32::try_from(partition).ok().filter(|p| *p < self.shards)?;
-        self.producers.get((u32::from(format.code()) * self.shards + partition) as usize)
+        Some((u32::from(format.code()) * self.shards + partition) as usize)
     }
 
     /// The shard a batch sent to `partition` is stored in, or None if the partition
@@ -171,6 +182,7 @@ impl Catalog {
                             producers: (0..2 * l.shards)
                                 .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
                                 .collect(),
+                            turns: (0..2 * l.shards).map(|_| ProducerTurns::default()).collect(),
                             counters: LogstoreCounters::default(),
                             next_shard: AtomicU32::new(0),
                         };

@@ -242,13 +242,18 @@ impl Ingest {
                 let _ = queued_tx.send(());
                 return Ok(acknowledged(logstore, shard, ticket?, stats).await?);
             };
-            let Some(state) = logstore.producers(topic.format, partition) else {
+            let (Some(state), Some(turns)) =
+                (logstore.producers(topic.format, partition), logstore.producer_turns(topic.format, partition))
+            else {
                 return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
             };
-            // Held until the batch is stored (or failed) so that check, write and record
-            // are one step per topic-partition.
-            let mut state = state.lock().await;
-            let mut check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+            // Held until the batch is stored (or failed), so that check, write and record are
+            // one step for this producer's batches on the topic-partition; other producers'
+            // batches are written meanwhile (the state itself is locked only briefly).
+            let _turn = turns.take(p.producer_id).await;
+            let (mut check, unsure) = {
+                let state = state.lock().await;
+                let check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
             // On storage other nodes write too, the producer may have written this
             // partition through another node (it moved after a node died or Metadata
             // changed): what this node knows is then missing or stale. Its batches are in
@@ -256,9 +261,11 @@ impl Ingest {
             // refused as out of order.
             // So is the state of a producer last confirmed before the cluster's live nodes
             // changed (a partition led elsewhere meanwhile may have come back).
-            let unsure = !state.knows(p.producer_id)
-                || state.confirmed_under(p.producer_id) != Some(membership)
-                || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
+                let unsure = !state.knows(p.producer_id)
+                    || state.confirmed_under(p.producer_id) != Some(membership)
+                    || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
+                (check, unsure)
+            };
             if storage.is_shared(&logstore.stream) && unsure {
                 let lane = ProducerTag::lane(topic.format, partition);
                 let stored = storage
@@ -274,6 +281,7 @@ impl Ingest {
                     };
                     (b.mark.epoch, written)
                 });
+                let mut state = state.lock().await;
                 state.reload(p.producer_id, batches, std::time::Instant::now());
                 state.confirm(p.producer_id, membership);
                 check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
@@ -285,6 +293,7 @@ impl Ingest {
                     let written = acknowledged(logstore, shard, ticket?, stats).await?;
                     let batch =
                         WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
+                    let mut state = state.lock().await;
                     state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
                     state.confirm(p.producer_id, membership);
                     Ok(written)

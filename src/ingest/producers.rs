@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loggate_storage::ProducerMark;
@@ -187,6 +188,56 @@ impl PartitionProducers {
     }
 }
 
+/// Whose turn it is to write, per producer of one partition: a producer's batches are
+/// checked, written and recorded one after another (its sequence state is only correct
+/// so), while different producers of the partition write at the same time and share the
+/// storage's group commits. Holds an entry only for producers with a batch in progress.
+#[derive(Debug, Default)]
+pub struct ProducerTurns {
+    turns: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One producer's turn on a partition (see [`ProducerTurns::take`]); ends when dropped.
+pub struct Turn<'a> {
+    turns: &'a ProducerTurns,
+    producer_id: i64,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ProducerTurns {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<tokio::sync::Mutex<()>>>> {
+        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `producer_id`'s earlier batches on this partition are done.
+    pub async fn take(&self, producer_id: i64) -> Turn<'_> {
+        let lock = self.map().entry(producer_id).or_default().clone();
+        Turn { turns: self, producer_id, guard: Some(lock.lock_owned().await) }
+    }
+
+    /// Producers with a batch in progress or waiting.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no producer has a batch in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.turns.map();
+        // Nobody else holds or waits for it (clones are taken under the map's lock).
+        if map.get(&self.producer_id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            map.remove(&self.producer_id);
+        }
+    }
+}
+
 /// What the first log of an idempotent batch carries in its storage tag, so producer
 /// state can be rebuilt from the data after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +408,23 @@ mod tests {
         assert_eq!(p.len(), 1);
         p.expire(start + Duration::from_secs(13));
         assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn turns_serialize_one_producer_only_and_are_forgotten_when_done() {
+        let turns = ProducerTurns::default();
+        let first = turns.take(1).await;
+        // Another producer's turn does not wait for producer 1's.
+        let other = tokio::time::timeout(Duration::from_secs(5), turns.take(2)).await.expect("producer 2 waited");
+        // Producer 1's next batch waits until its first is done.
+        let next = turns.take(1);
+        tokio::pin!(next);
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut next).await.is_err());
+        drop(first);
+        let next = tokio::time::timeout(Duration::from_secs(5), next).await.expect("turn not passed on");
+        assert_eq!(turns.len(), 2);
+        drop((next, other));
+        assert!(turns.is_empty());
     }
 
     #[test]
