@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use loggate::config::{env, protocol_name, Backend, Config, ConfigError, LogFormat, Routing};
+use loggate::config::{env, protocol_name, Backend, ClientAuth, Config, ConfigError, LogFormat, Routing};
 use loggate::ingest::auth::{KeyStore, SecretHash};
 use loggate::server::tls;
 
@@ -32,6 +32,9 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
     for l in &config.listeners {
         let advertised = l.advertised.clone().unwrap_or_else(|| l.bind.to_string());
         let access = match (&l.project, l.protocol.uses_sasl()) {
+            _ if l.client_auth == ClientAuth::Required => {
+                "client certificates (mutual TLS): project and access key named by the certificate".to_string()
+            }
             (_, true) => "SASL/PLAIN access keys".to_string(),
             (Some(p), false) => format!("no authentication, writes to project {p}"),
             (None, false) => unreachable!("validated: a listener without SASL names a project"),
@@ -43,7 +46,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
             l.bind,
             if l.protocol.uses_tls() { ", TLS" } else { "" }
         );
-        if !l.protocol.uses_sasl() {
+        if !l.protocol.uses_sasl() && l.client_auth == ClientAuth::None {
             warnings.push(format!(
                 "listener {} ({}) takes logs without authentication: trusted networks only",
                 l.bind,
@@ -80,6 +83,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
             ));
         }
     }
+    check_client_ca(&config, &mut out).map_err(|e| format!("{}: TLS: {e}", path.display()))?;
     match config.metrics.bind {
         Some(addr) => {
             let _ = writeln!(out, "metrics: http://{addr}/metrics (health: /healthz, /readyz)");
@@ -178,6 +182,25 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
         }
     }
     Ok(out)
+}
+
+/// Checks `[tls] client_ca` as `serve` loads it, and says which CA verifies client
+/// certificates (the development CA may be generated at start, next to the server's).
+fn check_client_ca(config: &Config, out: &mut String) -> Result<(), String> {
+    let Some(ca) = &config.tls.client_ca else { return Ok(()) };
+    let required = config.listeners.iter().any(|l| l.client_auth == ClientAuth::Required);
+    let generated = *ca == config.ca_path() && config.tls.generate && !config.cert_path().exists();
+    if generated {
+        let _ = writeln!(out, "tls: client certificates verified by the development CA {} (generated at start)", ca.display());
+    } else {
+        let roots = tls::client_roots(ca).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "tls: client certificates verified by {} ({} CA certificate{})", ca.display(), roots.len(),
+            if roots.len() == 1 { "" } else { "s" });
+    }
+    if !required {
+        let _ = writeln!(out, "tls: (no listener has client_auth = \"required\": client_ca is not used)");
+    }
+    Ok(())
 }
 
 /// The names a generated development certificate is for: the usual local ones and every

@@ -89,6 +89,24 @@ pub struct ListenerConfig {
     /// every connection writes to, with access to all of its logstores.
     #[serde(default)]
     pub project: Option<String>,
+    /// `required` (SSL listeners only): each client presents a certificate signed by
+    /// `[tls] client_ca`, which names the project and access key it writes as (mutual TLS,
+    /// see [`ClientAuth`]); no `project` then. Default `none`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a TLS listener asks clients for a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client certificate signed by `[tls] client_ca` is required; it names the project
+    /// (`loggate://<project>/<AccessKeyId>` URI SAN, else subject O) and the access key
+    /// (else subject CN), whose grants apply as for a SASL login.
+    Required,
 }
 
 /// TLS material. Missing files are generated (a development CA and server certificate)
@@ -103,11 +121,15 @@ pub struct TlsConfig {
     /// Generate a development CA and certificate when the files do not exist.
     #[serde(default = "yes")]
     pub generate: bool,
+    /// CA certificates (PEM, one or more) that sign the client certificates of listeners
+    /// with `client_auth = "required"`; reloaded when the file changes.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        Self { cert: None, key: None, generate: true }
+        Self { cert: None, key: None, generate: true, client_ca: None }
     }
 }
 
@@ -559,6 +581,7 @@ impl Config {
                 advertised: None,
                 protocol: SecurityProtocol::SaslSsl,
                 project: None,
+                client_auth: ClientAuth::None,
             });
         }
     }
@@ -607,6 +630,24 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the listeners with `client_auth = "required"`: SSL ones, without a `project`
+    /// (the certificate names it), with a `[tls] client_ca` to verify certificates against.
+    fn validate_client_auth(&self) -> Result<(), ConfigError> {
+        for l in self.listeners.iter().filter(|l| l.client_auth == ClientAuth::Required) {
+            let problem = if l.protocol != SecurityProtocol::Ssl {
+                "client_auth = \"required\" is for SSL listeners (SASL listeners authenticate with SASL)"
+            } else if l.project.is_some() {
+                "with client_auth = \"required\" the client certificate names the project: remove `project`"
+            } else if self.tls.client_ca.is_none() {
+                "client_auth = \"required\" needs [tls] client_ca, the CA certificates that sign client certificates"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::Invalid(format!("listener {}: {problem}", l.bind)));
         }
         Ok(())
     }
@@ -699,12 +740,13 @@ impl Config {
                 ConfigError::Invalid(format!("access key {}: {e}", key.id))
             })?;
         }
+        self.validate_client_auth()?;
         let mut binds = std::collections::HashSet::new();
         for listener in &self.listeners {
             if listener.bind.port() != 0 && (!binds.insert(listener.bind) || self.metrics.bind == Some(listener.bind)) {
                 return Err(ConfigError::Invalid(format!("address {} is bound twice (listeners, [metrics] bind)", listener.bind)));
             }
-            match (&listener.project, listener.protocol.uses_sasl()) {
+            match (&listener.project, listener.protocol.uses_sasl() || listener.client_auth == ClientAuth::Required) {
                 (None, false) => {
                     return Err(ConfigError::Invalid(format!(
                         "listener {}: a listener without SASL needs `project = \"...\"`",

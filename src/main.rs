@@ -137,12 +137,26 @@ struct KeygenArgs {
 
 #[derive(clap::Args)]
 struct CertArgs {
-    /// Directory to write ca.pem, ca.key, server.pem, server.key into.
+    /// Directory to write ca.pem, ca.key, server.pem, server.key into (with --client:
+    /// client.pem, client.key).
     #[arg(long)]
     out: PathBuf,
     /// Host names and IP addresses the server certificate is valid for; repeatable.
-    #[arg(long = "host", required = true)]
+    #[arg(long = "host", required_unless_present = "client", conflicts_with = "client")]
     hosts: Vec<String>,
+    /// Write a client certificate for mutual TLS instead, signed by the CA of --ca, naming
+    /// --project and --key-id.
+    #[arg(long, requires_all = ["project", "key_id"])]
+    client: bool,
+    /// With --client: the project the certificate writes to.
+    #[arg(long, requires = "client")]
+    project: Option<String>,
+    /// With --client: the access key id whose grants apply.
+    #[arg(long, requires = "client")]
+    key_id: Option<String>,
+    /// With --client: the directory holding the signing CA's ca.pem and ca.key.
+    #[arg(long, default_value = "data/tls", requires = "client")]
+    ca: PathBuf,
 }
 
 /// mimalloc: the decode path allocates and frees large, short-lived buffers per request,
@@ -163,7 +177,7 @@ fn main() -> ExitCode {
             keygen(args);
             Ok(())
         }
-        Command::Cert(args) => tls::generate(&args.out, &args.hosts).map_err(|e| e.to_string()),
+        Command::Cert(args) => cert(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Health(args) => health(args),
     };
@@ -174,6 +188,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cert(args: CertArgs) -> Result<(), String> {
+    let (Some(project), Some(key_id)) = (args.project.as_deref().filter(|_| args.client), args.key_id.as_deref()) else {
+        return tls::generate(&args.out, &args.hosts).map_err(|e| e.to_string());
+    };
+    tls::generate_client(&args.ca, &args.out, project, key_id).map_err(|e| e.to_string())?;
+    println!("wrote {0}/client.pem and {0}/client.key: project {project}, access key {key_id}", args.out.display());
+    Ok(())
 }
 
 fn load_config(args: &ConfigArgs) -> Result<(Config, Option<PathBuf>), String> {
@@ -334,7 +357,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let limits = arc_swap::ArcSwap::from_pointee(config.limits.clone());
     let broker = Arc::new(Broker { ingest, limits, metrics, pool, node_id, cluster: cluster.clone(), quotas });
     let certificates = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
-        Some(tls::Certificates::load(&config.cert_path(), &config.key_path()).map_err(|e| e.to_string())?)
+        let (cert, key) = (config.cert_path(), config.key_path());
+        Some(tls::Certificates::load(server::tls_files(&config, &cert, &key)).map_err(|e| e.to_string())?)
     } else {
         None
     };

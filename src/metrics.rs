@@ -75,6 +75,38 @@ impl AuthResult {
     }
 }
 
+/// How a client certificate login (mutual TLS) ended, as the `result` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertAuthResult {
+    Success,
+    /// The client sent no certificate.
+    NoCertificate,
+    /// Its chain did not verify against `[tls] client_ca` (issuer, validity, usage).
+    BadCertificate,
+    /// It names no project and access key (or not in the documented form).
+    NoIdentity,
+    /// The access key it names is not configured.
+    UnknownKey,
+    /// The key may not write to the project it names.
+    NotAllowed,
+    /// The project it names is not configured.
+    UnknownProject,
+}
+
+impl CertAuthResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::NoCertificate => "no_certificate",
+            Self::BadCertificate => "bad_certificate",
+            Self::NoIdentity => "no_identity",
+            Self::UnknownKey => "unknown_key",
+            Self::NotAllowed => "not_allowed",
+            Self::UnknownProject => "unknown_project",
+        }
+    }
+}
+
 /// Where the gateway is in its life, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -119,6 +151,7 @@ pub struct Metrics {
     received_bytes: Family<Label, Counter>,
     decompressed_bytes: Family<Label, Counter>,
     tls_handshake_failures: Counter,
+    certificate_authentications: Family<Label, Counter>,
     quota_throttled: Family<[(&'static str, String); 1], Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -202,6 +235,13 @@ impl Metrics {
             "TLS handshakes that failed or did not complete in time",
             tls_handshake_failures.clone(),
         );
+        let certificate_authentications = Family::default();
+        registry.register(
+            "tls_client_authentications",
+            "Client certificate logins on listeners with client_auth = required, by result: success, or why \
+             it failed (no_certificate, bad_certificate, no_identity, unknown_key, not_allowed, unknown_project)",
+            certificate_authentications.clone(),
+        );
         let quota_throttled = Family::default();
         registry.register(
             "quota_throttled_seconds",
@@ -223,6 +263,7 @@ impl Metrics {
             received_bytes,
             decompressed_bytes,
             tls_handshake_failures,
+            certificate_authentications,
             quota_throttled,
         }
     }
@@ -323,6 +364,11 @@ impl Metrics {
     /// A TLS handshake failed or timed out.
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    /// A client certificate login ended with `result`.
+    pub fn certificate_authentication(&self, result: CertAuthResult) {
+        self.certificate_authentications.get_or_create(&[("result", result.label())]).inc();
     }
 
     /// The OpenMetrics text of every metric.

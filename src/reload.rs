@@ -6,11 +6,11 @@
 //! take effect at once, without dropping a connection: projects and logstores (unchanged
 //! logstores keep their idempotent producer state), access keys and their grants (a key
 //! removed, or given another secret, stops working for new requests on connections
-//! already authenticated with it), limits, quotas, retention, and the TLS certificate (new
-//! connections get the new one). Settings that need sockets, threads or storage opened
-//! again (listeners, data dir, node id, storage and ClickHouse settings, cluster, metrics
-//! endpoint, and the limits that size shared pools) keep their running values, with a
-//! warning naming them.
+//! already authenticated with it), limits, quotas, retention, and the TLS certificate and
+//! client CA (new connections get the new ones). Settings that need sockets, threads or
+//! storage opened again (listeners, data dir, node id, storage and ClickHouse settings,
+//! cluster, metrics endpoint, and the limits that size shared pools) keep their running
+//! values, with a warning naming them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,8 @@ impl Reloader {
         let keys = KeyStore::from_config(&new.access_keys).map_err(ReloadError::Keys)?;
         let routes = self.stores.routes(&new)?;
         if let Some(certs) = &self.certificates {
-            certs.replace(&new.cert_path(), &new.key_path())?;
+            let (cert, key) = (new.cert_path(), new.key_path());
+            certs.replace(crate::server::tls_files(&new, &cert, &key))?;
         }
         // Everything that can fail has been checked: apply.
         self.stores.router.set_routes(routes)?;
@@ -131,12 +132,13 @@ impl Reloader {
     }
 
     /// The files whose change triggers a reload: the configuration file and the TLS
-    /// certificate and key.
+    /// certificate and key (and client CA).
     fn watched(&self, config_path: Option<&Path>) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = config_path.map(Path::to_path_buf).into_iter().collect();
         if self.certificates.is_some() {
             files.push(self.current.cert_path());
             files.push(self.current.key_path());
+            files.extend(self.current.tls.client_ca.clone());
         }
         files
     }

@@ -239,6 +239,23 @@ impl KeyStore {
         let same_secret = principal.credential.as_ref().is_some_and(|c| bool::from(c.0.ct_eq(&key.hash.digest)));
         same_secret && key.grants.iter().any(|g| g.covers(&principal.project, logstore))
     }
+
+    /// The principal of a verified client certificate (mutual TLS, see `server::mtls`)
+    /// that names `project` and access key `key_id`: the key must be configured and one of
+    /// its grants must cover the project, as for a SASL login. It holds the key's
+    /// credential, so [`KeyStore::may_write`] applies the key's grants, and a reload that
+    /// removes the key (or replaces its secret) revokes it as it does SASL logins.
+    pub fn principal_for_certificate(&self, project: &str, key_id: &str) -> Result<Principal, AuthError> {
+        let key = self.keys.get(key_id).ok_or(AuthError::BadCredentials)?;
+        if !key.grants.iter().any(|g| g.covers_project(project)) {
+            return Err(AuthError::ProjectNotAllowed);
+        }
+        Ok(Principal {
+            project: project.to_string(),
+            key_id: Some(key_id.to_string()),
+            credential: Some(Credential(key.hash.digest)),
+        })
+    }
 }
 
 /// A new access key pair as printed by `loggate keygen`.

@@ -6,6 +6,7 @@ pub mod fds;
 pub mod http;
 pub mod log_limit;
 pub mod logins;
+pub mod mtls;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{ClientAuth, Config, ListenerConfig};
 use crate::ingest::auth::Principal;
 use crate::kafka::session::Advertised;
 use crate::kafka::{AuthState, Broker, Session};
@@ -52,15 +53,22 @@ struct Listener {
 /// Binds every configured listener; returns them with their actual local addresses.
 async fn bind(config: &Config, certificates: Option<&tls::Certificates>) -> Result<Vec<Listener>, ServerError> {
     let needs_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
+    let (cert, key) = (config.cert_path(), config.key_path());
     let loaded;
     let certificates = match certificates {
         Some(c) => Some(c),
         None if needs_tls => {
-            loaded = tls::Certificates::load(&config.cert_path(), &config.key_path())?;
+            loaded = tls::Certificates::load(tls_files(config, &cert, &key))?;
             Some(&loaded)
         }
         None => None,
     };
+    let needs_client_ca = config.listeners.iter().any(|l| l.client_auth == ClientAuth::Required);
+    if needs_client_ca && !certificates.is_some_and(tls::Certificates::verifies_clients) {
+        return Err(ServerError::Tls(tls::TlsError::Invalid(
+            "listeners require client certificates but no [tls] client_ca is loaded".into(),
+        )));
+    }
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let tcp = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind { addr: l.bind, source })?;
@@ -73,6 +81,11 @@ async fn bind(config: &Config, certificates: Option<&tls::Certificates>) -> Resu
         listeners.push(Listener { tcp, config: l.clone(), tls, advertised: Advertised { host, port, protocol: l.protocol } });
     }
     Ok(listeners)
+}
+
+/// The TLS files a configuration names (`cert` and `key` are its paths of them).
+pub fn tls_files<'a>(config: &'a Config, cert: &'a std::path::Path, key: &'a std::path::Path) -> tls::TlsFiles<'a> {
+    tls::TlsFiles { cert, key, client_ca: config.tls.client_ca.as_deref() }
 }
 
 /// Runs the gateway until `shutdown` resolves, then shuts down gracefully: the listeners
@@ -253,10 +266,19 @@ async fn accept_loop(
             Some(Some(login)) => Some(login),
             None => None,
         };
+        let tls = match listener.tls.as_ref().map(|c| c.acceptor(listener.config.client_auth)) {
+            Some(None) => {
+                // Never served without the client certificate check it requires.
+                warn!(%peer, "no [tls] client_ca loaded for a listener that requires client certificates; refusing connection");
+                broker.metrics.connection_refused();
+                continue;
+            }
+            Some(Some(acceptor)) => Some(acceptor),
+            None => None,
+        };
         let open = broker.metrics.connection_opened();
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
-        let tls = listener.tls.as_ref().map(tls::Certificates::acceptor);
         let config = listener.config.clone();
         let advertised = listener.advertised.clone();
         let stop = stop.clone();
@@ -345,8 +367,16 @@ async fn handle(
                 }
             };
             match accepted {
-                Ok(Ok(tls_stream)) => {
+                Ok(Ok(mut tls_stream)) => {
                     session.sni = tls_stream.get_ref().1.server_name().map(str::to_string);
+                    if config.client_auth == ClientAuth::Required {
+                        if let Err(reason) = certificate_login(broker, &mut session, tls_stream.get_ref().1.peer_certificates()) {
+                            tokio::time::sleep(Duration::from_millis(broker.limits().auth_failure_delay_ms)).await;
+                            on_close(&session, &failed(&reason, true));
+                            let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(&mut tls_stream)).await;
+                            return;
+                        }
+                    }
                     connection::serve(tls_stream, broker, &mut session, auth_deadline, budgets, login, stop, &on_close).await
                 }
                 // Port probes and health checks connect and leave.
@@ -355,7 +385,12 @@ async fn handle(
                 }
                 Ok(Err(e)) => {
                     broker.metrics.tls_handshake_failed();
-                    on_close(&session, &failed(&format!("TLS handshake failed: {e}"), true))
+                    let reason = match config.client_auth {
+                        ClientAuth::Required => refused_certificate(broker, &e),
+                        ClientAuth::None => None,
+                    };
+                    let reason = reason.unwrap_or_else(|| format!("TLS handshake failed: {e}"));
+                    on_close(&session, &failed(&reason, true))
                 }
                 Err(_) => {
                     broker.metrics.tls_handshake_failed();
@@ -364,6 +399,60 @@ async fn handle(
             }
         }
     }
+}
+
+/// Logs in the client of a listener that requires client certificates as the project and
+/// access key its verified certificate names (see [`mtls`]); on failure, counts and logs
+/// why, and returns the connection's close reason.
+fn certificate_login(
+    broker: &Broker,
+    session: &mut Session,
+    chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> Result<(), String> {
+    let end_entity = chain.and_then(<[_]>::first);
+    let fingerprint = end_entity.map_or_else(|| "-".to_string(), |c| mtls::fingerprint(c));
+    let catalog = broker.ingest.catalog();
+    let result = match end_entity {
+        Some(cert) => mtls::login(&broker.ingest.keys(), |p| catalog.has_project(p), cert),
+        None => Err(mtls::CertLoginError::NoCertificate),
+    };
+    match result {
+        Ok(principal) => {
+            broker.metrics.certificate_authentication(crate::metrics::CertAuthResult::Success);
+            let sni_project = session.sni.as_deref().and_then(|sni| broker.ingest.sni_project(sni));
+            if let Some(sni_project) = sni_project.filter(|p| *p != principal.project) {
+                // As for SASL: it may log in, but it will see no topics (UNKNOWN_TOPIC).
+                warn!(peer = %session.peer, project = %principal.project, sni_project, "SNI names another project");
+                session.sni_conflict = true;
+            }
+            info!(peer = %session.peer, project = %principal.project, key_id = principal.key_id.as_deref().unwrap_or("-"),
+                certificate_sha256 = %fingerprint, "authenticated by client certificate");
+            session.auth = AuthState::Authenticated(principal);
+            Ok(())
+        }
+        Err(e) => {
+            broker.metrics.certificate_authentication(e.result());
+            // The reason's certificate text is escaped (see `mtls`).
+            warn!(peer = %session.peer, certificate_sha256 = %fingerprint, reason = %e, "client certificate refused");
+            Err(format!("client certificate refused: {e}"))
+        }
+    }
+}
+
+/// The close reason of a handshake that failed on the client's certificate (counted as a
+/// refused certificate), or None for any other handshake failure.
+fn refused_certificate(broker: &Broker, error: &std::io::Error) -> Option<String> {
+    use crate::metrics::CertAuthResult;
+    let (result, reason) = match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::NoCertificatesPresented => {
+            // Clients send none when they have none of a CA the server names (its client_ca).
+            (CertAuthResult::NoCertificate, "no client certificate (or none signed by a CA of [tls] client_ca)".to_string())
+        }
+        rustls::Error::InvalidCertificate(e) => (CertAuthResult::BadCertificate, format!("invalid client certificate: {e}")),
+        _ => return None,
+    };
+    broker.metrics.certificate_authentication(result);
+    Some(format!("client certificate refused during the TLS handshake: {reason}"))
 }
 
 /// The one line logged when a connection ends: who it was (never a secret: the access key

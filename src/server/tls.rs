@@ -10,7 +10,10 @@ use arc_swap::ArcSwap;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::ClientAuth;
 
 /// Errors loading or generating TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -61,33 +64,151 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
     f.write_all(text.as_bytes()).map_err(io_err(path))
 }
 
-/// The server certificate of every TLS listener. A configuration reload replaces it whole:
-/// a connection handshakes with the one in place when it arrives, and connections already
-/// open keep theirs.
+/// Writes a client certificate for mutual TLS (`client.pem`, `client.key`) into `out`,
+/// signed by the CA `ca.pem` / `ca.key` of `ca_dir` (such as the development CA): it names
+/// `project` and access key `key_id` both ways the gateway reads them (a
+/// `loggate://<project>/<key_id>` URI SAN, and subject O and CN), for TLS client auth only.
+pub fn generate_client(ca_dir: &Path, out: &Path, project: &str, key_id: &str) -> Result<(), TlsError> {
+    super::mtls::check_identity(project, key_id).map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let read = |name: &str| {
+        let path = ca_dir.join(name);
+        fs::read_to_string(&path).map_err(io_err(&path))
+    };
+    let (ca_pem, ca_key_pem) = (read("ca.pem")?, read("ca.key")?);
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    // The CA's name and key, to sign with (rcgen re-creates the issuer from them).
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let uri = super::mtls::identity_uri(project, key_id);
+    params.subject_alt_names =
+        vec![rcgen::SanType::URI(uri.try_into().map_err(|_| TlsError::Invalid("identity URI is not ASCII".into()))?)];
+    params.distinguished_name.push(DnType::OrganizationName, project);
+    params.distinguished_name.push(DnType::CommonName, key_id);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    write_private(&out.join("client.key"), &key.serialize_pem())?;
+    fs::write(out.join("client.pem"), cert.pem()).map_err(io_err(&out.join("client.pem")))?;
+    Ok(())
+}
+
+/// The TLS files of the configuration: server certificate chain and key, and the CA
+/// certificates of client certificates (for listeners with `client_auth = "required"`).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
+}
+
+/// The rustls configurations a listener handshakes with.
+struct Configs {
+    /// No client certificate asked for.
+    server: Arc<ServerConfig>,
+    /// A client certificate signed by `client_ca` required (when one is configured).
+    client_auth: Option<Arc<ServerConfig>>,
+}
+
+/// The server certificate of every TLS listener, and the client CA of those that require
+/// client certificates. A configuration reload replaces them whole: a connection
+/// handshakes with the ones in place when it arrives, and connections already open keep
+/// theirs.
 #[derive(Clone)]
-pub struct Certificates(Arc<ArcSwap<ServerConfig>>);
+pub struct Certificates {
+    configs: Arc<ArcSwap<Configs>>,
+    /// Whether a client CA was loaded at start: listeners may require client certificates,
+    /// so a reload may not take it away.
+    client_ca_required: bool,
+}
 
 impl Certificates {
-    /// Loads the certificate chain and key from PEM files.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self(Arc::new(ArcSwap::new(server_config(cert, key)?))))
+    /// Loads the certificate chain and key (and the client CA) from PEM files.
+    pub fn load(files: TlsFiles<'_>) -> Result<Self, TlsError> {
+        Ok(Self { configs: Arc::new(ArcSwap::from_pointee(configs(files)?)), client_ca_required: files.client_ca.is_some() })
     }
 
     /// Loads them again (after a change of the files or of their paths); on an error the
-    /// certificate in place stays.
-    pub fn replace(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
-        self.0.store(server_config(cert, key)?);
+    /// ones in place stay.
+    pub fn replace(&self, files: TlsFiles<'_>) -> Result<(), TlsError> {
+        if self.client_ca_required && files.client_ca.is_none() {
+            return Err(TlsError::Invalid(
+                "[tls] client_ca may not be removed while listeners require client certificates (restart to do so)".into(),
+            ));
+        }
+        self.configs.store(Arc::new(configs(files)?));
         Ok(())
     }
 
-    /// An acceptor with the current certificate.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.0.load_full())
+    /// An acceptor with the current certificate, asking for a client certificate as
+    /// `client_auth` says; None when that needs a client CA and none is loaded.
+    pub fn acceptor(&self, client_auth: ClientAuth) -> Option<tokio_rustls::TlsAcceptor> {
+        let configs = self.configs.load();
+        let config = match client_auth {
+            ClientAuth::None => configs.server.clone(),
+            ClientAuth::Required => configs.client_auth.clone()?,
+        };
+        Some(tokio_rustls::TlsAcceptor::from(config))
     }
+
+    /// Whether client certificates can be verified (a client CA is loaded).
+    pub fn verifies_clients(&self) -> bool {
+        self.configs.load().client_auth.is_some()
+    }
+}
+
+fn configs(files: TlsFiles<'_>) -> Result<Configs, TlsError> {
+    let (certs, key) = read_cert_and_key(files.cert, files.key)?;
+    let client_auth = match files.client_ca {
+        Some(ca) => Some(client_auth_config(certs.clone(), key.clone_key(), ca)?),
+        None => None,
+    };
+    Ok(Configs { server: build(certs, key, None)?, client_auth })
 }
 
 /// Builds the rustls server configuration from PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = read_cert_and_key(cert, key)?;
+    build(certs, key, None)
+}
+
+/// The CA certificates in a PEM file, as the roots client certificates must chain to.
+pub fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+        roots
+            .add(cert.map_err(io_err(path))?)
+            .map_err(|e| TlsError::Invalid(format!("{}: not a usable CA certificate: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Invalid(format!("{}: no CA certificate found", path.display())));
+    }
+    Ok(roots)
+}
+
+/// A server configuration that requires a client certificate chaining to the CA
+/// certificates of `client_ca` (valid now, for TLS client authentication).
+fn client_auth_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let roots = client_roots(client_ca)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", client_ca.display())))?;
+    build(certs, key, Some(verifier))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_cert_and_key(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs: Vec<CertificateDer<'static>> =
         rustls_pemfile::certs(&mut BufReader::new(fs::File::open(cert).map_err(io_err(cert))?))
             .collect::<Result<_, _>>()
@@ -99,12 +220,21 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         rustls_pemfile::private_key(&mut BufReader::new(fs::File::open(key).map_err(io_err(key))?))
             .map_err(io_err(key))?
             .ok_or_else(|| TlsError::Invalid(format!("{}: no private key found", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    Ok((certs, key))
+}
+
+fn build(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Invalid(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| TlsError::Invalid(e.to_string()))?;
     Ok(Arc::new(config))
 }
