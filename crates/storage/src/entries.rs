@@ -311,6 +311,15 @@ impl Frame<'_> {
     }
 
     #[inline]
+    fn set_event_time(&mut self, event_time_ms: i64) {
+        let out = &mut self.batch.bytes;
+        match &self.encoder {
+            Encoder::Frame(f) => f.set_event_time(out, event_time_ms),
+            Encoder::Row(r) => r.set_event_time(out, event_time_ms),
+        }
+    }
+
+    #[inline]
     fn start(&self) -> usize {
         match &self.encoder {
             Encoder::Frame(f) => f.start(),
@@ -401,6 +410,13 @@ impl FieldWriter<'_> {
         self.0.content(value);
     }
 
+    /// Replaces the event time given to [`EntryBatch::begin`] (for a time found among the
+    /// fields).
+    #[inline]
+    pub fn set_event_time(&mut self, event_time_ms: i64) {
+        self.0.set_event_time(event_time_ms);
+    }
+
     /// Adds the entry, without tag; fails with [`StorageError::EntryTooLarge`] (and
     /// removes it) when it is larger than the batch allows.
     #[inline]
@@ -471,6 +487,31 @@ mod tests {
         assert!(decoded[0].fields.is_empty() && decoded[0].tag.is_none());
         assert_eq!(decoded[1].fields.len(), 2);
         assert_eq!(decoded[1].tag.as_deref(), Some(&b"t"[..]));
+    }
+
+    #[test]
+    fn the_event_time_can_be_replaced_while_writing_fields() {
+        let mut frames = EntryBatch::new(1 << 20);
+        let mut rows = EntryBatch::with_encoding(Encoding::Rows, 1 << 20, 0);
+        for batch in [&mut frames, &mut rows] {
+            batch.push(&entry(3)).unwrap();
+            let mut w = batch.begin(7, 8, b"src", Some(b"k")).fields();
+            w.field(b"a", b"1");
+            w.set_event_time(1_700_000_123_456);
+            w.field(b"b", b"2");
+            w.finish().unwrap();
+        }
+        let decoded = frames.into_entries().unwrap();
+        assert_eq!(decoded[0], entry(3));
+        assert_eq!((decoded[1].event_time_ms, decoded[1].arrival_time_ms), (1_700_000_123_456, 8));
+        assert_eq!(decoded[1].fields.len(), 2);
+        // The row's event_time (seconds) and event_time_ms columns, after the first row.
+        let bytes = rows.bytes();
+        let first_len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let second = &bytes[4 + first_len..];
+        assert_eq!(u32::from_le_bytes(second[4..8].try_into().unwrap()), 1_700_000_123);
+        assert_eq!(i64::from_le_bytes(second[8..16].try_into().unwrap()), 1_700_000_123_456);
+        assert_eq!(i64::from_le_bytes(second[20..28].try_into().unwrap()), 8);
     }
 
     #[test]

@@ -105,6 +105,14 @@ impl RowBuilder {
         self.start
     }
 
+    /// Replaces the event time columns written by [`begin`](Self::begin).
+    #[inline]
+    pub(crate) fn set_event_time(&self, out: &mut [u8], event_time_ms: i64) {
+        let at = self.start + ROW_HEADER_LEN;
+        out[at..at + 4].copy_from_slice(&date_time(event_time_ms).to_le_bytes());
+        out[at + 4..at + 12].copy_from_slice(&event_time_ms.to_le_bytes());
+    }
+
     /// Adds a header (before the content).
     #[inline]
     pub(crate) fn header(&mut self, scratch: &mut RowScratch, key: &[u8], value: Option<&[u8]>) {
