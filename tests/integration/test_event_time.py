@@ -318,3 +318,30 @@ def test_a_reload_that_sets_time_field_applies_and_keeps_the_idempotent_producer
         assert gw.metric("loggate_event_time_fallbacks_total", project="demo", logstore="evreload", reason="missing") == 0
     finally:
         gw.stop()
+
+
+def test_clickhouse_rows_get_the_field_time(tmp_path, clickhouse):
+    """On ClickHouse the event_time and event_time_ms columns hold the field's time, and
+    `loggate logs --from/--to` selects by it there too."""
+    (tmp_path / "gw").mkdir()
+    gw = Gateway(tmp_path / "gw", storage={"backend": '"clickhouse"'},
+                 extra_config='[clickhouse]\nurls = ["%s"]' % clickhouse.url,
+                 extra_logstores=[("evch", 1, "round_robin")],
+                 logstore_options={"evch": {"time_field": '"auto"', "flatten_depth": 1}}).start()
+    try:
+        c = Client(gw)
+        times = [BASE + 1111, BASE + 2 * HOUR + 2222]
+        for i, t in enumerate(times):
+            c.send("evch.json", filebeat(t)[0], "fb%d" % i)
+        rec = c.send("evch.json", '{"message":"no time"}', "none")
+        c.flush()
+        rows = clickhouse.rows("SELECT key, event_time_ms, toUnixTimestamp(event_time) AS s, field_names FROM "
+                               "loggate.logs WHERE logstore = 'evch' ORDER BY event_time_ms")
+        assert [(r["key"], r["event_time_ms"], r["s"]) for r in rows] == \
+            [("fb0", times[0], times[0] // 1000), ("fb1", times[1], times[1] // 1000), ("none", rec, rec // 1000)]
+        assert "host.name" in rows[0]["field_names"] and "host" not in rows[0]["field_names"]
+        logs = gw.logs("evch", args=["--from", "@%d" % (times[0] + 1), "--to", "@%d" % times[1]])
+        assert [(l["__key__"], l["__time_ms__"], l["host.name"]) for l in logs] == [("fb1", times[1], "web-1")]
+        assert gw.metric("loggate_event_time_fallbacks_total", project="demo", logstore="evch", reason="missing") == 1
+    finally:
+        gw.stop()
