@@ -510,6 +510,18 @@ impl<'de> Visitor<'de> for ObjectFields<'_, '_> {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        if self.options.time.is_none() && self.options.flatten_depth == 0 {
+            // The fast path, for logstores without options: top-level members as they are.
+            while let Some(name) = map.next_key_seed(NameSeed(&mut self.scratch.name))? {
+                let value: &'de RawValue = map.next_value()?;
+                let name = match name {
+                    Name::Borrowed(name) => name,
+                    Name::InScratch => &self.scratch.name,
+                };
+                self.log.field(name.as_bytes(), field_text(value.get(), &mut self.scratch.value).as_bytes());
+            }
+            return Ok(());
+        }
         let mut members = Members { log: self.log, scratch: self.scratch, options: self.options, time: None };
         members.scratch.path.clear();
         members.write(&mut map, 0)?;
@@ -548,7 +560,7 @@ impl<'de> Members<'_, '_, 'de> {
             let json = value.get();
             let flatten = depth < self.options.flatten_depth && json.starts_with('{');
             if depth == 0 && !flatten {
-                // The fast path: a top-level member as it is.
+                // A top-level member as it is.
                 note_time(self.options, &mut self.time, name, json);
                 self.log.field(name.as_bytes(), field_text(json, &mut self.scratch.value).as_bytes());
                 continue;
