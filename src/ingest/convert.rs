@@ -584,6 +584,12 @@ impl<'de> Members<'_, '_, 'de> {
                 let full = &self.scratch.path;
                 note_time(self.options, &mut self.time, full, json);
                 self.log.field(full.as_bytes(), field_text(json, &mut self.scratch.value).as_bytes());
+                // Dotted names repeat their prefixes, so the fields can be larger than the
+                // value: stop as soon as they are more than a log may be (the value is then
+                // stored whole in `content`).
+                if self.log.over_limit() {
+                    return Err(de::Error::custom("flattened log too large"));
+                }
             }
             self.scratch.path.truncate(parent);
         }
@@ -1147,6 +1153,25 @@ mod tests {
         // Not flattened, the dotted name is not found.
         let (logs, stats) = convert_with(value, &timed("event.created", None, 0));
         assert_eq!((logs[0].event_time_ms, stats.event_time_fallbacks), (5, [1, 0, 0]));
+    }
+
+    #[test]
+    fn flattening_stops_when_the_prefixes_make_the_log_too_large() {
+        // 2000 one-byte members under a 1000-byte name: 2 MB flattened from 10 kB.
+        let name = "k".repeat(1000);
+        let members: Vec<String> = (0..2000).map(|i| format!(r#""{i}":1"#)).collect();
+        let value = format!(r#"{{"{name}":{{{}}}}}"#, members.join(","));
+        for wrapped in [value.clone(), format!("[{value}]")] {
+            let ctx = BatchContext { arrival_time_ms: T, ..ctx() };
+            let mut out = EntryBatch::new(64 * 1024);
+            let options = timed("time", None, 1);
+            let mut converter = Converter::new(ValueFormat::Json, ctx).with_json_options(&options);
+            converter.push_logs(&record(wrapped.as_bytes()), &mut out).unwrap();
+            assert!(out.bytes_len() < 2 * wrapped.len(), "{}", out.bytes_len());
+            let logs = out.into_entries().unwrap();
+            assert_eq!(fields(&logs[0]), vec![("content".into(), wrapped.clone())]);
+            assert_eq!(converter.stats().json_fallbacks, 1);
+        }
     }
 
     #[test]

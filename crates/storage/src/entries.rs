@@ -310,6 +310,16 @@ impl Frame<'_> {
         }
     }
 
+    /// Whether the entry written so far is larger than the batch allows (it would be
+    /// refused by `finish`).
+    fn over_limit(&self) -> bool {
+        let pending = match (&self.encoder, &self.batch.rows) {
+            (Encoder::Row(_), Some(scratch)) => scratch.pending_len(),
+            _ => 0,
+        };
+        self.batch.bytes.len() - self.start() + pending > self.batch.max_entry_bytes
+    }
+
     #[inline]
     fn set_event_time(&mut self, event_time_ms: i64) {
         let out = &mut self.batch.bytes;
@@ -408,6 +418,12 @@ impl FieldWriter<'_> {
     #[inline]
     pub fn content(&mut self, value: &[u8]) {
         self.0.content(value);
+    }
+
+    /// Whether the entry written so far is already larger than the batch allows (its
+    /// `finish` would fail), for a writer that would otherwise go on adding fields.
+    pub fn over_limit(&self) -> bool {
+        self.0.over_limit()
     }
 
     /// Replaces the event time given to [`EntryBatch::begin`] (for a time found among the
@@ -512,6 +528,20 @@ mod tests {
         assert_eq!(u32::from_le_bytes(second[4..8].try_into().unwrap()), 1_700_000_123);
         assert_eq!(i64::from_le_bytes(second[8..16].try_into().unwrap()), 1_700_000_123_456);
         assert_eq!(i64::from_le_bytes(second[20..28].try_into().unwrap()), 8);
+    }
+
+    #[test]
+    fn over_limit_tells_before_finish() {
+        for encoding in [Encoding::Frames, Encoding::Rows] {
+            let mut batch = EntryBatch::with_encoding(encoding, 100, 0);
+            batch.push(&entry(3)).unwrap();
+            let mut w = batch.begin(0, 0, b"s", None).fields();
+            w.field(b"a", &[0; 40]);
+            assert!(!w.over_limit(), "{encoding:?}");
+            w.field(b"b", &[0; 60]);
+            assert!(w.over_limit(), "{encoding:?}");
+            assert!(w.finish().is_err());
+        }
     }
 
     #[test]

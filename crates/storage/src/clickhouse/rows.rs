@@ -57,6 +57,11 @@ pub(crate) struct RowScratch {
 }
 
 impl RowScratch {
+    /// Bytes of the lists held for the row being written.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.header_keys.len() + self.header_values.len() + self.field_names.len() + self.field_values.len()
+    }
+
     fn clear(&mut self) {
         self.header_keys.clear();
         self.header_values.clear();
