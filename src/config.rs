@@ -484,6 +484,12 @@ impl LogstoreConfig {
         if self.time_field.as_deref().is_some_and(str::is_empty) {
             return invalid("time_field must not be empty".into());
         }
+        let time_options = self.time_format.is_some()
+            || self.time_window_past_hours.is_some()
+            || self.time_window_future_hours.is_some();
+        if self.time_field.is_none() && time_options {
+            return invalid("time_format and time_window_*_hours need time_field".into());
+        }
         if let Some(format) = &self.time_format {
             let named = ["auto", "rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"];
             let strftime_ok = format.contains('%')

@@ -1175,6 +1175,33 @@ mod tests {
     }
 
     #[test]
+    fn bad_time_and_flatten_settings_are_refused() {
+        let config = |store: &str| {
+            let c: crate::config::Config =
+                toml::from_str(&format!("[[projects]]\nname = \"p\"\n[[projects.logstores]]\nname = \"a\"\n{store}")).unwrap();
+            c.validate()
+        };
+        for good in [
+            "time_field = \"auto\"\nflatten_depth = 16",
+            "time_field = \"log.ts\"\ntime_format = \"epoch_us\"\ntime_window_past_hours = 0.5",
+            "time_field = \"t\"\ntime_format = \"%Y%m%d %H%M%S\"\ntime_window_future_hours = 48",
+        ] {
+            assert!(config(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "time_field = \"\"",
+            "time_field = \"t\"\ntime_format = \"epoch\"",
+            "time_field = \"t\"\ntime_format = \"%Y-%Q\"",
+            "time_field = \"t\"\ntime_window_past_hours = 0",
+            "time_field = \"t\"\ntime_window_future_hours = -1",
+            "flatten_depth = 17",
+            "time_format = \"epoch_ms\"",
+        ] {
+            assert!(config(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn without_options_no_scratch_is_used() {
         let value = br#"{"a":{"b":1},"time":1796033472}"#;
         let mut out = EntryBatch::new(1 << 20);
