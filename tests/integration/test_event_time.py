@@ -8,12 +8,13 @@ the window keep the record timestamp and are counted in loggate_event_time_fallb
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Producer
 
-from gateway import Gateway
+from gateway import BIN, Gateway
 
 HOUR = 3_600_000
 # Event times a few hours back (older than any record timestamp or arrival time here), so
@@ -345,3 +346,13 @@ def test_clickhouse_rows_get_the_field_time(tmp_path, clickhouse):
         assert gw.metric("loggate_event_time_fallbacks_total", project="demo", logstore="evch", reason="missing") == 1
     finally:
         gw.stop()
+
+
+def test_check_config_shows_the_options(gw):
+    out = subprocess.run([str(BIN), "check-config", str(gw.config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert ("    logstore evmonasca: 1 shard, routing round_robin, retention kept forever, backend local, "
+            'event time from field "creation_time" (epoch_s), flatten depth 2\n') in out.stdout
+    assert ("    logstore evauto: 2 shards, routing round_robin, retention kept forever, backend local, "
+            'event time from field "auto" (auto), flatten depth 3\n') in out.stdout
+    assert "    logstore evplain: 1 shard, routing round_robin, retention kept forever, backend local\n" in out.stdout
