@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::{v2_batch, v2_record_body, with_length, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use loggate::ingest::catalog::ValueFormat;
-use loggate::ingest::convert::{BatchContext, Converter};
+use loggate::ingest::convert::{BatchContext, Converter, EventTimeOptions, JsonOptions, TimeField, TimeFormat};
 use loggate_records::{decode_batches, DecodeOptions, RawBatch};
 use loggate_storage::EntryBatch;
 
@@ -77,9 +77,14 @@ fn batch(values: &[Vec<u8>], codec: i16) -> Bytes {
 
 /// The logs of `batches`, as `Ingest` converts them (buffer sized the same way).
 fn convert(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>) -> EntryBatch {
+    convert_with(batches, format, ctx, &JsonOptions::NONE)
+}
+
+/// [`convert`] with a logstore's `.json` options.
+fn convert_with(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>, options: &JsonOptions) -> EntryBatch {
     let capacity = batches.iter().map(|b| b.data_len() + b.record_count() * (80 + ctx.source.len())).sum();
     let mut out = EntryBatch::with_capacity(1 << 20, capacity);
-    let mut converter = Converter::new(format, ctx);
+    let mut converter = Converter::new(format, ctx).with_json_options(options);
     for batch in batches {
         for record in batch.records() {
             converter.push_logs(&record.unwrap(), &mut out).unwrap();
@@ -103,6 +108,21 @@ fn bench(c: &mut Criterion) {
         assert_eq!(convert(&batches, format, ctx).len(), RECORDS);
         g.bench_function(name, |b| b.iter(|| convert(black_box(&batches), format, ctx)));
     }
+    // The event time from the objects' `ts` (RFC 3339), every log within the window.
+    let timed = JsonOptions {
+        time: Some(EventTimeOptions {
+            field: TimeField::Named("ts".into()),
+            format: TimeFormat::Auto,
+            window_past_ms: 3_600_000,
+            window_future_ms: 3_600_000,
+        }),
+        flatten_depth: 0,
+    };
+    let late = BatchContext { arrival_time_ms: 1_795_465_800_000, ..ctx };
+    let batches = decode_batches(batch(&json, 0), &opts).unwrap();
+    let logs = convert_with(&batches, ValueFormat::Json, late, &timed).into_entries().unwrap();
+    assert!(logs.iter().all(|l| l.event_time_ms != l.arrival_time_ms && l.event_time_ms > 1_795_465_000_000));
+    g.bench_function("json-event-time", |b| b.iter(|| convert_with(black_box(&batches), ValueFormat::Json, late, &timed)));
     g.finish();
 
     let mut g = c.benchmark_group("decode+convert");

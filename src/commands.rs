@@ -118,9 +118,17 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
                 retention.push(format!("{b} bytes"));
             }
             let retention = if retention.is_empty() { "kept forever".to_string() } else { retention.join(" or ") };
+            let mut json = String::new();
+            if let Some(field) = &store.time_field {
+                let format = store.time_format.as_deref().unwrap_or("auto");
+                json += &format!(", event time from field {field:?} ({format})");
+            }
+            if store.flatten_depth > 0 {
+                json += &format!(", flatten depth {}", store.flatten_depth);
+            }
             let _ = writeln!(
                 out,
-                "    logstore {}: {} shard{}, routing {}, retention {retention}, backend {}",
+                "    logstore {}: {} shard{}, routing {}, retention {retention}, backend {}{json}",
                 store.name,
                 store.shards,
                 if store.shards == 1 { "" } else { "s" },

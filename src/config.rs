@@ -471,6 +471,70 @@ pub struct LogstoreConfig {
     /// Backend of this logstore (default: its project's).
     #[serde(default)]
     pub storage: Option<Backend>,
+    /// `.json` topics: the field whose value is the log's event time (a dotted name for a
+    /// flattened member), or `"auto"` (see README, "Event time and nested fields"). None:
+    /// the record timestamp.
+    #[serde(default)]
+    pub time_field: Option<String>,
+    /// How that field's value is read: `auto` (default), `rfc3339`, `epoch_s`,
+    /// `epoch_ms`, `epoch_us`, `epoch_ns`, or a strftime pattern (contains `%`).
+    #[serde(default)]
+    pub time_format: Option<String>,
+    /// A field time more than this many hours before the arrival time is not used
+    /// (default 168).
+    #[serde(default)]
+    pub time_window_past_hours: Option<f64>,
+    /// A field time more than this many hours after the arrival time is not used
+    /// (default 1).
+    #[serde(default)]
+    pub time_window_future_hours: Option<f64>,
+    /// `.json` topics: nested objects down to this depth become dotted field names
+    /// (0, the default: only top-level members are fields).
+    #[serde(default)]
+    pub flatten_depth: u32,
+}
+
+/// Name of the automatic [`LogstoreConfig::time_field`] mode.
+pub const TIME_FIELD_AUTO: &str = "auto";
+/// Largest [`LogstoreConfig::flatten_depth`].
+pub const MAX_FLATTEN_DEPTH: u32 = 16;
+
+impl LogstoreConfig {
+    /// Checks the event time and flattening options.
+    fn validate_event_time(&self, project: &str) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("logstore {project}/{}: {m}", self.name)));
+        if self.time_field.as_deref().is_some_and(str::is_empty) {
+            return invalid("time_field must not be empty".into());
+        }
+        let time_options = self.time_format.is_some()
+            || self.time_window_past_hours.is_some()
+            || self.time_window_future_hours.is_some();
+        if self.time_field.is_none() && time_options {
+            return invalid("time_format and time_window_*_hours need time_field".into());
+        }
+        if let Some(format) = &self.time_format {
+            let named = ["auto", "rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"];
+            let strftime_ok = format.contains('%')
+                && !chrono::format::StrftimeItems::new(format).any(|i| matches!(i, chrono::format::Item::Error));
+            if !named.contains(&format.as_str()) && !strftime_ok {
+                return invalid(format!(
+                    "time_format {format:?} is none of {} nor a valid strftime pattern",
+                    named.join(", ")
+                ));
+            }
+        }
+        for (name, hours) in
+            [("time_window_past_hours", self.time_window_past_hours), ("time_window_future_hours", self.time_window_future_hours)]
+        {
+            if hours.is_some_and(|h| !(h.is_finite() && h > 0.0 && h <= 1e6)) {
+                return invalid(format!("{name} must be a positive number of hours"));
+            }
+        }
+        if self.flatten_depth > MAX_FLATTEN_DEPTH {
+            return invalid(format!("flatten_depth must be 0..={MAX_FLATTEN_DEPTH}"));
+        }
+        Ok(())
+    }
 }
 
 /// An access key: id, hashed secret, and the `project/logstore` patterns it may write.
@@ -720,6 +784,7 @@ impl Config {
                         project.name, store.name
                     )));
                 }
+                store.validate_event_time(&project.name)?;
                 if store.retention_bytes == Some(0) {
                     return Err(ConfigError::Invalid(format!(
                         "logstore {}/{}: retention_bytes must be positive (leave it out for no limit)",

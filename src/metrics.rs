@@ -509,6 +509,18 @@ fn encode_logstores(encoder: &mut DescriptorEncoder, ingest: &Ingest) -> Result<
             ConstCounter::new(read(&store.counters)).encode(family.encode_family(&labels)?)?;
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "event_time_fallbacks",
+        "Logs of a .json topic with time_field set that got the record timestamp instead, by logstore and reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for store in logstores.iter().filter(|s| s.json.time.is_some()) {
+        for why in crate::ingest::convert::TimeFallback::ALL {
+            let labels = [("project", store.project.as_str()), ("logstore", store.name.as_str()), ("reason", why.label())];
+            ConstCounter::new(store.counters.event_time_fallbacks(why)).encode(family.encode_family(&labels)?)?;
+        }
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use super::convert::{JsonOptions, TimeFallback};
 use super::producers::{PartitionProducers, ProducerTurns};
 use crate::config::{Limits, ProjectConfig, Routing};
 
@@ -31,16 +32,21 @@ pub struct Logstore {
     pub json_topic_id: [u8; 16],
     /// The storage stream this logstore writes to.
     pub stream: StreamId,
+    /// How its `.json` topic's values become logs (event time, flattening).
+    pub json: JsonOptions,
     /// Idempotent producer state per topic name and partition, as the client numbers its
     /// sequences: `L` and `L.json` are two topics to a client, and the partition is the
     /// one it chose (which differs from the shard under round-robin routing). See
     /// [`Logstore::producers`].
-    producers: Vec<Mutex<PartitionProducers>>,
-    /// Whose turn it is to write, per producer, in each of `producers`' partitions.
-    turns: Vec<ProducerTurns>,
+    /// Shared with the logstore's next version when a reload changes only its options.
+    producers: Arc<Vec<Mutex<PartitionProducers>>>,
+    /// Whose turn it is to write, per producer, in each of `producers`' partitions (shared
+    /// with the next version like `producers`, so a producer's batches stay one at a time
+    /// across a reload).
+    turns: Arc<Vec<ProducerTurns>>,
     /// What has been written to the logstore since start (exported as metrics).
-    pub counters: LogstoreCounters,
-    next_shard: AtomicU32,
+    pub counters: Arc<LogstoreCounters>,
+    next_shard: Arc<AtomicU32>,
 }
 
 /// Totals of one logstore since start, counted once per write (not per record).
@@ -49,6 +55,7 @@ pub struct LogstoreCounters {
     logs: AtomicU64,
     value_bytes: AtomicU64,
     json_fallbacks: AtomicU64,
+    event_time_fallbacks: [AtomicU64; TimeFallback::ALL.len()],
 }
 
 impl LogstoreCounters {
@@ -72,6 +79,19 @@ impl LogstoreCounters {
     /// Records of a `.json` topic stored raw.
     pub fn json_fallbacks(&self) -> u64 {
         self.json_fallbacks.load(Ordering::Relaxed)
+    }
+    /// Counts logs that got the record timestamp although a time field is configured, by
+    /// [`TimeFallback`] index.
+    pub fn add_event_time_fallbacks(&self, fallbacks: &[u64; TimeFallback::ALL.len()]) {
+        for (total, &n) in self.event_time_fallbacks.iter().zip(fallbacks) {
+            if n > 0 {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+    /// Logs of a `.json` topic that got the record timestamp for `why`.
+    pub fn event_time_fallbacks(&self, why: TimeFallback) -> u64 {
+        self.event_time_fallbacks[why as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -152,8 +172,9 @@ impl Catalog {
     }
 
     /// The catalog of a new configuration: a logstore whose shards and routing did not
-    /// change is this catalog's own (the same idempotent producer state, counters and
-    /// round-robin position); others are new.
+    /// change keeps this catalog's idempotent producer state, counters and round-robin
+    /// position (it is this catalog's own if its `.json` options did not change either);
+    /// others are new.
     pub fn rebuild(&self, projects: &[ProjectConfig], limits: &Limits) -> Self {
         let expiry = Duration::from_secs(limits.producer_expiry_secs);
         let projects = projects
@@ -163,13 +184,31 @@ impl Catalog {
                     .logstores
                     .iter()
                     .map(|l| {
+                        let json = JsonOptions::from_config(l);
                         let kept = self
                             .projects
                             .get(&p.name)
                             .and_then(|stores| stores.get(&l.name))
                             .filter(|old| old.shards == l.shards && old.routing == l.routing);
                         if let Some(old) = kept {
-                            return (l.name.clone(), old.clone());
+                            if old.json == json {
+                                return (l.name.clone(), old.clone());
+                            }
+                            let store = Logstore {
+                                project: old.project.clone(),
+                                name: old.name.clone(),
+                                shards: old.shards,
+                                routing: old.routing,
+                                topic_id: old.topic_id,
+                                json_topic_id: old.json_topic_id,
+                                stream: old.stream.clone(),
+                                json,
+                                producers: old.producers.clone(),
+                                turns: old.turns.clone(),
+                                counters: old.counters.clone(),
+                                next_shard: old.next_shard.clone(),
+                            };
+                            return (l.name.clone(), Arc::new(store));
                         }
                         let store = Logstore {
                             project: p.name.clone(),
@@ -179,12 +218,15 @@ impl Catalog {
                             topic_id: topic_id(&p.name, &l.name, ValueFormat::Raw),
                             json_topic_id: topic_id(&p.name, &l.name, ValueFormat::Json),
                             stream: StreamId { project: p.name.clone(), logstore: l.name.clone() },
-                            producers: (0..2 * l.shards)
-                                .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
-                                .collect(),
-                            turns: (0..2 * l.shards).map(|_| ProducerTurns::default()).collect(),
-                            counters: LogstoreCounters::default(),
-                            next_shard: AtomicU32::new(0),
+                            json,
+                            producers: Arc::new(
+                                (0..2 * l.shards)
+                                    .map(|_| Mutex::new(PartitionProducers::new(limits.max_producers_per_partition, expiry)))
+                                    .collect(),
+                            ),
+                            turns: Arc::new((0..2 * l.shards).map(|_| ProducerTurns::default()).collect()),
+                            counters: Arc::default(),
+                            next_shard: Arc::default(),
                         };
                         (l.name.clone(), Arc::new(store))
                     })
@@ -268,11 +310,16 @@ mod tests {
     use super::*;
     use crate::config::LogstoreConfig;
 
+    /// A logstore of one shard and no options.
+    fn store(name: &str) -> LogstoreConfig {
+        toml::from_str(&format!("name = {name:?}")).unwrap()
+    }
+
     fn catalog(routing: Routing) -> Catalog {
         Catalog::from_config(&[ProjectConfig {
             name: "demo".into(),
             storage: None,
-            logstores: vec![LogstoreConfig { name: "app".into(), shards: 3, routing, retention_hours: None, retention_bytes: None, storage: None }],
+            logstores: vec![LogstoreConfig { shards: 3, routing, ..store("app") }],
             quota_bytes_per_sec: None,
             quota_requests_per_sec: None,
         }], &Limits::default())
@@ -328,9 +375,7 @@ mod tests {
 
     #[test]
     fn a_rebuild_keeps_unchanged_logstores_and_replaces_changed_ones() {
-        let store = |name: &str, shards| LogstoreConfig {
-            name: name.into(), shards, routing: Routing::RoundRobin, retention_hours: None, retention_bytes: None, storage: None,
-        };
+        let store = |name: &str, shards| LogstoreConfig { shards, routing: Routing::RoundRobin, ..store(name) };
         let project = |stores| ProjectConfig {
             name: "demo".into(),
             storage: None,
@@ -350,6 +395,36 @@ mod tests {
         let gone = new.rebuild(&[project(vec![store("db", 1)])], &Limits::default());
         assert!(gone.topic("demo", "app").is_none());
         assert!(same(&new, &gone, "db"));
+    }
+
+    #[test]
+    fn a_rebuild_applies_changed_json_options_keeping_producer_state_and_counters() {
+        let project = |store| ProjectConfig {
+            name: "demo".into(),
+            storage: None,
+            logstores: vec![store],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
+        };
+        let plain = store("app");
+        let timed = LogstoreConfig { time_field: Some("ts".into()), flatten_depth: 2, ..store("app") };
+        let old = Catalog::from_config(&[project(plain.clone())], &Limits::default());
+        let old_store = old.topic("demo", "app").unwrap().logstore;
+        assert_eq!(old_store.json, JsonOptions::NONE);
+        old_store.counters.add(3, 10, 0);
+        let new = old.rebuild(&[project(timed.clone())], &Limits::default());
+        let new_store = new.topic("demo", "app.json").unwrap().logstore;
+        assert!(!Arc::ptr_eq(&old_store, &new_store));
+        assert_eq!(new_store.json, JsonOptions::from_config(&timed));
+        assert_eq!(new_store.json.flatten_depth, 2);
+        assert!(Arc::ptr_eq(&old_store.counters, &new_store.counters));
+        assert!(Arc::ptr_eq(&old_store.producers, &new_store.producers));
+        assert_eq!(new_store.counters.logs(), 3);
+        // The same options again: the same logstore.
+        let again = new.rebuild(&[project(timed)], &Limits::default());
+        assert!(Arc::ptr_eq(&new_store, &again.topic("demo", "app").unwrap().logstore));
+        let back = again.rebuild(&[project(plain)], &Limits::default());
+        assert_eq!(back.topic("demo", "app").unwrap().logstore.json, JsonOptions::NONE);
     }
 
     #[test]

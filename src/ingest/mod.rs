@@ -199,7 +199,7 @@ impl Ingest {
         }
         let tag_bytes = tag.map(|t| t.encode());
         let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
-        let mut converter = Converter::new(topic.format, ctx).with_limits(limits);
+        let mut converter = Converter::new(topic.format, ctx).with_limits(limits).with_json_options(&topic.logstore.json);
         for batch in batches {
             for (index, record) in (0u32..).zip(batch.records()) {
                 let record = record.map_err(|e| WriteError::Record { index, failure: RecordFailure::Invalid(e) })?;
@@ -385,6 +385,7 @@ async fn acknowledged(
     };
     let ack = ticket.await?;
     logstore.counters.add(count as u64, stats.value_bytes, stats.json_fallbacks);
+    logstore.counters.add_event_time_fallbacks(&stats.event_time_fallbacks);
     Ok(Written { shard, base_offset: ack.base_offset as i64, logs: count, start_offset: ack.start_offset })
 }
 

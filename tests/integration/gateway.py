@@ -61,7 +61,8 @@ class Gateway:
     """A loggate server on loopback with SASL_SSL, SASL_PLAINTEXT, SSL and PLAINTEXT listeners."""
 
     def __init__(self, workdir, limits=None, storage=None, logstore_options=None, data=None, advertised=None,
-                 node_id=None, extra_config="", ports=None, metrics_port=None, project_options=None, key_options=None):
+                 node_id=None, extra_config="", ports=None, metrics_port=None, project_options=None, key_options=None,
+                 extra_logstores=()):
         """`storage`: the [storage] table (raw TOML values, e.g. {"backend": '"clickhouse"'});
         `logstore_options`: extra keys per demo logstore, e.g. {"one": {"retention_bytes": 20000}};
         `data`: the data directory; `advertised`: protocol -> "host:port" that Metadata
@@ -69,7 +70,8 @@ class Gateway:
         tables such as [clickhouse] or [cluster]); `ports`/`metrics_port`: fixed ports (protocol ->
         port) instead of free ones, e.g. for a cluster whose nodes must know each other's;
         `project_options`/`key_options`: extra keys per project / per KEYS name, e.g.
-        {"ops": {"quota_bytes_per_sec": 1000}}."""
+        {"ops": {"quota_bytes_per_sec": 1000}}; `extra_logstores`: more demo logstores, as
+        (name, shards, routing), whose options `logstore_options` may give too."""
         self.dir = Path(workdir)
         self.data = Path(data) if data else self.dir / "data"
         self.storage = storage or {}
@@ -81,6 +83,7 @@ class Gateway:
         self.extra_config = extra_config
         self.project_options = project_options or {}
         self.key_options = key_options or {}
+        self.extra_logstores = list(extra_logstores)
         self.ca = self.data / "tls" / "ca.pem"
         self.limits = {"auth_failure_delay_ms": 50, "auth_timeout_secs": 5}
         self.limits.update(limits or {})
@@ -109,7 +112,7 @@ class Gateway:
         for project, stores in PROJECTS.items():
             lines += ["[[projects]]", 'name = "%s"' % project]
             lines += ["%s = %s" % kv for kv in self.project_options.get(project, {}).items()]
-            for name, shards, routing in stores:
+            for name, shards, routing in stores + (self.extra_logstores if project == "demo" else []):
                 lines += ["[[projects.logstores]]", 'name = "%s"' % name, "shards = %d" % shards, 'routing = "%s"' % routing]
                 if project == "demo":
                     lines += ["%s = %s" % kv for kv in self.logstore_options.get(name, {}).items()]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from clients import Nginx, check_stored, go_binary, unique_prefix
-from gateway import ROOT, free_port, password
+from gateway import ROOT, Gateway, free_port, password
 
 RECIPES = ROOT / "config" / "agents"
 AGENTS_DIR = ROOT / "tests" / "agents"
@@ -130,10 +130,22 @@ def send_lines(port, lines):
 
 # --- collectd (write_kafka) -------------------------------------------------------------
 
-def test_collectd_write_kafka(gateway, tmp_path):
+@pytest.mark.parametrize("time_field", [None, "auto"])
+def test_collectd_write_kafka(tmp_path, time_field):
     """collectd 5.12's write_kafka from config/agents/collectd.conf over SASL_SSL. Values come
     in through collectd's unixsock plugin (PUTVAL with explicit times and values), so the
-    stored logs are known exactly: one log per value list on the `.json` topic."""
+    stored logs are known exactly: one log per value list on the `.json` topic. With
+    `time_field = "auto"` on the logstore, each log's event time is its value list's `time`."""
+    options = {"app": {"time_field": '"%s"' % time_field}} if time_field else {}
+    (tmp_path / "gw").mkdir()
+    gateway = Gateway(tmp_path / "gw", logstore_options=options).start()
+    try:
+        collectd_write_kafka(gateway, tmp_path, time_field)
+    finally:
+        gateway.stop()
+
+
+def collectd_write_kafka(gateway, tmp_path, time_field):
     need("/usr/sbin/collectd", "collectd-core")
     need("/usr/lib/collectd/write_kafka.so", "collectd-core")
     d = tmp_path / "collectd"
@@ -176,6 +188,10 @@ def test_collectd_write_kafka(gateway, tmp_path):
         assert float(l["interval"]) == 10.0, l
         assert l["type_instance"] not in got, "stored twice: %s" % l
         got[l["type_instance"]] = (float(l["time"]), json.loads(l["values"])[0])
+        if time_field:
+            assert l["__time_ms__"] == sent[l["type_instance"]][0] * 1000, l
+        else:
+            assert l["__time_ms__"] >= t0 * 1000 - 1000, l  # the record timestamp: when sent
     assert got == {k: (float(t), v) for k, (t, v) in sent.items()}, explain(agent, gateway)
 
 

@@ -310,6 +310,25 @@ impl Frame<'_> {
         }
     }
 
+    /// Whether the entry written so far is larger than the batch allows (it would be
+    /// refused by `finish`).
+    fn over_limit(&self) -> bool {
+        let pending = match (&self.encoder, &self.batch.rows) {
+            (Encoder::Row(_), Some(scratch)) => scratch.pending_len(),
+            _ => 0,
+        };
+        self.batch.bytes.len() - self.start() + pending > self.batch.max_entry_bytes
+    }
+
+    #[inline]
+    fn set_event_time(&mut self, event_time_ms: i64) {
+        let out = &mut self.batch.bytes;
+        match &self.encoder {
+            Encoder::Frame(f) => f.set_event_time(out, event_time_ms),
+            Encoder::Row(r) => r.set_event_time(out, event_time_ms),
+        }
+    }
+
     #[inline]
     fn start(&self) -> usize {
         match &self.encoder {
@@ -401,6 +420,19 @@ impl FieldWriter<'_> {
         self.0.content(value);
     }
 
+    /// Whether the entry written so far is already larger than the batch allows (its
+    /// `finish` would fail), for a writer that would otherwise go on adding fields.
+    pub fn over_limit(&self) -> bool {
+        self.0.over_limit()
+    }
+
+    /// Replaces the event time given to [`EntryBatch::begin`] (for a time found among the
+    /// fields).
+    #[inline]
+    pub fn set_event_time(&mut self, event_time_ms: i64) {
+        self.0.set_event_time(event_time_ms);
+    }
+
     /// Adds the entry, without tag; fails with [`StorageError::EntryTooLarge`] (and
     /// removes it) when it is larger than the batch allows.
     #[inline]
@@ -471,6 +503,45 @@ mod tests {
         assert!(decoded[0].fields.is_empty() && decoded[0].tag.is_none());
         assert_eq!(decoded[1].fields.len(), 2);
         assert_eq!(decoded[1].tag.as_deref(), Some(&b"t"[..]));
+    }
+
+    #[test]
+    fn the_event_time_can_be_replaced_while_writing_fields() {
+        let mut frames = EntryBatch::new(1 << 20);
+        let mut rows = EntryBatch::with_encoding(Encoding::Rows, 1 << 20, 0);
+        for batch in [&mut frames, &mut rows] {
+            batch.push(&entry(3)).unwrap();
+            let mut w = batch.begin(7, 8, b"src", Some(b"k")).fields();
+            w.field(b"a", b"1");
+            w.set_event_time(1_700_000_123_456);
+            w.field(b"b", b"2");
+            w.finish().unwrap();
+        }
+        let decoded = frames.into_entries().unwrap();
+        assert_eq!(decoded[0], entry(3));
+        assert_eq!((decoded[1].event_time_ms, decoded[1].arrival_time_ms), (1_700_000_123_456, 8));
+        assert_eq!(decoded[1].fields.len(), 2);
+        // The row's event_time (seconds) and event_time_ms columns, after the first row.
+        let bytes = rows.bytes();
+        let first_len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let second = &bytes[4 + first_len..];
+        assert_eq!(u32::from_le_bytes(second[4..8].try_into().unwrap()), 1_700_000_123);
+        assert_eq!(i64::from_le_bytes(second[8..16].try_into().unwrap()), 1_700_000_123_456);
+        assert_eq!(i64::from_le_bytes(second[20..28].try_into().unwrap()), 8);
+    }
+
+    #[test]
+    fn over_limit_tells_before_finish() {
+        for encoding in [Encoding::Frames, Encoding::Rows] {
+            let mut batch = EntryBatch::with_encoding(encoding, 100, 0);
+            batch.push(&entry(3)).unwrap();
+            let mut w = batch.begin(0, 0, b"s", None).fields();
+            w.field(b"a", &[0; 40]);
+            assert!(!w.over_limit(), "{encoding:?}");
+            w.field(b"b", &[0; 60]);
+            assert!(w.over_limit(), "{encoding:?}");
+            assert!(w.finish().is_err());
+        }
     }
 
     #[test]

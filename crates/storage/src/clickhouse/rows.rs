@@ -57,6 +57,11 @@ pub(crate) struct RowScratch {
 }
 
 impl RowScratch {
+    /// Bytes of the lists held for the row being written.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.header_keys.len() + self.header_values.len() + self.field_names.len() + self.field_values.len()
+    }
+
     fn clear(&mut self) {
         self.header_keys.clear();
         self.header_values.clear();
@@ -103,6 +108,14 @@ impl RowBuilder {
     /// Where the row starts in the buffer.
     pub(crate) fn start(&self) -> usize {
         self.start
+    }
+
+    /// Replaces the event time columns written by [`begin`](Self::begin).
+    #[inline]
+    pub(crate) fn set_event_time(&self, out: &mut [u8], event_time_ms: i64) {
+        let at = self.start + ROW_HEADER_LEN;
+        out[at..at + 4].copy_from_slice(&date_time(event_time_ms).to_le_bytes());
+        out[at + 4..at + 12].copy_from_slice(&event_time_ms.to_le_bytes());
     }
 
     /// Adds a header (before the content).

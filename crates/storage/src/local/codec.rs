@@ -102,6 +102,13 @@ impl FrameBuilder {
         self.start
     }
 
+    /// Replaces the event time written by [`begin`](Self::begin).
+    #[inline]
+    pub(crate) fn set_event_time(&self, out: &mut [u8], event_time_ms: i64) {
+        let at = self.start + FRAME_HEADER_LEN + TIMES_POS;
+        out[at..at + 8].copy_from_slice(&event_time_ms.to_le_bytes());
+    }
+
     /// Appends one header (only before [`end_headers`](Self::end_headers)).
     #[inline]
     pub(crate) fn header(&mut self, out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
