@@ -618,6 +618,8 @@ fn plain(data: &[u8]) {
             allow: vec![format!("{PROJECT}/*")],
             quota_bytes_per_sec: None,
             quota_requests_per_sec: None,
+            scram_sha256: None,
+            scram_sha512: None,
         }])
         .expect("key store")
     });

@@ -191,11 +191,13 @@ pub struct ScramLogin {
     outcome: Result<Credential, AuthError>,
 }
 
-/// A failed SCRAM step: why, and the configured key id it named (for log lines).
+/// A failed SCRAM step: why, the configured key id it named (for log lines), and the
+/// `e=` server-final message to send, if the step has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScramFailure {
     pub error: AuthError,
     pub known_key: Option<String>,
+    pub server_final: Option<Vec<u8>>,
 }
 
 /// A secret of this process, from which an unknown user's fake salt is derived: the
@@ -225,9 +227,9 @@ impl ScramLogin {
 
     /// Checks the client-final message: the principal and the server-final message, or
     /// why not (with the `e=` server-final message to send, if any).
-    pub fn finish(self, client_final: &[u8]) -> Result<(Principal, Vec<u8>), (ScramFailure, Option<Vec<u8>>)> {
-        let fail = |error: AuthError, known_key: Option<String>, e: Option<Vec<u8>>| {
-            Err((ScramFailure { error, known_key }, e))
+    pub fn finish(self, client_final: &[u8]) -> Result<(Principal, Vec<u8>), ScramFailure> {
+        let fail = |error: AuthError, known_key: Option<String>, server_final: Option<Vec<u8>>| {
+            Err(ScramFailure { error, known_key, server_final })
         };
         let known_key = self.known_key.clone();
         match (self.exchange.client_final(client_final), self.outcome) {
@@ -335,7 +337,7 @@ impl KeyStore {
     /// credential for `mechanism`, gets a fake credential (stable salt, the same work) and
     /// fails only at the proof, so the answer does not reveal which key ids exist.
     pub fn scram_start(&self, mechanism: Mechanism, client_first: &[u8]) -> Result<(ScramLogin, Vec<u8>), ScramFailure> {
-        let failure = |error: AuthError| ScramFailure { error, known_key: None };
+        let failure = |error: AuthError| ScramFailure { error, known_key: None, server_final: None };
         let first = ServerStart::new(mechanism).client_first(client_first).map_err(|e| failure(e.into()))?;
         let Some((project, key_id)) = first.username.rsplit_once('#').filter(|(p, k)| !p.is_empty() && !k.is_empty())
         else {
@@ -553,7 +555,7 @@ mod tests {
         let (login, server_first) =
             s.scram_start(Mechanism::Sha256, format!("n,,{bare}").as_bytes()).map_err(|f| f.error)?;
         let client_final = scram_client_final(Mechanism::Sha256, password, &bare, &server_first);
-        login.finish(&client_final).map(|(p, _)| p).map_err(|(f, _)| f.error)
+        login.finish(&client_final).map(|(p, _)| p).map_err(|f| f.error)
     }
 
     #[test]

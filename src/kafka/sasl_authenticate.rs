@@ -89,7 +89,8 @@ async fn scram_step(broker: &Broker, session: &mut Session, token: &[u8]) -> Res
                     logged_in(broker, session, principal, mechanism);
                     Ok(Bytes::from(server_final))
                 }
-                Err((failure, server_final)) => {
+                Err(failure) => {
+                    let server_final = failure.server_final.clone();
                     Err((scram_failed(broker, session, mechanism, Some(&user), failure).await, server_final))
                 }
             }
@@ -110,7 +111,7 @@ fn scram_username(token: &[u8]) -> Option<String> {
 }
 
 async fn scram_failed(broker: &Broker, session: &Session, mechanism: &str, user: Option<&str>, failure: ScramFailure) -> AuthError {
-    let ScramFailure { error, known_key } = failure;
+    let ScramFailure { error, known_key, .. } = failure;
     broker.metrics.authentication(auth_result(&Err(error.clone()), known_key.is_some()));
     let user = user.map(|u| &u[..u.floor_char_boundary(128)]);
     warn!(peer = %session.peer, mechanism, username = user.unwrap_or("-"), key_id = known_key.as_deref().unwrap_or("-"),

@@ -425,3 +425,26 @@ def test_wire_scram_malformed_client_first(gw, first, reason, raw):
         assert wire.is_closed(c.sock)
     assert reason in gw.log_text(), gw.log_text()[-1500:]
     assert auth_metric(gw, "malformed") == 1
+
+
+def test_check_config_shows_each_keys_mechanisms(gw):
+    out = subprocess.run([str(BIN), "check-config", str(gw.config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    mechanisms = {}
+    for i, line in enumerate(lines):
+        if line.startswith("  LGTEST") and ": allow " in line:
+            mechanisms[line.split(":")[0].strip()] = lines[i + 1].strip()
+    assert mechanisms == {
+        "LGTESTMAIN": "SASL mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        "LGTESTLIMITED": "SASL mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        "LGTESTOPS": "SASL mechanisms: PLAIN, SCRAM-SHA-256",
+        "LGTESTNOSCRAM": "SASL mechanisms: PLAIN",
+    }, out.stdout
+
+
+def test_a_malformed_scram_credential_is_a_configuration_error(tmp_path):
+    g = Gateway(tmp_path, key_options={"main": {"scram_sha512": scram_credential("SCRAM-SHA-256", "x")}})
+    out = subprocess.run([str(BIN), "check-config", str(g.config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "LGTESTMAIN: scram_sha512: stored key must be 64 bytes" in out.stderr + out.stdout, out

@@ -68,7 +68,7 @@ impl Mechanism {
     }
 
     /// Output length of the hash (and of keys, proofs and signatures).
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Self::Sha256 => 32,
             Self::Sha512 => 64,
@@ -99,7 +99,7 @@ impl Mechanism {
     }
 
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        let mut out = vec![0u8; self.len()];
+        let mut out = vec![0u8; self.digest_len()];
         match self {
             Self::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
             Self::Sha512 => pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out),
@@ -181,11 +181,11 @@ impl ScramCredential {
         }
         let stored_key = B64.decode(stored).map_err(|_| CredentialError::Base64("stored key"))?;
         let server_key = B64.decode(server).map_err(|_| CredentialError::Base64("server key"))?;
-        if stored_key.len() != mechanism.len() {
-            return Err(CredentialError::Length("stored key", mechanism.len()));
+        if stored_key.len() != mechanism.digest_len() {
+            return Err(CredentialError::Length("stored key", mechanism.digest_len()));
         }
-        if server_key.len() != mechanism.len() {
-            return Err(CredentialError::Length("server key", mechanism.len()));
+        if server_key.len() != mechanism.digest_len() {
+            return Err(CredentialError::Length("server key", mechanism.digest_len()));
         }
         Ok(Self { mechanism, iterations, salt, stored_key, server_key })
     }
@@ -426,7 +426,7 @@ impl ServerFirstSent {
         }
         let proof = B64.decode(proof).map_err(|_| ScramError::ProofFormat)?;
         let mechanism = self.credential.mechanism;
-        if proof.len() != mechanism.len() {
+        if proof.len() != mechanism.digest_len() {
             return Err(ScramError::ProofFormat);
         }
         let auth_message = format!("{},{},{without_proof}", self.first.bare, self.server_first);
