@@ -47,8 +47,9 @@ pub async fn handle(broker: &Broker, session: &mut Session, header: &RequestHead
     }
 }
 
-/// Handles the raw PLAIN token that follows SaslHandshake v0: success is an empty
-/// token (a zero length prefix), failure a closed connection.
+/// Handles a raw token after SaslHandshake v0 (the PLAIN token, or a SCRAM client
+/// message): success is the server's token (empty for PLAIN: a zero length prefix; the
+/// server-first or server-final message for SCRAM), failure a closed connection.
 pub async fn handle_raw_token(broker: &Broker, session: &mut Session, token: Bytes) -> Reply {
     let outcome = if matches!(session.auth, AuthState::AwaitRawToken) {
         authenticate(broker, session, &token).await.map(|()| Bytes::new()).map_err(|e| (e, None))
