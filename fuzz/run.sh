@@ -15,7 +15,7 @@ set -euo pipefail
 CARGO_FUZZ_VERSION=0.13.2
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-targets=(header dispatch session records codec_gzip codec_snappy codec_lz4 codec_zstd plain storage)
+targets=(header dispatch session records codec_gzip codec_snappy codec_lz4 codec_zstd plain scram storage)
 
 die() { echo "fuzz/run.sh: $*" >&2; exit 2; }
 

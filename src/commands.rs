@@ -171,6 +171,7 @@ pub fn check_config(path: &Path, env: &env::Env, demo_key: (&str, &str)) -> Resu
             key.allow.join(", "),
             quota(key.quota_bytes_per_sec, key.quota_requests_per_sec)
         );
+        let _ = writeln!(out, "    SASL mechanisms: {}", keys.mechanisms(&key.id).join(", "));
         let is_demo = key.id == demo_key.0
             && SecretHash::parse(&key.secret_hash).is_ok_and(|h| h.verify(demo_key.1));
         if is_demo {

@@ -553,6 +553,13 @@ pub struct AccessKeyConfig {
     /// Produce quota: Produce requests per second by this key, in any project.
     #[serde(default)]
     pub quota_requests_per_sec: Option<f64>,
+    /// SASL/SCRAM-SHA-256 credential `<iterations>:<salt>:<stored key>:<server key>`
+    /// (base64) as printed by `loggate keygen`; without it the key cannot use SCRAM-SHA-256.
+    #[serde(default)]
+    pub scram_sha256: Option<String>,
+    /// The same for SASL/SCRAM-SHA-512.
+    #[serde(default)]
+    pub scram_sha512: Option<String>,
 }
 
 fn default_data_dir() -> PathBuf {

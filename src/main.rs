@@ -133,6 +133,10 @@ struct KeygenArgs {
     /// Use this secret instead of a random one (for scripted setups).
     #[arg(long, env = "LOGGATE_KEY_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// PBKDF2 iterations of the SASL/SCRAM credentials (4096 to 16384, as Kafka allows).
+    #[arg(long, default_value_t = loggate::ingest::auth::scram::MIN_ITERATIONS,
+        value_parser = clap::value_parser!(u32).range(4096..=16384))]
+    scram_iterations: u32,
 }
 
 #[derive(clap::Args)]
@@ -543,5 +547,9 @@ fn keygen(args: KeygenArgs) {
     println!("[[access_keys]]");
     println!("id = {:?}", key.id);
     println!("secret_hash = {:?}", key.hash.to_string());
+    println!("# SASL/SCRAM-SHA-256/512 username: <project>#{}, password as for PLAIN", key.id);
+    for (field, credential) in key.scram_credentials(args.scram_iterations) {
+        println!("{field} = {:?}", credential.to_string());
+    }
     println!("allow = [{}]", args.allow.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "));
 }

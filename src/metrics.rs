@@ -61,6 +61,8 @@ pub enum AuthResult {
     BadSecret,
     /// The key may not write to the project it named.
     NotAllowed,
+    /// The key has no credential for the SCRAM mechanism the client chose.
+    NoCredential,
 }
 
 impl AuthResult {
@@ -71,6 +73,7 @@ impl AuthResult {
             Self::UnknownKey => "unknown_key",
             Self::BadSecret => "bad_secret",
             Self::NotAllowed => "not_allowed",
+            Self::NoCredential => "no_credential",
         }
     }
 }
@@ -213,8 +216,8 @@ impl Metrics {
         let authentications = Family::default();
         registry.register(
             "sasl_authentications",
-            "SASL/PLAIN authentications, by result: success, or why it failed (malformed, unknown_key, \
-             bad_secret, not_allowed)",
+            "SASL authentications (PLAIN and SCRAM), by result: success, or why it failed (malformed, \
+             unknown_key, bad_secret, not_allowed, no_credential: the key has no SCRAM credential)",
             authentications.clone(),
         );
         let received_bytes = Family::default();

@@ -646,6 +646,22 @@ mod seeds {
             put(out, Target::Plain, name, tok.as_bytes());
         }
 
+        // scram: client-first NUL client-final
+        let user = format!("{}#{}", harness::PROJECT, harness::KEY_ID);
+        for (name, sel, msg) in [
+            ("first_only", 0u8, format!("n,,n={user},r=fyko+d2lbbFgONRv9qkxdawL")),
+            ("authzid", 1, format!("n,a={user},n={user},r=abc")),
+            ("both", 0, format!("n,,n={user},r=abc\0c=biws,r=abcXYZ,p=dHpiYw==")),
+            ("both_512", 1, format!("n,,n={user},r=abc\0c=biws,r=abc,p=AAAA")),
+            ("unknown_key", 0, "n,,n=fz#NOPE,r=abc\0c=biws,r=abc,p=AAAA".to_string()),
+            ("escaped", 0, "n,,n=fz=2C=3D#FZKEY,r=abc,ext=1".to_string()),
+            ("binding", 0, format!("p=tls-unique,,n={user},r=abc")),
+        ] {
+            let mut input = vec![sel];
+            input.extend_from_slice(msg.as_bytes());
+            put(out, Target::Scram, name, &input);
+        }
+
         // storage: a real segment written by the local logstore
         segment_seeds(out);
     }

@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -E"
 $SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends kcat librdkafka-dev build-essential pkg-config golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev golang-github-datadog-zstd-dev libzstd-dev nginx-light libnginx-mod-http-lua lua-nginx-kafka openssl ca-certificates curl python3 python3-pip clickhouse-server clickhouse-client
+$SUDO apt-get install -y --no-install-recommends kcat librdkafka-dev build-essential pkg-config golang-go golang-github-shopify-sarama-dev golang-github-xdg-go-scram-dev golang-github-segmentio-kafka-go-dev golang-github-datadog-zstd-dev libzstd-dev nginx-light libnginx-mod-http-lua lua-nginx-kafka openssl ca-certificates curl python3 python3-pip clickhouse-server clickhouse-client
 
 # Agents that tests/integration/test_agents.py runs from config/agents/: collectd
 # (write_kafka), rsyslog (omkafka), the Go SDK (confluent-kafka-go). Kept on a line of

@@ -64,6 +64,8 @@ pub enum Target {
     Session,
     /// `KeyStore::authenticate_plain`.
     Plain,
+    /// `KeyStore::scram_start` and `ScramLogin::finish` (SASL/SCRAM messages).
+    Scram,
     /// Opening a shard whose only segment holds the input (recovery scan), reading it all.
     Storage,
 }
@@ -79,6 +81,7 @@ pub const TARGETS: &[Target] = &[
     Target::CodecZstd,
     Target::Session,
     Target::Plain,
+    Target::Scram,
     Target::Storage,
 ];
 
@@ -95,6 +98,7 @@ impl Target {
             Target::CodecZstd => "codec_zstd",
             Target::Session => "session",
             Target::Plain => "plain",
+            Target::Scram => "scram",
             Target::Storage => "storage",
         }
     }
@@ -113,6 +117,8 @@ impl Target {
         let (slack, per_byte, per_limit) = match self {
             Target::Header => (16 * KIB, 4, 0),
             Target::Plain => (16 * KIB, 4, 0),
+            // The parsed messages, the server-first message and the auth message.
+            Target::Scram => (32 * KIB, 8, 0),
             Target::Records => (256 * KIB, 16, 3),
             Target::CodecGzip | Target::CodecSnappy | Target::CodecLz4 | Target::CodecZstd => {
                 (256 * KIB, 16, 3)
@@ -136,7 +142,7 @@ impl Target {
     /// enough for the instrumented build with debug assertions.
     pub fn cpu_bound(self, len: usize) -> Duration {
         let (fixed_ms, per_byte_ns) = match self {
-            Target::Header | Target::Plain => (20, 1_000),
+            Target::Header | Target::Plain | Target::Scram => (20, 1_000),
             Target::Records
             | Target::CodecGzip
             | Target::CodecSnappy
@@ -208,6 +214,7 @@ pub fn run(target: Target, data: &[u8], armed: bool) -> Outcome {
         Target::CodecLz4 => codec(3, data),
         Target::CodecZstd => codec(4, data),
         Target::Plain => plain(data),
+        Target::Scram => scram(data),
         Target::Storage => storage(data),
     }
     let cpu = thread_cpu_time().saturating_sub(cpu_start);
@@ -618,6 +625,8 @@ fn plain(data: &[u8]) {
             allow: vec![format!("{PROJECT}/*")],
             quota_bytes_per_sec: None,
             quota_requests_per_sec: None,
+            scram_sha256: None,
+            scram_sha512: None,
         }])
         .expect("key store")
     });
@@ -649,6 +658,65 @@ fn plain(data: &[u8]) {
         Err(e) => {
             // The error text is fixed, never the token's.
             assert!(e.to_string().len() < 100);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SASL/SCRAM
+
+/// Input layout: byte 0 bit 0: SCRAM-SHA-256 or -512; rest: the client-first message, a
+/// NUL, the client-final message (no NUL: only the client-first message).
+fn scram(data: &[u8]) {
+    use loggate::config::AccessKeyConfig;
+    use loggate::ingest::auth::scram::Mechanism;
+    use loggate::ingest::auth::{GeneratedKey, KeyStore, SecretHash};
+    static KEYS: OnceLock<KeyStore> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        let key = GeneratedKey { id: KEY_ID.into(), secret: KEY_SECRET.into(), hash: SecretHash::new(KEY_SECRET) };
+        let creds = key.scram_credentials(loggate::ingest::auth::scram::MIN_ITERATIONS);
+        KeyStore::from_config(&[AccessKeyConfig {
+            id: KEY_ID.into(),
+            secret_hash: key.hash.to_string(),
+            allow: vec![format!("{PROJECT}/*")],
+            quota_bytes_per_sec: None,
+            quota_requests_per_sec: None,
+            scram_sha256: Some(creds[0].1.to_string()),
+            scram_sha512: Some(creds[1].1.to_string()),
+        }])
+        .expect("key store")
+    });
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let mechanism = if sel & 1 == 0 { Mechanism::Sha256 } else { Mechanism::Sha512 };
+    let (first, last) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    match keys.scram_start(mechanism, first) {
+        Ok((login, server_first)) => {
+            // server-first repeats the client's nonce, then the server's, salt, iterations.
+            let text = std::str::from_utf8(&server_first).expect("server-first is UTF-8");
+            let nonce = std::str::from_utf8(first).ok().and_then(|f| f.split(',').find_map(|a| a.strip_prefix("r=")));
+            assert!(text.starts_with(&format!("r={}", nonce.expect("accepted without a nonce"))), "{text}");
+            assert!(text.contains(",s=") && text.ends_with(",i=4096"), "{text}");
+            assert!(server_first.len() <= first.len() + 256);
+            if let Some(k) = login.known_key() {
+                assert_eq!(k, KEY_ID, "an unknown key id is kept for logging");
+            }
+            if let Some(last) = last {
+                // No input can prove the password: the proof depends on the random server nonce.
+                match login.finish(last) {
+                    Ok(_) => panic!("a SCRAM login succeeded without the password"),
+                    Err(f) => {
+                        assert!(f.error.to_string().len() < 120, "error texts are fixed");
+                        assert!(f.server_final.as_ref().is_none_or(|e| e.starts_with(b"e=") && e.len() < 64));
+                    }
+                }
+            }
+        }
+        Err(f) => {
+            assert!(f.error.to_string().len() < 120, "error texts are fixed");
+            assert!(f.known_key.is_none() && f.server_final.is_none());
         }
     }
 }

@@ -99,7 +99,7 @@ impl std::fmt::Debug for Reply {
 /// The name of the API a frame asks for, for metrics: one of a fixed set, never text
 /// from the frame.
 pub fn api_name(session: &Session, frame: &[u8]) -> &'static str {
-    if matches!(session.auth, AuthState::AwaitRawToken) {
+    if session.auth.expects_raw_token() {
         return "SaslAuthenticate";
     }
     match frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
@@ -117,7 +117,7 @@ pub fn api_name(session: &Session, frame: &[u8]) -> &'static str {
 
 /// Handles one complete request frame (the bytes after the size prefix).
 pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
-    if matches!(session.auth, AuthState::AwaitRawToken) {
+    if session.auth.expects_raw_token() {
         return sasl_authenticate::handle_raw_token(broker, session, frame).await;
     }
     let mut body = frame;
@@ -142,7 +142,7 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
     match (&session.auth, header.api_key) {
         (AuthState::Authenticated(_), _) => {}
         (AuthState::AwaitHandshake, api_key::API_VERSIONS | api_key::SASL_HANDSHAKE) => {}
-        (AuthState::AwaitAuthenticate, api_key::SASL_AUTHENTICATE) => {}
+        (state, api_key::SASL_AUTHENTICATE) if state.expects_authenticate() => {}
         (state, key) => {
             return Reply::Close(format!(
                 "request api_key {key} not allowed before SASL authentication completes (state {})",

@@ -1,13 +1,14 @@
 //! SaslHandshake (key 17) v0 and v1: the client names its mechanism.
 //!
-//! v0 is followed by a raw length-prefixed PLAIN token (Kafka 0.10 clients, kafka-python
-//! 2.0, old sarama, ruby-kafka); v1 by a SaslAuthenticate request.
+//! v0 is followed by raw length-prefixed tokens (Kafka 0.10 clients, kafka-python 2.0, old
+//! sarama, ruby-kafka); v1 by SaslAuthenticate requests. PLAIN takes one token, SCRAM two.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::errors::code;
+use crate::ingest::auth::scram::{Mechanism, ServerStart};
 use super::{respond, AuthState, Reply, RequestHeader, Session};
 
 /// Answers SaslHandshake and moves the session to the matching token state.
@@ -23,16 +24,25 @@ pub fn handle(session: &mut Session, header: &RequestHeader, mut body: Bytes) ->
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed SaslHandshake: {e}")),
     };
-    let response = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
+    let mechanisms = std::iter::once("PLAIN").chain(Mechanism::ALL.map(Mechanism::name));
+    let response = SaslHandshakeResponse::default().with_mechanisms(mechanisms.map(StrBytes::from_static_str).collect());
     if !session.sasl_enabled || session.auth != AuthState::AwaitHandshake {
         let reply = respond(header, &response.with_error_code(code::ILLEGAL_SASL_STATE));
         return close_after(reply, "SaslHandshake on a listener without SASL or after authentication");
     }
-    if request.mechanism.as_str() != "PLAIN" {
-        let reply = respond(header, &response.with_error_code(code::UNSUPPORTED_SASL_MECHANISM));
-        return close_after(reply, &format!("unsupported SASL mechanism {:?}", request.mechanism.as_str()));
-    }
-    session.auth = if header.api_version == 0 { AuthState::AwaitRawToken } else { AuthState::AwaitAuthenticate };
+    let raw = header.api_version == 0;
+    session.auth = match request.mechanism.as_str() {
+        "PLAIN" if raw => AuthState::AwaitRawToken,
+        "PLAIN" => AuthState::AwaitAuthenticate,
+        name => match Mechanism::from_name(name) {
+            Some(m) => AuthState::ScramFirst { raw, start: ServerStart::new(m) },
+            None => {
+                let reply = respond(header, &response.with_error_code(code::UNSUPPORTED_SASL_MECHANISM));
+                let name = super::session::escape_client_text(name.as_bytes());
+                return close_after(reply, &format!("unsupported SASL mechanism \"{name}\""));
+            }
+        },
+    };
     respond(header, &response.with_error_code(code::NONE))
 }
 

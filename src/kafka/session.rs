@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use crate::ingest::auth::Principal;
+use crate::ingest::auth::scram::ServerStart;
+use crate::ingest::auth::{Principal, ScramLogin};
 
 /// Authentication state of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,11 @@ pub enum AuthState {
     AwaitAuthenticate,
     /// Authenticated (or a listener without SASL bound to a project): may produce.
     Authenticated(Principal),
+    /// SASL/SCRAM chosen: awaiting the client-first message, as a raw frame after
+    /// SaslHandshake v0 (`raw`), else in SaslAuthenticate.
+    ScramFirst { raw: bool, start: ServerStart },
+    /// SASL/SCRAM: the server-first message was sent, awaiting the client-final message.
+    ScramFinal { raw: bool, login: Box<ScramLogin> },
 }
 
 impl AuthState {
@@ -25,7 +31,19 @@ impl AuthState {
             Self::AwaitRawToken => "awaiting raw SASL token",
             Self::AwaitAuthenticate => "awaiting SaslAuthenticate",
             Self::Authenticated(_) => "authenticated",
+            Self::ScramFirst { .. } => "awaiting SCRAM client-first message",
+            Self::ScramFinal { .. } => "awaiting SCRAM client-final message",
         }
+    }
+
+    /// Whether the next frame is a raw SASL token (after SaslHandshake v0), not a request.
+    pub fn expects_raw_token(&self) -> bool {
+        matches!(self, Self::AwaitRawToken | Self::ScramFirst { raw: true, .. } | Self::ScramFinal { raw: true, .. })
+    }
+
+    /// Whether the next request must be SaslAuthenticate (after SaslHandshake v1).
+    pub fn expects_authenticate(&self) -> bool {
+        matches!(self, Self::AwaitAuthenticate | Self::ScramFirst { raw: false, .. } | Self::ScramFinal { raw: false, .. })
     }
 }
 

@@ -230,3 +230,19 @@ class Gateway:
 
 def contents(logs, field="content"):
     return sorted(l.get(field) for l in logs)
+
+
+def scram_credential(mechanism, pw, iterations=4096, salt=None):
+    """The `scram_sha256`/`scram_sha512` value of an access key for `pw` (what `loggate keygen`
+    prints), derived here with Python's hashlib (RFC 5802 section 3), independently of
+    loggate's own code. Use as key_options={"main": {"scram_sha256": scram_credential(...)}}."""
+    import base64
+    import hmac
+    name = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    salt = salt if salt is not None else os.urandom(24)
+    salted = hashlib.pbkdf2_hmac(name, pw.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", name).digest()
+    stored_key = hashlib.new(name, client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", name).digest()
+    b64 = lambda b: base64.b64encode(b).decode()
+    return '"%d:%s:%s:%s"' % (iterations, b64(salt), b64(stored_key), b64(server_key))

@@ -2,7 +2,7 @@
 # Builds the Go producer CLIs used by loggate's integration tests (tests/integration/
 # test_sarama.py, test_kafka_go.py) in GOPATH mode against Debian's library sources in
 # /usr/share/gocode (golang-github-shopify-sarama-dev 1.22.1,
-# golang-github-segmentio-kafka-go-dev 0.2.1). Outputs: tests/clients/go/bin/<name>.
+# golang-github-segmentio-kafka-go-dev 0.2.1; golang-github-xdg-go-scram-dev 1.1.1, the SCRAM client sarama needs). Outputs: tests/clients/go/bin/<name>.
 # Also builds config/agents/go (the Go SDK recipe, confluent-kafka-go, for test_agents.py)
 # unchanged as bin/confluentrecipe against Debian's confluent-kafka-go 0.11.6
 # (golang-github-confluentinc-confluent-kafka-go-dev, librdkafka-dev): the recipe imports

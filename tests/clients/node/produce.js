@@ -5,7 +5,7 @@
 //
 //   node produce.js --brokers 127.0.0.1:9093 --topic app --codec zstd --acks -1 \
 //       --user demo --password 'KEYID#SECRET' --ca /path/ca.pem --count 10 --prefix x \
-//       [--key k] [--header name=value ...] [--batch N]
+//       [--key k] [--header name=value ...] [--batch N] [--mechanism plain|scram-sha-256|scram-sha-512]
 //
 // Values are "<prefix>-<i>" (i = 0..count-1), sent in send() calls of --batch messages
 // (default: all in one). Prints one JSON line per partition result kafkajs returns
@@ -96,6 +96,7 @@ async function main() {
       acks: { type: 'string', default: '-1' },
       user: { type: 'string' },
       password: { type: 'string' },
+      mechanism: { type: 'string', default: 'plain' },
       ca: { type: 'string' },
       count: { type: 'string', default: '10' },
       prefix: { type: 'string', default: 'kafkajs' },
@@ -123,7 +124,7 @@ async function main() {
     logLevel: a.verbose ? logLevel.DEBUG : logLevel.ERROR,
   }
   if (a.ca) config.ssl = { ca: [fs.readFileSync(a.ca, 'utf8')], rejectUnauthorized: true }
-  if (a.user !== undefined) config.sasl = { mechanism: 'plain', username: a.user, password: a.password || '' }
+  if (a.user !== undefined) config.sasl = { mechanism: a.mechanism, username: a.user, password: a.password || '' }
 
   const headers = {}
   for (const h of a.header) {

@@ -18,6 +18,10 @@
 //     So -handshake v0 requires -version < 1.0.0, -handshake v1 requires -version >= 1.0.0,
 //     -handshake none disables the handshake, and -handshake auto (default) takes what
 //     the version implies.
+//   - SASL/SCRAM (-mechanism SCRAM-SHA-256|SCRAM-SHA-512): 1.22.1 always sends SaslHandshake
+//     v1 and both SCRAM messages in SaslAuthenticate v0, whatever -version says; the SCRAM
+//     client is github.com/xdg-go/scram (Debian's golang-github-xdg-go-scram-dev), the one
+//     sarama's own examples use.
 package main
 
 import (
@@ -32,7 +36,26 @@ import (
 	"time"
 
 	"github.com/Shopify/sarama"
+	"github.com/xdg-go/scram"
 )
+
+// scramClient adapts xdg-go/scram to sarama.SCRAMClient.
+type scramClient struct {
+	hash scram.HashGeneratorFcn
+	conv *scram.ClientConversation
+}
+
+func (c *scramClient) Begin(user, password, authzID string) error {
+	client, err := c.hash.NewClient(user, password, authzID)
+	if err != nil {
+		return err
+	}
+	c.conv = client.NewConversation()
+	return nil
+}
+
+func (c *scramClient) Step(challenge string) (string, error) { return c.conv.Step(challenge) }
+func (c *scramClient) Done() bool                            { return c.conv.Done() }
 
 // headerFlags collects repeated -header name=value flags in order.
 type headerFlags [][2]string
@@ -60,7 +83,8 @@ func main() {
 	acks := flag.Int("acks", 1, "required acks: 0, 1 or -1")
 	user := flag.String("user", "", "SASL/PLAIN username (the project)")
 	password := flag.String("password", "", "SASL/PLAIN password (AccessKeyId#AccessKeySecret)")
-	useSASL := flag.Bool("sasl", false, "authenticate with SASL/PLAIN")
+	useSASL := flag.Bool("sasl", false, "authenticate with SASL (PLAIN unless -mechanism says otherwise)")
+	mechanism := flag.String("mechanism", "PLAIN", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	handshake := flag.String("handshake", "auto", "auto|v0|v1|none (see the comment at the top)")
 	tlsCA := flag.String("tls-ca", "", "enable TLS, verifying the server with this CA (PEM)")
 	serverName := flag.String("server-name", "127.0.0.1", "TLS server name to verify (an IP sends no SNI)")
@@ -124,7 +148,16 @@ func main() {
 
 	if *useSASL {
 		cfg.Net.SASL.Enable = true
-		cfg.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+		cfg.Net.SASL.Mechanism = sarama.SASLMechanism(*mechanism)
+		switch *mechanism {
+		case sarama.SASLTypePlaintext:
+		case sarama.SASLTypeSCRAMSHA256:
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.SHA256} }
+		case sarama.SASLTypeSCRAMSHA512:
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.SHA512} }
+		default:
+			fail("bad -mechanism %q", *mechanism)
+		}
 		cfg.Net.SASL.User = *user
 		cfg.Net.SASL.Password = *password
 		atLeast1 := v.IsAtLeast(sarama.V1_0_0_0)
