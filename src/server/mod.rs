@@ -7,6 +7,7 @@ pub mod http;
 pub mod log_limit;
 pub mod logins;
 pub mod mtls;
+pub mod quickack;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -350,6 +351,7 @@ async fn handle(
     info!(%peer, listener, bind = %config.bind, "connection opened");
     let on_close = |session: &Session, summary: &connection::Summary| log_close(session, config, opened.elapsed(), summary);
     let failed = |reason: &str, abnormal: bool| connection::Summary { reason: reason.into(), abnormal, ..Default::default() };
+    let stream = quickack::QuickAckStream::new(stream);
     match tls {
         None => connection::serve(stream, broker, &mut session, auth_deadline, budgets, login, stop, &on_close).await,
         Some(acceptor) => {
