@@ -111,6 +111,20 @@ struct AccessKey {
 }
 
 impl AccessKey {
+    /// Who a login with this key (id `key_id`, its secret proved) is in `project`, if one of
+    /// its grants covers the project. The principal holds the key's secret hash digest (see
+    /// [`KeyStore::may_write`]).
+    fn principal(&self, project: &str, key_id: &str) -> Result<Principal, AuthError> {
+        if !self.grants.iter().any(|g| g.covers_project(project)) {
+            return Err(AuthError::ProjectNotAllowed);
+        }
+        Ok(Principal {
+            project: project.to_string(),
+            key_id: Some(key_id.to_string()),
+            credential: Some(Credential(self.hash.digest)),
+        })
+    }
+
     fn scram(&self, mechanism: Mechanism) -> Option<&ScramCredential> {
         match mechanism {
             Mechanism::Sha256 => self.scram_sha256.as_ref(),
@@ -322,14 +336,7 @@ impl KeyStore {
         if !key.hash.verify(secret) {
             return Err(AuthError::BadCredentials);
         }
-        if !key.grants.iter().any(|g| g.covers_project(project)) {
-            return Err(AuthError::ProjectNotAllowed);
-        }
-        Ok(Principal {
-            project: project.to_string(),
-            key_id: Some(key_id.to_string()),
-            credential: Some(Credential(key.hash.digest)),
-        })
+        key.principal(project, key_id)
     }
 
     /// Starts a SCRAM login with the client-first message: the server-first message to
@@ -396,15 +403,7 @@ impl KeyStore {
     /// credential, so [`KeyStore::may_write`] applies the key's grants, and a reload that
     /// removes the key (or replaces its secret) revokes it as it does SASL logins.
     pub fn principal_for_certificate(&self, project: &str, key_id: &str) -> Result<Principal, AuthError> {
-        let key = self.keys.get(key_id).ok_or(AuthError::BadCredentials)?;
-        if !key.grants.iter().any(|g| g.covers_project(project)) {
-            return Err(AuthError::ProjectNotAllowed);
-        }
-        Ok(Principal {
-            project: project.to_string(),
-            key_id: Some(key_id.to_string()),
-            credential: Some(Credential(key.hash.digest)),
-        })
+        self.keys.get(key_id).ok_or(AuthError::BadCredentials)?.principal(project, key_id)
     }
 }
 
