@@ -377,6 +377,27 @@ def test_loggate_logs_prints_raw_records_with_key_and_headers(shared):
     assert len(gw.logs("one", args=["--limit", 5])) == 5
 
 
+def test_produce_answers_carry_the_first_offset_clickhouse_keeps(shared):
+    # Produce v5+ `log_start_offset`: ClickHouse is asked in the background (never on an
+    # append's path), so the first answers may not have it yet (-1).
+    from test_produce_corners import batch_of, produce_answer
+    from wire import connect
+    ch, gw = shared.ch, shared.gw
+    s = connect(gw.ports["PLAINTEXT"])
+    m = marker("start")
+    start, n, deadline = -1, 0, time.time() + 30
+    while start < 0 and time.time() < deadline:
+        error, base, start, record_errors, message = produce_answer(s, 8, "other", batch_of([b"%s-%d" % (m.encode(), n)]), n)
+        assert (error, record_errors, message) == (0, [], None) and base > 0
+        n += 1
+        time.sleep(0.2)
+    assert start >= 0, "no answer carried the first offset"
+    first = int(ch.query("SELECT min(batch_id + position) FROM %s "
+                         "WHERE project = 'demo' AND logstore = 'other' AND shard = 0" % FQ).strip())
+    assert start == first, (start, first)
+    assert_exactly_once(ch, raw_where(m), ["%s-%d" % (m, i) for i in range(n)])
+
+
 # ------------------------------------------------------------------ ClickHouse goes away
 
 def paced_load(conf, topic, values, seconds, events=(), flush_timeout=90, delivery=None, warmup=()):

@@ -90,9 +90,9 @@ pub struct AppendAck {
     pub base_offset: u64,
     /// Number of logs appended.
     pub count: u32,
-    /// The shard's first retained offset when they were appended, when the backend knows it
-    /// without more work: the local logstore does; ClickHouse, whose TTL deletes rows in
-    /// the background, does not (None).
+    /// The shard's first retained offset when they were appended, if the backend knows it
+    /// without waiting: the local logstore's writer does; ClickHouse gives the last answer to
+    /// a question asked in the background (None until the first).
     pub start_offset: Option<u64>,
 }
 

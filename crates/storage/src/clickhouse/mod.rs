@@ -12,6 +12,7 @@ mod http;
 mod insert;
 pub mod rows;
 pub mod schema;
+mod starts;
 
 pub use http::{Client, Endpoint, HttpError};
 
@@ -143,6 +144,8 @@ pub(crate) struct Shared {
     pending_kib: usize,
     ids: BatchIds,
     pub(crate) stats: Arc<ClickHouseStats>,
+    /// Each shard's first retained offset, for acknowledgements.
+    starts: starts::StartOffsets,
 }
 
 impl ClickHouseStore {
@@ -223,6 +226,7 @@ impl ClickHouseStore {
             pending_kib,
             ids: BatchIds::new(opts.node_id),
             stats: Arc::default(),
+            starts: Default::default(),
             opts,
         });
         Ok(ClickHouseStore {
@@ -290,6 +294,25 @@ impl ClickHouseStore {
 }
 
 impl Shared {
+    /// The first retained offset of a shard and the one after its last (both 0 when empty).
+    pub(crate) async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError> {
+        let sql = format!(
+            "SELECT min(batch_id + position), max(batch_id + position) + 1, count() FROM {} \
+             WHERE project = {} AND logstore = {} AND shard = {shard} FORMAT TabSeparated",
+            self.target,
+            quote(&stream.project),
+            quote(&stream.logstore)
+        );
+        let text = self.select(&sql).await?;
+        let text = String::from_utf8_lossy(&text);
+        let cols: Vec<u64> = text.split_whitespace().filter_map(|c| c.parse().ok()).collect();
+        match cols[..] {
+            [_, _, 0] => Ok((0, 0)),
+            [min, end, _] => Ok((min, end)),
+            _ => Err(StorageError::Corrupt(format!("ClickHouse offsets: {text:?}"))),
+        }
+    }
+
     /// Runs a SELECT on the first URL that answers.
     pub(crate) async fn select(&self, sql: &str) -> Result<bytes::Bytes, StorageError> {
         let mut last = None;
@@ -468,7 +491,12 @@ impl LogStorage for ClickHouseStore {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             tx.as_ref().ok_or(StorageError::Closed)?.send(pending).map_err(|_| StorageError::Closed)?;
         }
-        Ok(crate::ticket(answer))
+        let (shared, stream) = (self.inner.clone(), stream.clone());
+        let ticket = crate::ticket(answer);
+        Ok(Box::pin(async move {
+            let ack = ticket.await?;
+            Ok(AppendAck { start_offset: shared.start_offset(&stream, shard), ..ack })
+        }))
     }
 
     fn writable(&self) -> bool {
@@ -497,21 +525,7 @@ impl LogStorage for ClickHouseStore {
     }
 
     async fn offsets(&self, stream: &StreamId, shard: u32) -> Result<(u64, u64), StorageError> {
-        let sql = format!(
-            "SELECT min(batch_id + position), max(batch_id + position) + 1, count() FROM {} \
-             WHERE project = {} AND logstore = {} AND shard = {shard} FORMAT TabSeparated",
-            self.inner.target,
-            quote(&stream.project),
-            quote(&stream.logstore)
-        );
-        let text = self.select(&sql).await?;
-        let text = String::from_utf8_lossy(&text);
-        let cols: Vec<u64> = text.split_whitespace().filter_map(|c| c.parse().ok()).collect();
-        match cols[..] {
-            [_, _, 0] => Ok((0, 0)),
-            [min, end, _] => Ok((min, end)),
-            _ => Err(StorageError::Corrupt(format!("ClickHouse offsets: {text:?}"))),
-        }
+        self.inner.offsets(stream, shard).await
     }
 
     async fn producer_batches(
