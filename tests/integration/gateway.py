@@ -33,6 +33,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """`n` distinct free loopback ports (held together while picked, so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+PROTOCOLS = ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")
+
+
 def secret_hash(secret):
     salt = os.urandom(16)
     return "sha256:%s:%s" % (salt.hex(), hashlib.sha256(salt + secret.encode()).hexdigest())
@@ -77,8 +92,9 @@ class Gateway:
         self.storage = storage or {}
         self.logstore_options = logstore_options or {}
         self.config = self.dir / "loggate.toml"
-        self.ports = dict(ports) if ports else {p: free_port() for p in ("SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT")}
-        self.metrics_port = metrics_port or free_port()
+        picked = free_ports(len(PROTOCOLS) + 1)
+        self.ports = dict(ports) if ports else dict(zip(PROTOCOLS, picked))
+        self.metrics_port = metrics_port or next(p for p in picked[::-1] if p not in self.ports.values())
         self.node_id = node_id
         self.extra_config = extra_config
         self.project_options = project_options or {}
@@ -132,10 +148,11 @@ class Gateway:
             try:
                 return self._start_once()
             except RuntimeError as e:
-                if "cannot listen" not in str(e) or attempt == attempts - 1:
+                if ("cannot listen" not in str(e) and "bound twice" not in str(e)) or attempt == attempts - 1:
                     raise
-                self.ports = {p: free_port() for p in self.ports}
-                self.metrics_port = free_port()
+                picked = free_ports(len(self.ports) + 1)
+                self.ports = dict(zip(self.ports, picked))
+                self.metrics_port = picked[-1]
                 self._write_config()
 
     # What the process is started under (e.g. ["taskset", "-c", "0"]), and extra environment.
