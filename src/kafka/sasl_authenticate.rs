@@ -29,12 +29,7 @@ pub async fn handle(broker: &Broker, session: &mut Session, header: &RequestHead
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed SaslAuthenticate: {e}")),
     };
-    let outcome = if matches!(session.auth, AuthState::AwaitAuthenticate) {
-        authenticate(broker, session, &request.auth_bytes).await.map(|()| Bytes::new()).map_err(|e| (e, None))
-    } else {
-        scram_step(broker, session, &request.auth_bytes).await
-    };
-    match outcome {
+    match step(broker, session, &request.auth_bytes).await {
         Ok(token) => respond(header, &SaslAuthenticateResponse::default().with_error_code(code::NONE).with_auth_bytes(token)),
         Err((e, server_final)) => {
             let message = format!("Authentication failed: {e}");
@@ -51,15 +46,21 @@ pub async fn handle(broker: &Broker, session: &mut Session, header: &RequestHead
 /// message): success is the server's token (empty for PLAIN: a zero length prefix; the
 /// server-first or server-final message for SCRAM), failure a closed connection.
 pub async fn handle_raw_token(broker: &Broker, session: &mut Session, token: Bytes) -> Reply {
-    let outcome = if matches!(session.auth, AuthState::AwaitRawToken) {
-        authenticate(broker, session, &token).await.map(|()| Bytes::new()).map_err(|e| (e, None))
-    } else {
-        scram_step(broker, session, &token).await
-    };
-    match outcome {
+    match step(broker, session, &token).await {
         Ok(token) => Reply::Frame(token),
         // As Kafka does, a failed raw exchange is closed without an answer.
         Err(_) => Reply::Close("SASL authentication failed (raw token)".into()),
+    }
+}
+
+/// One client token, in SaslAuthenticate or raw: the PLAIN token, or a SCRAM message. The
+/// server's token to send, or why the login failed (with SCRAM's `e=` server-final
+/// message where there is one).
+async fn step(broker: &Broker, session: &mut Session, token: &[u8]) -> Result<Bytes, (AuthError, Option<Vec<u8>>)> {
+    if matches!(session.auth, AuthState::AwaitAuthenticate | AuthState::AwaitRawToken) {
+        authenticate(broker, session, token).await.map(|()| Bytes::new()).map_err(|e| (e, None))
+    } else {
+        scram_step(broker, session, token).await
     }
 }
 
@@ -114,11 +115,18 @@ fn scram_username(token: &[u8]) -> Option<String> {
 async fn scram_failed(broker: &Broker, session: &Session, mechanism: &str, user: Option<&str>, failure: ScramFailure) -> AuthError {
     let ScramFailure { error, known_key, .. } = failure;
     broker.metrics.authentication(auth_result(&Err(error.clone()), known_key.is_some()));
+    login_failed(broker, session, mechanism, user, known_key.as_deref(), &error).await;
+    error
+}
+
+/// Logs a failed login without the secret (the username cut to 128 bytes; peer text goes
+/// in as `&str` fields, which the log format escapes), then waits the configured delay,
+/// slowing guessing.
+async fn login_failed(broker: &Broker, session: &Session, mechanism: &str, user: Option<&str>, key_id: Option<&str>, error: &AuthError) {
     let user = user.map(|u| &u[..u.floor_char_boundary(128)]);
-    warn!(peer = %session.peer, mechanism, username = user.unwrap_or("-"), key_id = known_key.as_deref().unwrap_or("-"),
+    warn!(peer = %session.peer, mechanism, username = user.unwrap_or("-"), key_id = key_id.unwrap_or("-"),
         reason = %error, "SASL authentication failed");
     tokio::time::sleep(Duration::from_millis(broker.limits().auth_failure_delay_ms)).await;
-    error
 }
 
 /// Records a successful login on the session.
@@ -144,11 +152,7 @@ async fn authenticate(broker: &Broker, session: &mut Session, token: &[u8]) -> R
             Ok(())
         }
         Err(e) => {
-            // Peer text goes in as `&str` fields, which the log format escapes.
-            let user = KeyStore::plain_username(token).map(|u| &u[..u.floor_char_boundary(128)]);
-            warn!(peer = %session.peer, mechanism = "PLAIN", username = user.unwrap_or("-"), key_id = key_id.as_deref().unwrap_or("-"),
-                reason = %e, "SASL authentication failed");
-            tokio::time::sleep(Duration::from_millis(broker.limits().auth_failure_delay_ms)).await;
+            login_failed(broker, session, "PLAIN", KeyStore::plain_username(token), key_id.as_deref(), &e).await;
             Err(e)
         }
     }
