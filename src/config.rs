@@ -967,14 +967,19 @@ pub fn protocol_name(protocol: SecurityProtocol) -> &'static str {
     }
 }
 
-/// Project and logstore names: what SLS allows (letters, digits, `-`, `_`, `.`), 1-128 chars.
-fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
+/// Whether `name` is a valid project or logstore name: what SLS allows (letters, digits,
+/// `-`, `_`, `.`), 1-128 chars, not `.` or `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Checks a project or logstore name (see [`is_valid_name`]).
+fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(ConfigError::Invalid(format!(

@@ -59,12 +59,7 @@ fn shown(text: &str) -> String {
 
 /// Checks a project name and key id as a certificate may carry them.
 pub fn check_identity(project: &str, key_id: &str) -> Result<(), IdentityError> {
-    let project_ok = !project.is_empty()
-        && project.len() <= MAX_NAME
-        && project != "."
-        && project != ".."
-        && project.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !project_ok {
+    if !crate::config::is_valid_name(project) {
         return Err(IdentityError::BadProject(shown(project)));
     }
     let key_ok = !key_id.is_empty()
