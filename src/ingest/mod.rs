@@ -247,13 +247,24 @@ impl Ingest {
             else {
                 return Err(WriteError::Sequence(SequenceCheck::UnknownProducer));
             };
-            // Held until the batch is stored (or failed), so that check, write and record are
-            // one step for this producer's batches on the topic-partition; other producers'
-            // batches are written meanwhile (the state itself is locked only briefly).
-            let _turn = turns.take(p.producer_id).await;
-            let (mut check, unsure) = {
+            // Held while the batch is checked and queued, so that this producer's batches on
+            // the topic-partition are checked and queued in order; other producers' batches
+            // are written meanwhile (the state itself is locked only briefly). Where storage
+            // keeps chains, the turn passes on once the batch is queued: the next one is
+            // queued on the same chain before this one is stored, and storage refuses it
+            // should this one fail. Elsewhere it is held until the batch is stored.
+            let turn = turns.take(p.producer_id).await;
+            let (mut check, unsure) = loop {
                 let state = state.lock().await;
                 let check = state.check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+                if check == SequenceCheck::InFlight {
+                    // A retry of a batch still queued, or a failed chain not yet settled.
+                    let settled = state.settled();
+                    let settled = settled.notified();
+                    drop(state);
+                    settled.await;
+                    continue;
+                }
             // On storage other nodes write too, the producer may have written this
             // partition through another node (it moved after a node died or Metadata
             // changed): what this node knows is then missing or stale. Its batches are in
@@ -264,7 +275,7 @@ impl Ingest {
                 let unsure = !state.knows(p.producer_id)
                     || state.confirmed_under(p.producer_id) != Some(membership)
                     || matches!(check, SequenceCheck::OutOfOrder | SequenceCheck::UnknownProducer);
-                (check, unsure)
+                break (check, unsure);
             };
             if storage.is_shared(&logstore.stream) && unsure {
                 let lane = ProducerTag::lane(topic.format, partition);
@@ -288,15 +299,31 @@ impl Ingest {
             }
             match check {
                 SequenceCheck::Append => {
-                    let ticket = submit(&*storage, logstore, shard, logs, durability).await;
+                    let now = std::time::Instant::now();
+                    let mut logs = logs;
+                    logs.set_chain(state.lock().await.begin(p.producer_id, p.epoch, p.first_seq, p.last_seq, now));
+                    let queued = submit(&*storage, logstore, shard, logs, durability).await;
+                    if queued.is_err() {
+                        // Nothing was queued: forgotten before the next batch is checked.
+                        state.lock().await.failed(p.producer_id, p.first_seq, p.last_seq);
+                    }
                     let _ = queued_tx.send(());
-                    let written = acknowledged(logstore, shard, ticket?, stats).await?;
-                    let batch =
-                        WrittenBatch { first_seq: p.first_seq, last_seq: p.last_seq, base_offset: written.base_offset };
+                    if storage.keeps_chains(&logstore.stream) {
+                        drop(turn);
+                    }
+                    let written = match queued {
+                        Ok(queued) => acknowledged(logstore, shard, queued, stats).await,
+                        Err(e) => Err(e),
+                    };
                     let mut state = state.lock().await;
-                    state.record(p.producer_id, p.epoch, batch, std::time::Instant::now());
-                    state.confirm(p.producer_id, membership);
-                    Ok(written)
+                    match &written {
+                        Ok(w) => {
+                            state.written(p.producer_id, p.first_seq, p.last_seq, w.base_offset);
+                            state.confirm(p.producer_id, membership);
+                        }
+                        Err(_) => state.failed(p.producer_id, p.first_seq, p.last_seq),
+                    }
+                    Ok(written?)
                 }
                 SequenceCheck::Duplicate { base_offset } => {
                     // Retries are rare: the local logstore is asked where the shard starts

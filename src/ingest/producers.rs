@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loggate_storage::ProducerMark;
+use loggate_storage::{AppendChain, ProducerMark};
 pub use loggate_storage::PRODUCER_TAG_LEN as TAG_LEN;
 
 use super::catalog::ValueFormat;
@@ -40,6 +40,10 @@ pub enum SequenceCheck {
     OutOfOrder,
     /// The epoch is older than the known one: the producer was fenced (INVALID_PRODUCER_EPOCH).
     StaleEpoch,
+    /// Not decidable yet: the same batch is queued and not yet confirmed (a retry of it), or
+    /// a queued batch of the producer failed and others are still queued behind it. Wait
+    /// for [`PartitionProducers::settled`] and check again.
+    InFlight,
     /// No state for this producer and a sequence other than 0 (UNKNOWN_PRODUCER_ID).
     UnknownProducer,
 }
@@ -47,11 +51,39 @@ pub enum SequenceCheck {
 #[derive(Debug)]
 struct ProducerState {
     epoch: i16,
-    batches: VecDeque<WrittenBatch>,
+    /// The last batches, in sequence order: written ones and, after them, those queued in
+    /// storage and not yet confirmed.
+    batches: VecDeque<Kept>,
     last_used: Instant,
     /// The cluster membership this state was last confirmed under (see
     /// [`PartitionProducers::confirmed_under`]).
     membership: u64,
+    /// The chain the producer's batches are queued on (see [`PartitionProducers::begin`]).
+    chain: AppendChain,
+}
+
+/// One remembered batch.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    batch: WrittenBatch,
+    /// Queued in storage, not yet confirmed (its `base_offset` is not known yet).
+    in_flight: bool,
+}
+
+impl ProducerState {
+    fn new(epoch: i16, now: Instant) -> Self {
+        ProducerState {
+            epoch,
+            batches: VecDeque::with_capacity(BATCHES_KEPT),
+            last_used: now,
+            membership: 0,
+            chain: AppendChain::new(),
+        }
+    }
+
+    fn in_flight(&self, first_seq: i32, last_seq: i32) -> Option<usize> {
+        self.batches.iter().position(|k| k.in_flight && k.batch.first_seq == first_seq && k.batch.last_seq == last_seq)
+    }
 }
 
 /// Sequence state of every producer writing one partition, bounded in size and expiring
@@ -63,6 +95,8 @@ pub struct PartitionProducers {
     expiry: Duration,
     /// When expired producers were last dropped (a full pass, so not on every write).
     last_sweep: Option<Instant>,
+    /// Woken whenever a queued batch is confirmed or fails (see [`SequenceCheck::InFlight`]).
+    settled: Arc<tokio::sync::Notify>,
 }
 
 /// How often [`PartitionProducers::record`] sweeps out expired producers.
@@ -89,7 +123,13 @@ pub fn last_seq(first: i32, count: i32) -> i32 {
 
 impl PartitionProducers {
     pub fn new(max_producers: usize, expiry: Duration) -> Self {
-        Self { producers: HashMap::new(), max_producers: max_producers.max(1), expiry, last_sweep: None }
+        Self {
+            producers: HashMap::new(),
+            max_producers: max_producers.max(1),
+            expiry,
+            last_sweep: None,
+            settled: Arc::default(),
+        }
     }
 
     /// Decides what to do with a batch `first_seq..=last_seq` from `producer_id`/`epoch`.
@@ -104,12 +144,23 @@ impl PartitionProducers {
             // Clients bump the epoch themselves and restart sequences at 0.
             return if first_seq == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder };
         }
-        if let Some(b) = state.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
-            return SequenceCheck::Duplicate { base_offset: b.base_offset };
+        if let Some(k) = state.batches.iter().find(|k| k.batch.first_seq == first_seq && k.batch.last_seq == last_seq) {
+            return if k.in_flight {
+                SequenceCheck::InFlight
+            } else {
+                SequenceCheck::Duplicate { base_offset: k.batch.base_offset }
+            };
+        }
+        if state.chain.is_broken() && state.batches.iter().any(|k| k.in_flight) {
+            // Storage refuses the rest of the broken chain: once those answers are in, the
+            // state says again which sequence comes next.
+            return SequenceCheck::InFlight;
         }
         match (state.batches.front(), state.batches.back()) {
-            (_, Some(last)) if first_seq == next_seq(last.last_seq) => SequenceCheck::Append,
-            (Some(oldest), Some(last)) if first_seq < oldest.first_seq && oldest.first_seq <= last.last_seq => {
+            (_, Some(last)) if first_seq == next_seq(last.batch.last_seq) => SequenceCheck::Append,
+            (Some(oldest), Some(last))
+                if first_seq < oldest.batch.first_seq && oldest.batch.first_seq <= last.batch.last_seq =>
+            {
                 SequenceCheck::OldDuplicate
             }
             (None, None) if first_seq == 0 => SequenceCheck::Append,
@@ -117,8 +168,55 @@ impl PartitionProducers {
         }
     }
 
-    /// Remembers a batch written after [`check`](Self::check) said [`SequenceCheck::Append`].
+    /// What wakes when a queued batch is confirmed ([`written`](Self::written)) or fails
+    /// ([`failed`](Self::failed)), for a caller told [`SequenceCheck::InFlight`]. Take its
+    /// `notified()` before letting go of the state's lock.
+    pub fn settled(&self) -> Arc<tokio::sync::Notify> {
+        self.settled.clone()
+    }
+
+    /// Notes a batch that [`check`](Self::check) said to [`SequenceCheck::Append`] as queued
+    /// in storage; returns the [`AppendChain`] to queue it on. The producer's next batch
+    /// can be checked and queued before this one is confirmed: storage refuses it should
+    /// this one fail, so what is stored never skips a sequence. Then
+    /// [`written`](Self::written) or [`failed`](Self::failed) settles it.
+    pub fn begin(&mut self, producer_id: i64, epoch: i16, first_seq: i32, last_seq: i32, now: Instant) -> AppendChain {
+        let batch = WrittenBatch { first_seq, last_seq, base_offset: -1 };
+        let state = self.remember(producer_id, epoch, Kept { batch, in_flight: true }, now);
+        if state.chain.is_broken() {
+            // Nothing of the broken chain is in flight any more (`check` waits for that).
+            state.chain = AppendChain::new();
+        }
+        state.chain.clone()
+    }
+
+    /// Confirms a batch noted by [`begin`](Self::begin): stored at `base_offset`.
+    pub fn written(&mut self, producer_id: i64, first_seq: i32, last_seq: i32, base_offset: i64) {
+        if let Some(state) = self.producers.get_mut(&producer_id) {
+            if let Some(at) = state.in_flight(first_seq, last_seq) {
+                state.batches[at] = Kept { batch: WrittenBatch { first_seq, last_seq, base_offset }, in_flight: false };
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    /// Forgets a batch noted by [`begin`](Self::begin) that was not stored. Those queued
+    /// after it on its chain fail too, each forgetting itself.
+    pub fn failed(&mut self, producer_id: i64, first_seq: i32, last_seq: i32) {
+        if let Some(state) = self.producers.get_mut(&producer_id) {
+            if let Some(at) = state.in_flight(first_seq, last_seq) {
+                state.batches.remove(at);
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    /// Remembers a batch known to be written (after a restart, or as another node wrote it).
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: WrittenBatch, now: Instant) {
+        self.remember(producer_id, epoch, Kept { batch, in_flight: false }, now);
+    }
+
+    fn remember(&mut self, producer_id: i64, epoch: i16, kept: Kept, now: Instant) -> &mut ProducerState {
         if self.last_sweep.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY) {
             self.expire(now);
         }
@@ -128,19 +226,18 @@ impl PartitionProducers {
                 self.producers.remove(&oldest);
             }
         }
-        let state = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerState { epoch, batches: VecDeque::with_capacity(BATCHES_KEPT), last_used: now, membership: 0 });
+        let state = self.producers.entry(producer_id).or_insert_with(|| ProducerState::new(epoch, now));
         if epoch != state.epoch {
-            state.epoch = epoch;
-            state.batches.clear();
+            // A new epoch restarts the sequences: what is still queued of the old one no
+            // longer decides anything.
+            *state = ProducerState { membership: state.membership, ..ProducerState::new(epoch, now) };
         }
         if state.batches.len() == BATCHES_KEPT {
             state.batches.pop_front();
         }
-        state.batches.push_back(batch);
+        state.batches.push_back(kept);
         state.last_used = now;
+        state
     }
 
     /// Drops producers idle for longer than the expiry.
@@ -353,6 +450,57 @@ mod tests {
         assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Duplicate { base_offset: 110 });
         assert_eq!(p.check(7, 0, 25, 30), SequenceCheck::OutOfOrder);
         assert_eq!(p.check(7, 0, 5, 9), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn queued_batches_are_followed_before_they_are_confirmed_and_a_retry_of_one_waits() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        let chain = p.begin(7, 0, 0, 9, now);
+        // The next batch is checked against the queued one, on the same chain.
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Append);
+        assert!(p.begin(7, 0, 10, 19, now).is(&chain));
+        // A retry of a queued batch cannot be answered before it is confirmed.
+        assert_eq!(p.check(7, 0, 0, 9), SequenceCheck::InFlight);
+        // Confirmations may arrive in any order; the sequence order is kept.
+        p.written(7, 10, 19, 110);
+        p.written(7, 0, 9, 100);
+        assert_eq!(p.check(7, 0, 0, 9), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Duplicate { base_offset: 110 });
+        assert_eq!(p.check(7, 0, 20, 29), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn after_a_queued_batch_failed_nothing_new_is_queued_until_its_chain_has_settled() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        p.record(7, 0, written(0, 9, 100), now);
+        let chain = p.begin(7, 0, 10, 19, now);
+        assert!(p.begin(7, 0, 20, 29, now).is(&chain));
+        // Storage failed 10..19 and breaks the chain (it then refuses 20..29 unwritten).
+        chain.mark_broken();
+        p.failed(7, 10, 19);
+        // 20..29 is still queued: what comes next is not known yet.
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::InFlight);
+        assert_eq!(p.check(7, 0, 30, 39), SequenceCheck::InFlight);
+        p.failed(7, 20, 29);
+        // Settled: the client's retry of 10..19 goes on a new chain.
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::Append);
+        let fresh = p.begin(7, 0, 10, 19, now);
+        assert!(!fresh.is(&chain) && !fresh.is_broken());
+        assert_eq!(p.check(7, 0, 30, 39), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_what_is_queued_of_the_old_one() {
+        let now = Instant::now();
+        let mut p = PartitionProducers::new(100, Duration::from_secs(60));
+        let old = p.begin(7, 0, 0, 9, now);
+        assert_eq!(p.check(7, 1, 0, 4), SequenceCheck::Append);
+        assert!(!p.begin(7, 1, 0, 4, now).is(&old));
+        p.written(7, 0, 9, 100);
+        assert_eq!(p.check(7, 1, 0, 4), SequenceCheck::InFlight);
+        assert_eq!(p.check(7, 0, 10, 19), SequenceCheck::StaleEpoch);
     }
 
     #[test]

@@ -398,7 +398,8 @@ fn sequence_error(check: SequenceCheck) -> ProduceError {
         SequenceCheck::OldDuplicate => ProduceError::DuplicateSequence,
         SequenceCheck::StaleEpoch => ProduceError::InvalidProducerEpoch,
         SequenceCheck::UnknownProducer => ProduceError::UnknownProducerId,
-        SequenceCheck::OutOfOrder | SequenceCheck::Append | SequenceCheck::Duplicate { .. } => {
+        // Append, Duplicate and InFlight are settled by ingest, never refused.
+        SequenceCheck::OutOfOrder | SequenceCheck::Append | SequenceCheck::Duplicate { .. } | SequenceCheck::InFlight => {
             ProduceError::OutOfOrderSequence
         }
     }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::clickhouse::rows::{RowBuilder, RowScratch};
 use crate::local::codec::{self, FrameBuilder, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::{LogEntry, ProducerMark, StorageError};
+use crate::{AppendChain, LogEntry, ProducerMark, StorageError};
 
 /// Name of the field that holds a log's raw content (the whole record value).
 pub const CONTENT_FIELD: &str = "content";
@@ -48,6 +48,8 @@ pub struct EntryBatch {
     rows: Option<Box<RowScratch>>,
     /// The idempotent producer batch these logs are, if any.
     producer: Option<ProducerMark>,
+    /// The chain of appends this batch belongs to, if any.
+    chain: Option<AppendChain>,
 }
 
 impl EntryBatch {
@@ -66,6 +68,7 @@ impl EntryBatch {
             largest_payload: 0,
             rows: None,
             producer: None,
+            chain: None,
         }
     }
 
@@ -96,6 +99,16 @@ impl EntryBatch {
     /// The producer mark set with [`set_producer`](Self::set_producer).
     pub fn producer(&self) -> Option<&ProducerMark> {
         self.producer.as_ref()
+    }
+
+    /// Makes the batch an append of `chain` (see [`AppendChain`]).
+    pub fn set_chain(&mut self, chain: AppendChain) {
+        self.chain = Some(chain);
+    }
+
+    /// The chain set with [`set_chain`](Self::set_chain).
+    pub fn chain(&self) -> Option<&AppendChain> {
+        self.chain.as_ref()
     }
 
     /// A batch of `entries` (for tests and callers holding [`LogEntry`]s).

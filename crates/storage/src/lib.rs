@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+mod chain;
 pub mod clickhouse;
 mod entries;
 pub mod local;
@@ -11,6 +12,7 @@ mod marks;
 mod router;
 pub mod stats;
 
+pub use chain::AppendChain;
 pub use entries::{Encoding, EntryBatch, EntryWriter, FieldWriter, CONTENT_FIELD};
 pub use marks::{MarkedBatch, ProducerMark, TAG_LEN as PRODUCER_TAG_LEN};
 pub use router::{Router, UnknownBackend};
@@ -230,6 +232,12 @@ pub trait LogStorage: Send + Sync {
     /// Whether other processes (gateway nodes) may append to `stream` too, so that what one
     /// process remembers of it (idempotent producers' sequences) can be stale.
     fn is_shared(&self, _stream: &StreamId) -> bool {
+        false
+    }
+
+    /// Whether appends to `stream` honour their batch's [`AppendChain`]: once an append of a
+    /// chain fails, the later ones queued with it are refused unwritten.
+    fn keeps_chains(&self, _stream: &StreamId) -> bool {
         false
     }
 

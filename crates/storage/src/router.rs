@@ -104,6 +104,10 @@ impl LogStorage for Router {
         self.backend(stream).is_shared(stream)
     }
 
+    fn keeps_chains(&self, stream: &StreamId) -> bool {
+        self.backend(stream).keeps_chains(stream)
+    }
+
     fn writable(&self) -> bool {
         self.backends.iter().all(|b| b.writable())
     }

@@ -577,9 +577,11 @@ fn checked_batch(entries: EntryBatch, limit: usize) -> Result<EncodedBatch, Stor
         size: entries.len(),
         limit: u32::MAX as usize,
     })?;
+    let chain = entries.chain().cloned();
     Ok(EncodedBatch {
         bytes: entries.into_bytes(),
         count,
+        chain,
     })
 }
 
@@ -666,6 +668,10 @@ impl LogStorage for LocalStore {
                 return Ok(out);
             }
         }
+    }
+
+    fn keeps_chains(&self, _stream: &StreamId) -> bool {
+        true
     }
 
     fn writable(&self) -> bool {

@@ -22,7 +22,7 @@ use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
 use super::recovery;
 use super::segment::{self, SegmentState};
 use super::StreamOptions;
-use crate::{AppendAck, Durability, StorageError};
+use crate::{AppendAck, AppendChain, Durability, StorageError};
 
 /// Counters shared by all shards of a store.
 #[derive(Debug, Default)]
@@ -56,6 +56,8 @@ pub(crate) struct EncodedBatch {
     pub bytes: Vec<u8>,
     /// Number of frames.
     pub count: u32,
+    /// The chain of appends it belongs to: refused unwritten once the chain broke.
+    pub chain: Option<AppendChain>,
 }
 
 /// A request to a shard writer.
@@ -588,7 +590,8 @@ struct Writer {
 
 /// Reply due to one request of a group.
 enum Due {
-    Append(oneshot::Sender<Result<AppendAck, StorageError>>, AppendAck),
+    /// An append's reply, and its chain, broken if the append fails.
+    Append(oneshot::Sender<Result<AppendAck, StorageError>>, AppendAck, Option<AppendChain>),
     Flush(oneshot::Sender<Result<(), StorageError>>),
 }
 
@@ -596,7 +599,7 @@ impl Due {
     /// The reply due to a request that is refused without being written (none for a tick).
     fn refused(req: Request, stats: &Counters) -> Option<Due> {
         match req {
-            Request::Append { reply, .. } => {
+            Request::Append { reply, batch, .. } => {
                 stats.append_requests.fetch_add(1, Ordering::Relaxed);
                 Some(Due::Append(
                     reply,
@@ -605,6 +608,7 @@ impl Due {
                         count: 0,
                         start_offset: None,
                     },
+                    batch.chain,
                 ))
             }
             Request::Flush { reply } => Some(Due::Flush(reply)),
@@ -616,7 +620,12 @@ impl Due {
         let err = || StorageError::Io(io::Error::new(e.kind(), e.to_string()));
         // A requester that gave up no longer listens; nothing to do about it.
         match self {
-            Due::Append(tx, _) => drop(tx.send(Err(err()))),
+            Due::Append(tx, _, chain) => {
+                if let Some(chain) = chain {
+                    chain.mark_broken();
+                }
+                drop(tx.send(Err(err())))
+            }
             Due::Flush(tx) => drop(tx.send(Err(err()))),
         }
     }
@@ -701,6 +710,16 @@ impl Writer {
                     durability,
                     reply,
                 } => {
+                    if batch.chain.as_ref().is_some_and(AppendChain::is_broken) {
+                        // An earlier append of its chain failed: writing this one would
+                        // leave a hole in what is stored of the chain.
+                        self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
+                        let ack = AppendAck { base_offset: 0, count: 0, start_offset: None };
+                        Due::Append(reply, ack, batch.chain).fail(&io::Error::other(
+                            "not written: an earlier append of its chain failed",
+                        ));
+                        continue;
+                    }
                     let ack = AppendAck {
                         base_offset: next,
                         count: batch.count,
@@ -729,7 +748,7 @@ impl Writer {
                     }
                     entries += u64::from(batch.count);
                     self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
-                    dues.push(Due::Append(reply, ack));
+                    dues.push(Due::Append(reply, ack, batch.chain));
                 }
                 Request::Flush { reply } => {
                     need_sync = true;
@@ -771,7 +790,7 @@ impl Writer {
                 let start_offset = self.core.view().first().map(|s| s.base);
                 for due in dues {
                     match due {
-                        Due::Append(tx, ack) => drop(tx.send(Ok(AppendAck { start_offset, ..ack }))),
+                        Due::Append(tx, ack, _) => drop(tx.send(Ok(AppendAck { start_offset, ..ack }))),
                         Due::Flush(tx) => drop(tx.send(Ok(()))),
                     }
                 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::*;
-use crate::LogEntry;
+use crate::{AppendChain, LogEntry};
 
 fn entry(i: u64) -> LogEntry {
     LogEntry {
@@ -498,4 +498,30 @@ async fn created_directories_are_fsynced() {
             dir.display()
         );
     }
+}
+
+#[tokio::test]
+async fn after_a_failed_append_of_a_chain_its_later_appends_are_refused_unwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, _, shard) = store_holding(dir.path(), LocalStoreOptions::default(), vec![entry(0)]).await;
+    let chain = AppendChain::new();
+    let chained = |i: u64, chain: &AppendChain| {
+        let mut b = batch([entry(i)]);
+        b.set_chain(chain.clone());
+        b
+    };
+    assert_eq!(store.append(&s, 0, chained(1, &chain), Durability::Synced).await.unwrap().base_offset, 1);
+    shard.core.faults.fail_writes.store(1, Ordering::SeqCst);
+    assert!(store.append(&s, 0, chained(2, &chain), Durability::Synced).await.is_err());
+    assert!(chain.is_broken());
+    // The disk works again, but the chain's next append would leave a hole where 2 failed.
+    let err = store.append(&s, 0, chained(3, &chain), Durability::Synced).await.unwrap_err();
+    assert!(err.to_string().contains("an earlier append of its chain failed"), "{err}");
+    // A new chain, and appends of none, are written.
+    let fresh = AppendChain::new();
+    assert_eq!(store.append(&s, 0, chained(4, &fresh), Durability::Synced).await.unwrap().base_offset, 2);
+    assert_eq!(store.append(&s, 0, batch([entry(5)]), Durability::Written).await.unwrap().base_offset, 3);
+    let kept: Vec<u64> = held(&store, &s).await.into_iter().map(|(_, e)| e.event_time_ms as u64).collect();
+    assert_eq!(kept, [0, 1, 4, 5]);
+    assert!(!fresh.is_broken());
 }
