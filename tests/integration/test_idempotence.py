@@ -176,3 +176,34 @@ def test_librdkafka_idempotent_producer_across_restart(tmp_path):
         assert contents(gw.wait_logs("one", len(values))) == sorted(values)
     finally:
         gw.stop()
+
+
+def test_one_producers_pipelined_batches_share_fsyncs_and_keep_their_order(gateway):
+    """An idempotent producer's next batch is queued before the previous one is stored, so
+    batches it pipelines on one partition (as the Java client does, up to 5 in flight)
+    share group commits instead of each waiting for the one before it to be fsynced.
+    (librdkafka and kafka-python keep one idempotent request per partition in flight, so
+    they cannot show it.)"""
+    import struct
+    from wire import connect, parse_produce_v2_response, produce_v3, read_frame
+    s = connect(gateway.ports["PLAINTEXT"])
+    pid = init_producer_id(s)
+    fsyncs_before = gateway.metric("loggate_storage_fsync_seconds_count")
+    requests, per = 60, 5
+    frames = b"".join(
+        produce_v3("one", [(0, idempotent_batch(pid, 0, r * per, [b"p-%03d-%d" % (r, i) for i in range(per)]))],
+                   acks=-1, correlation_id=100 + r)
+        for r in range(requests))
+    s.sendall(frames)
+    answers = []
+    for r in range(requests):
+        frame = read_frame(s)
+        assert struct.unpack(">i", frame[:4])[0] == 100 + r, "answers out of request order"
+        _, [(_, _, error, offset)] = parse_produce_v2_response(frame)
+        answers.append((error, offset))
+    assert answers == [(0, r * per) for r in range(requests)]
+    fsyncs = gateway.metric("loggate_storage_fsync_seconds_count") - fsyncs_before
+    # One at a time, each acks=all request would have had an fsync of its own.
+    assert fsyncs < 0.8 * requests, (fsyncs, requests)
+    logs = sorted(gateway.logs("one"), key=lambda l: l["__offset__"])
+    assert [l["content"] for l in logs] == ["p-%03d-%d" % (r, i) for r in range(requests) for i in range(per)]
