@@ -3,6 +3,10 @@
 //! entries come already encoded in an `EntryBatch`, whose building is measured apart
 //! (`encode/push` from `LogEntry`s, `encode/writer` from byte slices as the gateway does).
 //!
+//! `seal/old` and `seal/new` compare what the shard writer does to a request before writing
+//! it: one-log frames as before (offset and a CRC-32C per ~290 B frame) against one block
+//! frame (its header, then one CRC-32C over the block).
+//!
 //! `cargo bench -p loggate-storage --bench append`; time per iteration / 1,000 = per entry.
 //! Writes a few GB into a temp dir that is removed afterwards.
 
@@ -12,7 +16,7 @@ use bytes::Bytes;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use loggate_storage::local::{LocalStore, LocalStoreOptions};
+use loggate_storage::local::{codec_bench, LocalStore, LocalStoreOptions};
 use loggate_storage::{Durability, EntryBatch, LogEntry, LogStorage, StreamId};
 
 const ENTRIES: usize = 1000;
@@ -68,6 +72,25 @@ fn bench(c: &mut Criterion) {
             out
         })
     });
+    g.finish();
+
+    let block = codec_bench::unsealed_block(batch.clone());
+    let old = codec_bench::unsealed_old_frames(&block);
+    let mut g = c.benchmark_group("seal");
+    g.throughput(Throughput::Elements(ENTRIES as u64));
+    // Sealing again in place is the same work; the buffer stays in the cache, as the
+    // writer's does right after the converter wrote it.
+    let mut frames = old.clone();
+    g.bench_function("old", |b| {
+        b.iter(|| assert_eq!(codec_bench::seal_old_frames(black_box(&mut frames), 7), ENTRIES as u64))
+    });
+    let mut frame = block.clone();
+    g.bench_function("new", |b| {
+        b.iter(|| assert!(codec_bench::seal_new_block(black_box(&mut frame), 7, ENTRIES as u32)))
+    });
+    let crc_of = |data: &[u8], chunk: usize| data.chunks(chunk).fold(0u32, |a, c| a ^ crc32c::crc32c(c));
+    g.bench_function("crc-290B-pieces", |b| b.iter(|| crc_of(black_box(&block), 290)));
+    g.bench_function("crc-whole", |b| b.iter(|| crc_of(black_box(&block), usize::MAX)));
     g.finish();
 
     let mut g = c.benchmark_group("append");

@@ -3,8 +3,9 @@
 //! A batch is written in the encoding of the backend that will store it (the backend makes
 //! it: [`LogStorage::new_batch`](crate::LogStorage::new_batch)), so no backend decodes
 //! another's format and nothing is encoded twice:
-//! - [`Encoding::Frames`]: the local logstore's unsealed frames (see `local/codec.rs`, the one
-//!   owner of the format), appended by [`LocalStore`](crate::local::LocalStore) as they are;
+//! - [`Encoding::Frames`]: the local logstore's unsealed block frame (a block header, then
+//!   each log with its length; see `local/codec.rs`, the one owner of the format), appended
+//!   by [`LocalStore`](crate::local::LocalStore) as it is;
 //! - [`Encoding::Rows`]: ClickHouse RowBinary rows of the per-log columns (see
 //!   `clickhouse/rows.rs`), which the ClickHouse backend splices into one insert body.
 
@@ -13,7 +14,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::clickhouse::rows::{RowBuilder, RowScratch};
-use crate::local::codec::{self, FrameBuilder, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::local::codec::{self, FrameBuilder, MAX_PAYLOAD_LEN};
 use crate::{AppendChain, LogEntry, ProducerMark, StorageError};
 
 /// Name of the field that holds a log's raw content (the whole record value).
@@ -36,7 +37,8 @@ pub enum Encoding {
 /// the batch's `max_entry_bytes`, leaves no trace in the batch.
 #[derive(Clone)]
 pub struct EntryBatch {
-    /// Unsealed frames back to back.
+    /// Frames: one unsealed block (its header is written with the first entry begun, so an
+    /// empty batch has no bytes). Rows: length-prefixed rows.
     bytes: Vec<u8>,
     /// Finished entries in `bytes`.
     count: usize,
@@ -44,6 +46,8 @@ pub struct EntryBatch {
     max_entry_bytes: usize,
     /// Payload length of the largest entry in `bytes`.
     largest_payload: usize,
+    /// Frames: count and times of the finished entries, for the writer's index.
+    summary: codec::FrameSummary,
     /// How the entries are encoded; `Rows` has its buffers for lists still being written.
     rows: Option<Box<RowScratch>>,
     /// The idempotent producer batch these logs are, if any.
@@ -66,6 +70,7 @@ impl EntryBatch {
             count: 0,
             max_entry_bytes: max_entry_bytes.min(MAX_PAYLOAD_LEN),
             largest_payload: 0,
+            summary: codec::FrameSummary::new(),
             rows: None,
             producer: None,
             chain: None,
@@ -152,14 +157,22 @@ impl EntryBatch {
         source: &[u8],
         key: Option<&[u8]>,
     ) -> EntryWriter<'_> {
+        let undo = self.bytes.len();
         let encoder = match &mut self.rows {
-            None => Encoder::Frame(FrameBuilder::begin(
+            None => Encoder::Frame({
+                if undo == 0 {
+                    codec::begin_block(&mut self.bytes);
+                }
+                FrameBuilder::begin(
                 &mut self.bytes,
+                // Its position in the block.
+                self.count as u64,
                 event_time_ms,
                 arrival_time_ms,
                 source,
                 key,
-            )),
+            )
+            }),
             Some(scratch) => Encoder::Row(RowBuilder::begin(
                 &mut self.bytes,
                 scratch,
@@ -172,6 +185,7 @@ impl EntryBatch {
         EntryWriter(Frame {
             batch: self,
             encoder,
+            undo,
             finished: false,
         })
     }
@@ -199,12 +213,14 @@ impl EntryBatch {
         &mut self,
         write: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        let (len, count, largest) = (self.bytes.len(), self.count, self.largest_payload);
+        let (len, count, largest, summary) =
+            (self.bytes.len(), self.count, self.largest_payload, self.summary);
         let result = write(self);
         if result.is_err() {
             self.bytes.truncate(len);
             self.count = count;
             self.largest_payload = largest;
+            self.summary = summary;
         }
         result
     }
@@ -216,32 +232,31 @@ impl EntryBatch {
             return Err(StorageError::Corrupt("rows are not decoded back into entries".into()));
         }
         let mut entries = Vec::with_capacity(self.count);
-        let bytes = Bytes::from(self.bytes);
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let header = bytes
-                .get(pos..pos + FRAME_HEADER_LEN)
-                .and_then(|h| h.try_into().ok())
-                .map(codec::FrameHeader::parse)
-                .ok_or_else(|| StorageError::Corrupt("truncated frame in entry batch".into()))?;
-            let start = pos + FRAME_HEADER_LEN;
-            let end = start + header.payload_len;
-            if end > bytes.len() {
-                return Err(StorageError::Corrupt(
-                    "truncated entry in entry batch".into(),
-                ));
-            }
-            let (_, entry) = codec::decode(&bytes.slice(start..end))
+        if self.bytes.is_empty() {
+            return Ok(entries);
+        }
+        let mut bytes = self.bytes;
+        // The count of an unsealed block is a placeholder still.
+        codec::set_block_count(&mut bytes, u32::try_from(self.count).unwrap_or(u32::MAX));
+        let bytes = Bytes::from(bytes);
+        let block = bytes.slice(codec::FRAME_HEADER_LEN..);
+        for range in codec::logs(&block) {
+            let range = range.map_err(|e| StorageError::Corrupt(format!("entry batch: {e}")))?;
+            let (_, entry) = codec::decode(&block.slice(range))
                 .map_err(|e| StorageError::Corrupt(format!("entry batch: {e}")))?;
             entries.push(entry);
-            pos = end;
         }
         Ok(entries)
     }
 
-    /// The encoded entries (unsealed frames for a shard writer, or length-prefixed rows).
+    /// The encoded entries (an unsealed block for a shard writer, or length-prefixed rows).
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.bytes
+    }
+
+    /// Frames: how many entries and their times (for the writer's index).
+    pub(crate) fn frame_summary(&self) -> codec::FrameSummary {
+        self.summary
     }
 
     /// The encoded entries, borrowed.
@@ -270,6 +285,8 @@ enum Encoder {
 struct Frame<'b> {
     batch: &'b mut EntryBatch,
     encoder: Encoder,
+    /// Length of the batch's bytes before the entry (and the block header it brought).
+    undo: usize,
     /// Whether the entry was added to the batch.
     finished: bool,
 }
@@ -364,6 +381,12 @@ impl Frame<'_> {
                 size,
                 limit: batch.max_entry_bytes,
             })?;
+        if let Encoder::Frame(f) = &self.encoder {
+            // The log was just written: its times are in the cache.
+            let log = &batch.bytes[f.start() + codec::LOG_HEADER_LEN..];
+            let (event, arrival) = codec::times(log).unwrap_or((0, 0));
+            batch.summary.add(event, arrival);
+        }
         batch.count += 1;
         batch.largest_payload = batch.largest_payload.max(payload_len);
         self.finished = true;
@@ -375,8 +398,8 @@ impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.finished {
-            let start = self.start();
-            self.batch.bytes.truncate(start);
+            let undo = self.undo;
+            self.batch.bytes.truncate(undo);
         }
     }
 }
@@ -600,6 +623,8 @@ mod tests {
         let mut batch = EntryBatch::new(1 << 20);
         batch.push(&entry(1)).unwrap();
         let before = batch.clone().into_bytes();
+        let summary = batch.frame_summary();
+        assert_eq!((summary.count, summary.min_time, summary.max_arrival), (1, 1, -1));
         let failed: Result<(), ()> = batch.all_or_nothing(|batch| {
             batch.push(&entry(4)).unwrap();
             batch.push(&entry(5)).unwrap();
@@ -607,6 +632,7 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(batch.len(), 1);
+        assert_eq!(batch.frame_summary(), summary);
         assert_eq!(batch.largest_entry_bytes(), {
             let mut one = EntryBatch::new(1 << 20);
             one.push(&entry(1)).unwrap();

@@ -156,7 +156,7 @@ async fn round_trip_every_field_kind() {
 }
 
 #[tokio::test]
-async fn file_format_is_length_crc_payload() {
+async fn file_format_is_one_block_frame_per_append() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let s = stream();
@@ -171,22 +171,31 @@ async fn file_format_is_length_crc_payload() {
         .unwrap();
     store.close().await.unwrap();
     let data = fs::read(segment(dir.path(), &s, 3)).unwrap();
-    let mut pos = 0;
-    for expected_offset in 0..2u64 {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        let payload = &data[pos + 8..pos + 8 + len];
-        assert_eq!(crc32c::crc32c(payload), crc);
-        assert_eq!(payload[0], 2, "version byte");
+    // `u32 payload_len | u32 crc32c(payload) | payload`, the payload a block: version 3,
+    // u64 base offset, u32 count, then each log as `u32 len | version-2 payload` whose
+    // offset is its position in the block.
+    let len = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(data[4..8].try_into().unwrap());
+    let block = &data[8..8 + len];
+    assert_eq!(8 + len, data.len());
+    assert_eq!(crc32c::crc32c(block), crc);
+    assert_eq!(block[0], 3, "block version byte");
+    assert_eq!(u64::from_le_bytes(block[1..9].try_into().unwrap()), 0, "base offset");
+    assert_eq!(u32::from_le_bytes(block[9..13].try_into().unwrap()), 2, "count");
+    let mut pos = 13;
+    for expected_position in 0..2u64 {
+        let len = u32::from_le_bytes(block[pos..pos + 4].try_into().unwrap()) as usize;
+        let payload = &block[pos + 4..pos + 4 + len];
+        assert_eq!(payload[0], 2, "log version byte");
         // no tag: the payload ends with a null length
         assert_eq!(&payload[len - 4..], &u32::MAX.to_le_bytes());
         assert_eq!(
             u64::from_le_bytes(payload[1..9].try_into().unwrap()),
-            expected_offset
+            expected_position
         );
-        pos += 8 + len;
+        pos += 4 + len;
     }
-    assert_eq!(pos, data.len());
+    assert_eq!(pos, block.len());
 }
 
 #[tokio::test]

@@ -1,11 +1,26 @@
-//! Entry framing and binary encoding of one log.
+//! Entry framing and binary encoding of logs: the one owner of the on-disk format.
 //!
-//! Frame: `u32 LE payload_len | u32 LE crc32c(payload) | payload`.
+//! A segment is frames back to back. Frame: `u32 LE payload_len | u32 LE crc32c(payload) |
+//! payload`; the first payload byte tells what it holds:
+//! - version 3, a **block**: the logs of one append request, written and acknowledged as
+//!   one unit under one checksum (what this code writes):
+//!   ```text
+//!   u8  version = 3
+//!   u64 base_offset      (the offset of its first log)
+//!   u32 count            (at least 1)
+//!   count times: u32 log_len | log payload (version 2, below)
+//!   ```
+//!   nothing may follow the last log. Inside a block a log payload's `offset` is its
+//!   position in the block (0, 1, ...), so that a batch is complete before the writer knows
+//!   where it goes: sealing writes only the block header and one checksum, it does not walk
+//!   the logs. A log's offset is `base_offset` plus that position.
+//! - version 1 or 2: one log per frame (written by earlier versions, still read; a segment
+//!   may hold such frames followed by blocks).
 //!
-//! Payload (version 2; version 1 is the same without the trailing tag), all integers
+//! Log payload (version 2; version 1 is the same without the trailing tag), all integers
 //! little-endian:
 //! ```text
-//! u8  version = 1
+//! u8  version = 2
 //! u64 offset
 //! i64 event_time_ms
 //! i64 arrival_time_ms
@@ -17,6 +32,12 @@
 //! ```
 //! where `bytes` is `u32 len | len bytes` and `nbytes` is the same with `len = u32::MAX`
 //! meaning null.
+//!
+//! An [`EntryBatch`](crate::EntryBatch) of the local encoding is one unsealed block:
+//! [`BLOCK_HEADER_LEN`] bytes of placeholders (payload length, checksum, version, base
+//! offset, count), then each log as [`FrameBuilder`] writes it (`u32 log_len | payload`).
+//! The shard writer takes the buffer as it is (no copy for the first request of a group)
+//! and [`seal_block`] fills in the base offset, the count, the length and the one checksum.
 
 use bytes::Bytes;
 
@@ -24,7 +45,15 @@ use crate::LogEntry;
 
 /// Bytes of the frame header (`payload_len`, `crc`).
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
-/// Payload format version written by this code.
+/// Payload version of a block frame.
+pub(crate) const BLOCK_VERSION: u8 = 3;
+/// Bytes of a block before its first log: frame header, version, base offset, count.
+pub(crate) const BLOCK_HEADER_LEN: usize = FRAME_HEADER_LEN + BLOCK_HEAD_LEN;
+/// Bytes of a block's payload before its first log: version, base offset, count.
+const BLOCK_HEAD_LEN: usize = 1 + 8 + 4;
+/// Bytes before each log's payload inside a block (its length).
+pub(crate) const LOG_HEADER_LEN: usize = 4;
+/// Log payload format version written by this code.
 pub(crate) const PAYLOAD_VERSION: u8 = 2;
 /// Oldest payload version still read (no tag).
 const PAYLOAD_VERSION_V1: u8 = 1;
@@ -48,17 +77,17 @@ pub(crate) enum CodecError {
     Trailing(usize),
 }
 
-/// One unsealed frame being written at the end of a buffer, part by part in payload order:
-/// [`begin`](Self::begin), headers, [`end_headers`](Self::end_headers), fields,
-/// [`end`](Self::end). `payload_len`, the offset and the checksum start as zero
-/// placeholders; `end` fills in `payload_len` and the counts, [`seal_frame`] the rest.
+/// One log of an unsealed block being written at the end of a buffer (after the block's
+/// header, see the module docs), part by part in payload order: [`begin`](Self::begin),
+/// headers, [`end_headers`](Self::end_headers), fields, [`end`](Self::end). `log_len` starts
+/// as a zero placeholder; `end` fills it in, and the counts.
 ///
 /// The builder does not own the buffer: the caller passes the same one to every call, writes
 /// nothing else into it meanwhile, and abandons a frame by truncating the buffer back to
 /// [`start`](Self::start).
 #[derive(Debug)]
 pub(crate) struct FrameBuilder {
-    /// Where the frame header is.
+    /// Where the log's length is.
     start: usize,
     /// Where the count of the current list (headers, then fields) is.
     count_at: usize,
@@ -69,20 +98,24 @@ pub(crate) struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    /// Writes the frame header placeholders, the fixed part, `source` and `key`.
+    /// Writes the length placeholder, the fixed part (`offset`: the log's position in its
+    /// block), `source` and `key`.
     #[inline]
     pub(crate) fn begin(
         out: &mut Vec<u8>,
+        offset: u64,
         event_time_ms: i64,
         arrival_time_ms: i64,
         source: &[u8],
         key: Option<&[u8]>,
     ) -> Self {
         let start = out.len();
-        // Frame header, version, offset and times at once.
-        let mut fixed = [0; FRAME_HEADER_LEN + TIMES_POS + 16];
-        fixed[FRAME_HEADER_LEN] = PAYLOAD_VERSION;
-        let times = &mut fixed[FRAME_HEADER_LEN + TIMES_POS..];
+        // Length, version, offset and times at once.
+        let mut fixed = [0; LOG_HEADER_LEN + TIMES_POS + 16];
+        fixed[LOG_HEADER_LEN] = PAYLOAD_VERSION;
+        fixed[LOG_HEADER_LEN + OFFSET_POS..LOG_HEADER_LEN + TIMES_POS]
+            .copy_from_slice(&offset.to_le_bytes());
+        let times = &mut fixed[LOG_HEADER_LEN + TIMES_POS..];
         times[..8].copy_from_slice(&event_time_ms.to_le_bytes());
         times[8..].copy_from_slice(&arrival_time_ms.to_le_bytes());
         out.extend_from_slice(&fixed);
@@ -97,7 +130,7 @@ impl FrameBuilder {
         }
     }
 
-    /// Where the frame starts in the buffer.
+    /// Where the log (its length) starts in the buffer.
     pub(crate) fn start(&self) -> usize {
         self.start
     }
@@ -105,7 +138,7 @@ impl FrameBuilder {
     /// Replaces the event time written by [`begin`](Self::begin).
     #[inline]
     pub(crate) fn set_event_time(&self, out: &mut [u8], event_time_ms: i64) {
-        let at = self.start + FRAME_HEADER_LEN + TIMES_POS;
+        let at = self.start + LOG_HEADER_LEN + TIMES_POS;
         out[at..at + 8].copy_from_slice(&event_time_ms.to_le_bytes());
     }
 
@@ -137,9 +170,9 @@ impl FrameBuilder {
         self.count += 1;
     }
 
-    /// Writes `tag`, completes the counts and `payload_len`, and returns the payload's
-    /// length; or, when the payload would be longer than `limit` (at most
-    /// [`MAX_PAYLOAD_LEN`]), returns `Err(payload length)` and leaves the frame unfinished.
+    /// Writes `tag`, completes the counts and `log_len`, and returns the payload's length;
+    /// or, when the payload would be longer than `limit` (at most [`MAX_PAYLOAD_LEN`]),
+    /// returns `Err(payload length)` and leaves the log unfinished.
     #[inline]
     pub(crate) fn end(
         &mut self,
@@ -151,7 +184,7 @@ impl FrameBuilder {
         let tag_len = 4 + tag.map_or(0, <[u8]>::len);
         // With no fields yet, the list still to write is an empty field count.
         let rest = if self.in_fields { 0 } else { 4 };
-        let payload_len = out.len() - self.start - FRAME_HEADER_LEN + rest + tag_len;
+        let payload_len = out.len() - self.start - LOG_HEADER_LEN + rest + tag_len;
         if payload_len > limit {
             return Err(payload_len);
         }
@@ -160,7 +193,7 @@ impl FrameBuilder {
         put_nbytes(out, tag);
         // Within `limit`, so it fits a u32, and so does each count (8 bytes per item at least).
         out[self.start..self.start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        debug_assert_eq!(out.len() - self.start, FRAME_HEADER_LEN + payload_len);
+        debug_assert_eq!(out.len() - self.start, LOG_HEADER_LEN + payload_len);
         Ok(payload_len)
     }
 
@@ -181,16 +214,208 @@ fn put_count_placeholder(out: &mut Vec<u8>) -> usize {
     at
 }
 
-/// Writes `offset` and the checksum into an unsealed frame starting at `frame[0]`;
-/// returns the frame's total length.
-pub(crate) fn seal_frame(frame: &mut [u8], offset: u64) -> usize {
-    let len = read_u32(frame, 0) as usize;
-    let end = FRAME_HEADER_LEN + len;
-    let payload = &mut frame[FRAME_HEADER_LEN..end];
-    payload[OFFSET_POS..OFFSET_POS + 8].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32c::crc32c(payload);
-    frame[4..8].copy_from_slice(&crc.to_le_bytes());
-    end
+/// The header placeholders of an unsealed block, written before its first log.
+pub(crate) fn begin_block(out: &mut Vec<u8>) {
+    let mut head = [0u8; BLOCK_HEADER_LEN];
+    head[FRAME_HEADER_LEN] = BLOCK_VERSION;
+    out.extend_from_slice(&head);
+}
+
+/// What a frame holds, as sealing or validation finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameSummary {
+    /// Logs in the frame.
+    pub count: u64,
+    /// Smallest and largest event time of its logs.
+    pub min_time: i64,
+    pub max_time: i64,
+    /// Largest arrival time of its logs.
+    pub max_arrival: i64,
+}
+
+impl FrameSummary {
+    /// Of no log yet.
+    pub(crate) fn new() -> Self {
+        FrameSummary {
+            count: 0,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            max_arrival: i64::MIN,
+        }
+    }
+
+    /// Adds a log with these times.
+    #[inline]
+    pub(crate) fn add(&mut self, event_time_ms: i64, arrival_time_ms: i64) {
+        self.count += 1;
+        self.min_time = self.min_time.min(event_time_ms);
+        self.max_time = self.max_time.max(event_time_ms);
+        self.max_arrival = self.max_arrival.max(arrival_time_ms);
+    }
+}
+
+/// Seals an unsealed block that is all of `block` (as an `EntryBatch` of `count` logs built
+/// it): writes `base_offset`, the count, the payload length and the checksum (computed once,
+/// last, over the whole payload). The logs are not walked. `None` (nothing written) when
+/// the block's payload would be longer than [`MAX_PAYLOAD_LEN`] (nothing reads such a frame
+/// back) or it holds no log.
+pub(crate) fn seal_block(block: &mut [u8], base_offset: u64, count: u32) -> Option<()> {
+    let payload_len = block.len().checked_sub(FRAME_HEADER_LEN)?;
+    if payload_len > MAX_PAYLOAD_LEN || block.len() <= BLOCK_HEADER_LEN || count == 0 {
+        return None;
+    }
+    debug_assert_eq!(block[FRAME_HEADER_LEN], BLOCK_VERSION);
+    let head = &mut block[FRAME_HEADER_LEN + 1..BLOCK_HEADER_LEN];
+    head[..8].copy_from_slice(&base_offset.to_le_bytes());
+    head[8..].copy_from_slice(&count.to_le_bytes());
+    block[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&block[FRAME_HEADER_LEN..]);
+    block[4..8].copy_from_slice(&crc.to_le_bytes());
+    Some(())
+}
+
+/// Writes `count` into the header of an unsealed block (to read it back before sealing).
+pub(crate) fn set_block_count(block: &mut [u8], count: u32) {
+    block[BLOCK_HEADER_LEN - 4..BLOCK_HEADER_LEN].copy_from_slice(&count.to_le_bytes());
+}
+
+/// The start of a frame, from the first bytes of its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHead {
+    /// Logs in it.
+    pub count: u64,
+    /// A block's base offset (`None`: a one-log frame, whose offset is in its payload).
+    pub base_offset: Option<u64>,
+}
+
+/// Payload bytes [`frame_head`] looks at (fewer when the payload is shorter).
+pub(crate) const FRAME_HEAD_PEEK: usize = BLOCK_HEAD_LEN;
+
+/// What a frame holds, from the first [`FRAME_HEAD_PEEK`] bytes of its payload (or the
+/// whole payload when shorter); `None` when they cannot start a valid payload.
+pub(crate) fn frame_head(head: &[u8]) -> Option<FrameHead> {
+    match *head.first()? {
+        PAYLOAD_VERSION_V1..=PAYLOAD_VERSION => Some(FrameHead {
+            count: 1,
+            base_offset: None,
+        }),
+        BLOCK_VERSION => {
+            let base = u64::from_le_bytes(head.get(1..9)?.try_into().ok()?);
+            let count = u64::from(u32::from_le_bytes(head.get(9..13)?.try_into().ok()?));
+            (count > 0).then_some(FrameHead {
+                count,
+                base_offset: Some(base),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The logs of a frame's payload, as ranges of it: the whole payload for a one-log frame,
+/// each inner log of a block. Ends with an error when the block's layout is broken (a
+/// length past the end, more or fewer logs than its count, or bytes after them); the logs
+/// themselves are not checked.
+pub(crate) fn logs(payload: &[u8]) -> Logs<'_> {
+    let block = payload.first() == Some(&BLOCK_VERSION);
+    let left = if block {
+        payload
+            .get(9..BLOCK_HEAD_LEN)
+            .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    } else {
+        1
+    };
+    Logs {
+        payload,
+        pos: if block { BLOCK_HEAD_LEN } else { 0 },
+        left,
+        block,
+        failed: false,
+    }
+}
+
+/// Iterator of [`logs`].
+pub(crate) struct Logs<'a> {
+    payload: &'a [u8],
+    pos: usize,
+    /// Logs still to come.
+    left: u32,
+    block: bool,
+    failed: bool,
+}
+
+impl Iterator for Logs<'_> {
+    type Item = Result<std::ops::Range<usize>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let len = self.payload.len();
+        let err = |this: &mut Self, e| {
+            this.failed = true;
+            Some(Err(e))
+        };
+        if !self.block {
+            if self.left == 0 {
+                return None;
+            }
+            self.left = 0;
+            return Some(Ok(0..len));
+        }
+        if self.left == 0 {
+            if len < BLOCK_HEAD_LEN {
+                return err(self, CodecError::Truncated(len));
+            }
+            if self.pos == BLOCK_HEAD_LEN {
+                // A block holds at least one log.
+                return err(self, CodecError::Truncated(BLOCK_HEAD_LEN));
+            }
+            if self.pos != len {
+                return err(self, CodecError::Trailing(len - self.pos));
+            }
+            self.failed = true;
+            return None;
+        }
+        let Some(log_len) = self
+            .payload
+            .get(self.pos..self.pos + LOG_HEADER_LEN)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            return err(self, CodecError::Truncated(self.pos));
+        };
+        let start = self.pos + LOG_HEADER_LEN;
+        let Some(end) = start.checked_add(log_len).filter(|&e| e <= len) else {
+            return err(self, CodecError::Truncated(self.pos));
+        };
+        self.left -= 1;
+        self.pos = end;
+        Some(Ok(start..end))
+    }
+}
+
+/// Checks every log of a frame's payload (a one-log frame or a block), whose first log must
+/// have `first_offset` and the others the offsets after it, without building entries.
+pub(crate) fn validate_frame(payload: &[u8], first_offset: u64) -> Result<FrameSummary, String> {
+    let head = frame_head(&payload[..payload.len().min(FRAME_HEAD_PEEK)])
+        .ok_or_else(|| "unknown or truncated frame start".to_string())?;
+    if let Some(base) = head.base_offset {
+        if base != first_offset {
+            return Err(format!("block of offset {base}, expected {first_offset}"));
+        }
+    }
+    let mut summary = FrameSummary::new();
+    for range in logs(payload) {
+        let range = range.map_err(|e| format!("block: {e}"))?;
+        let at = range.start;
+        let m = validate(&payload[range]).map_err(|e| format!("log at payload byte {at}: {e}"))?;
+        // Inside a block, a log's offset is its position in it.
+        let want = if head.base_offset.is_some() { summary.count } else { first_offset };
+        if m.offset != want {
+            return Err(format!("offset {} at payload byte {at}, expected {want}", m.offset));
+        }
+        summary.add(m.event_time_ms, m.arrival_time_ms);
+    }
+    Ok(summary)
 }
 
 /// Parsed frame header.
@@ -277,7 +502,7 @@ pub(crate) struct FrameMeta {
     pub arrival_time_ms: i64,
 }
 
-/// Event and arrival time of a payload written by this code (version 1), read without
+/// Event and arrival time of a log payload (version 1 or 2), read without
 /// decoding the rest; `None` when the payload is too short.
 pub(crate) fn times(payload: &[u8]) -> Option<(i64, i64)> {
     let t = |at: usize| -> Option<i64> {
@@ -412,6 +637,59 @@ impl Cursor<'_, Bytes> {
     }
 }
 
+
+/// The earlier one-log frames, for tests and benchmarks (old data must stay readable and
+/// appendable; the seal of old and new is measured side by side). Not a stable API.
+#[doc(hidden)]
+pub mod bench {
+    use super::{read_u32, seal_block, BLOCK_HEADER_LEN, FRAME_HEADER_LEN, LOG_HEADER_LEN, OFFSET_POS};
+
+    /// The logs of an unsealed block (an `EntryBatch`'s bytes) as unsealed one-log frames
+    /// back to back, the way this code wrote them before blocks.
+    pub fn unsealed_old_frames(block: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(block.len() * 2);
+        let mut pos = BLOCK_HEADER_LEN.min(block.len());
+        while pos < block.len() {
+            let len = read_u32(block, pos) as usize;
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&block[pos + LOG_HEADER_LEN..pos + LOG_HEADER_LEN + len]);
+            pos += LOG_HEADER_LEN + len;
+        }
+        out
+    }
+
+    /// Seals one-log frames as the writer did before blocks (offset, then a checksum per
+    /// frame); returns how many.
+    pub fn seal_old_frames(frames: &mut [u8], first_offset: u64) -> u64 {
+        let (mut p, mut n) = (0, 0);
+        while p < frames.len() {
+            let frame = &mut frames[p..];
+            let len = read_u32(frame, 0) as usize;
+            let end = FRAME_HEADER_LEN + len;
+            let payload = &mut frame[FRAME_HEADER_LEN..end];
+            payload[OFFSET_POS..OFFSET_POS + 8].copy_from_slice(&(first_offset + n).to_le_bytes());
+            let (event, arrival) = super::times(payload).unwrap_or((0, 0));
+            std::hint::black_box((event, arrival));
+            let crc = crc32c::crc32c(payload);
+            frame[4..8].copy_from_slice(&crc.to_le_bytes());
+            p += end;
+            n += 1;
+        }
+        n
+    }
+
+    /// The unsealed block of a batch of the local encoding, as the shard writer takes it.
+    pub fn unsealed_block(batch: crate::EntryBatch) -> Vec<u8> {
+        batch.into_bytes()
+    }
+
+    /// Seals an unsealed block of `count` logs as the writer does; whether it could.
+    pub fn seal_new_block(block: &mut [u8], first_offset: u64, count: u32) -> bool {
+        seal_block(block, first_offset, count).is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,12 +715,126 @@ mod tests {
         }
     }
 
+    /// An old one-log frame of `entry`.
     fn framed(entry: &LogEntry, offset: u64) -> Vec<u8> {
         let mut batch = crate::EntryBatch::new(MAX_PAYLOAD_LEN);
         batch.push(entry).unwrap();
-        let mut buf = batch.into_bytes();
-        assert_eq!(seal_frame(&mut buf, offset), buf.len());
+        let mut buf = bench::unsealed_old_frames(&batch.into_bytes());
+        assert_eq!(bench::seal_old_frames(&mut buf, offset), 1);
         buf
+    }
+
+    fn entries(n: usize) -> Vec<LogEntry> {
+        (0..n)
+            .map(|i| {
+                let mut e = sample();
+                e.event_time_ms = 100 - i as i64;
+                e.arrival_time_ms = i as i64;
+                e.fields.push((Bytes::from_static(b"i"), Bytes::from(i.to_string())));
+                e.tag = (i == 1).then(|| Bytes::from_static(b"tag"));
+                e
+            })
+            .collect()
+    }
+
+    /// A sealed block of `entries` starting at `offset`.
+    fn block(entries: &[LogEntry], offset: u64) -> (Vec<u8>, FrameSummary) {
+        let batch = crate::EntryBatch::from_entries(entries, MAX_PAYLOAD_LEN).unwrap();
+        let summary = batch.frame_summary();
+        let mut buf = batch.into_bytes();
+        seal_block(&mut buf, offset, entries.len() as u32).unwrap();
+        (buf, summary)
+    }
+
+    #[test]
+    fn blocks_round_trip() {
+        let es = entries(5);
+        let (buf, summary) = block(&es, 40);
+        assert_eq!(
+            summary,
+            FrameSummary { count: 5, min_time: 96, max_time: 100, max_arrival: 4 }
+        );
+        let h = FrameHeader::parse(buf[..8].try_into().unwrap());
+        assert_eq!(h.frame_len() as usize, buf.len());
+        let payload = Bytes::copy_from_slice(&buf[8..]);
+        assert!(checksum_ok(&payload, h.crc));
+        assert_eq!(payload[0], BLOCK_VERSION);
+        assert_eq!(
+            frame_head(&payload[..FRAME_HEAD_PEEK]),
+            Some(FrameHead { count: 5, base_offset: Some(40) })
+        );
+        assert_eq!(validate_frame(&payload, 40), Ok(summary));
+        assert!(validate_frame(&payload, 41).is_err());
+        let decoded: Vec<(u64, LogEntry)> = logs(&payload)
+            .map(|r| decode(&payload.slice(r.unwrap())).unwrap())
+            .collect();
+        // Inside a block, a log's offset field is its position in it.
+        let want: Vec<(u64, LogEntry)> = es.into_iter().enumerate().map(|(i, e)| (i as u64, e)).collect();
+        assert_eq!(decoded, want);
+        // Per-log framing is 4 bytes instead of 8.
+        let old: usize = want.iter().map(|(o, e)| framed(e, *o).len()).sum();
+        assert_eq!(old + BLOCK_HEADER_LEN - buf.len(), 5 * 4);
+        // A one-log frame is one log.
+        let one = framed(&want[0].1, 7);
+        assert_eq!(frame_head(&one[8..21]), Some(FrameHead { count: 1, base_offset: None }));
+        assert_eq!(logs(&one[8..]).map(Result::unwrap).collect::<Vec<_>>(), vec![0..one.len() - 8]);
+        assert_eq!(validate_frame(&one[8..], 7).map(|s| s.count), Ok(1));
+    }
+
+    #[test]
+    fn every_truncation_and_broken_layout_of_a_block_is_an_error() {
+        let (buf, _) = block(&entries(3), 0);
+        let payload = &buf[8..];
+        for cut in 0..payload.len() {
+            assert!(validate_frame(&payload[..cut], 0).is_err(), "cut {cut}");
+        }
+        // Trailing bytes, a count too large or too small, no log at all.
+        let mut p = payload.to_vec();
+        p.push(0);
+        assert!(validate_frame(&p, 0).is_err());
+        for count in [0u32, 2, 4, u32::MAX] {
+            let mut p = payload.to_vec();
+            p[9..13].copy_from_slice(&count.to_le_bytes());
+            assert!(validate_frame(&p, 0).is_err(), "count {count}");
+        }
+        let head = |base: u64, count: u32| {
+            let mut h = vec![BLOCK_VERSION];
+            h.extend_from_slice(&base.to_le_bytes());
+            h.extend_from_slice(&count.to_le_bytes());
+            h
+        };
+        assert_eq!(frame_head(&head(0, 0)), None);
+        assert_eq!(frame_head(&head(0, 1)[..12]), None);
+        assert_eq!(frame_head(&[9, 1, 0, 0, 0]), None);
+        assert!(validate_frame(&head(0, 0), 0).is_err());
+        // A block inside a block is not a log.
+        let mut nested = head(0, 1);
+        nested.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        nested.extend_from_slice(payload);
+        assert!(validate_frame(&nested, 0).is_err());
+        // A huge log length or count is refused without allocating.
+        let mut p = head(0, u32::MAX);
+        p.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(validate_frame(&p, 0).is_err());
+        assert_eq!(logs(&p).count(), 1);
+    }
+
+    #[test]
+    fn a_block_is_sealed_with_one_checksum_over_its_payload() {
+        let (mut buf, _) = block(&entries(2), 9);
+        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[8..]));
+        // Any bit flip in it is found.
+        for at in [8, 9, 13, 20, buf.len() - 1] {
+            buf[at] ^= 0x10;
+            assert!(!checksum_ok(&buf[8..], crc), "byte {at}");
+            buf[at] ^= 0x10;
+        }
+        // An empty block is not sealed.
+        let mut empty = Vec::new();
+        begin_block(&mut empty);
+        assert_eq!(seal_block(&mut empty, 0, 0), None);
+        assert_eq!(seal_block(&mut buf, 0, 0), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Sparse index of a segment: blocks of consecutive entries, each with the file position of
-//! its first frame and the range of event times inside it, for offset and time lookups.
+//! its first frame and the range of event times inside it, for offset and time lookups. A
+//! block starts at a frame; with block frames (many logs each) a lookup scans inside the
+//! frame to reach an offset.
 
 /// A new block starts once this many entries passed since the last one...
 const INDEX_EVERY_ENTRIES: u64 = 4096;
@@ -69,16 +71,23 @@ impl SparseIndex {
         &mut self.blocks[i]
     }
 
-    /// Records that the frame of `offset`, with `event_time`, starts at `pos`; opens a new
-    /// block when the last one is full.
+    /// Records that the one-log frame of `offset`, with `event_time`, starts at `pos`.
+    #[cfg(test)]
     pub(crate) fn observe(&mut self, offset: u64, pos: u64, event_time: i64) {
+        self.observe_frame(offset, pos, event_time, event_time);
+    }
+
+    /// Records that a frame whose first log has `offset` starts at `pos`, its logs' event
+    /// times within `min_time..=max_time`; opens a new block (at this frame: a block always
+    /// starts at a frame, never inside one) when the last one is full.
+    pub(crate) fn observe_frame(&mut self, offset: u64, pos: u64, min_time: i64, max_time: i64) {
         let last = *self.last_mut();
         if offset >= last.offset + INDEX_EVERY_ENTRIES || pos >= last.pos + INDEX_EVERY_BYTES {
             self.blocks.push(Block::starting(offset, pos));
         }
         let b = self.last_mut();
-        b.min_time = b.min_time.min(event_time);
-        b.max_time = b.max_time.max(event_time);
+        b.min_time = b.min_time.min(min_time);
+        b.max_time = b.max_time.max(max_time);
     }
 
     /// How many blocks there are (a mark for [`rollback`](Self::rollback)).

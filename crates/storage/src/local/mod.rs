@@ -25,6 +25,8 @@ mod recovery;
 mod segment;
 mod shard;
 
+#[doc(hidden)]
+pub use codec::bench as codec_bench;
 pub use paths::create_dir_durable;
 pub use read::{ReadBatch, ReadQuery};
 
@@ -579,6 +581,7 @@ fn checked_batch(entries: EntryBatch, limit: usize) -> Result<EncodedBatch, Stor
     })?;
     let chain = entries.chain().cloned();
     Ok(EncodedBatch {
+        summary: entries.frame_summary(),
         bytes: entries.into_bytes(),
         count,
         chain,

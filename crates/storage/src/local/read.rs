@@ -1,4 +1,5 @@
-//! Reading frames back from segment files with positional reads, seeking via the index.
+//! Reading frames back from segment files with positional reads, seeking via the index (to
+//! a frame, then inside a block to the offset).
 
 use std::fs::File;
 use std::io;
@@ -110,7 +111,8 @@ pub struct ReadBatch {
     pub start_offset: u64,
     /// Offset after the last stored log, when the query started.
     pub end_offset: u64,
-    /// Frames read from disk to answer (index lookups skip the rest).
+    /// Logs read from disk at or after the query's offset to answer (index lookups skip
+    /// the rest; logs of a block before that offset are read but not counted).
     pub frames_scanned: u64,
 }
 
@@ -123,7 +125,7 @@ impl ReadBatch {
 
 /// Bytes read per positional read when reading logs.
 const READ_CHUNK: usize = 256 * 1024;
-/// A query stops after scanning this many frames...
+/// A query stops after scanning this many logs...
 const SCAN_MAX_FRAMES: u64 = 1 << 17;
 /// ...or this many bytes.
 const SCAN_MAX_BYTES: u64 = 64 << 20;
@@ -199,34 +201,70 @@ pub(crate) fn read_segment(
             if !h.plausible() || pos + h.frame_len() > end_pos {
                 return Err(format!("bad frame length {} at byte {pos}", h.payload_len));
             }
-            if offset >= *cursor {
-                budget.frames -= 1;
-                budget.bytes = budget.bytes.saturating_sub(h.frame_len());
-                budget.scanned += 1;
-                let payload = r
-                    .get(pos + FRAME_HEADER_LEN as u64, h.payload_len)
-                    .map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                if !codec::checksum_ok(&payload, h.crc) {
-                    return Err(format!("checksum mismatch at byte {pos}"));
-                }
-                let wanted = match times {
-                    Some((from, to)) => {
-                        codec::times(&payload).is_some_and(|(t, _)| from <= t && t <= to)
+            let payload_pos = pos + FRAME_HEADER_LEN as u64;
+            let head = r
+                .get(payload_pos, h.payload_len.min(codec::FRAME_HEAD_PEEK))
+                .map_err(|e| format!("frame at byte {pos}: {e}"))?;
+            let fh = codec::frame_head(&head)
+                .ok_or_else(|| format!("unknown frame kind at byte {pos}"))?;
+            if fh.base_offset.is_some_and(|b| b != offset) {
+                return Err(format!("block of offset {:?} at byte {pos}, expected {offset}", fh.base_offset));
+            }
+            // Inside a block a log's payload holds its position in the block.
+            let frame_start = offset;
+            let relative = fh.base_offset.is_some();
+            let frame_end = offset.saturating_add(fh.count);
+            if frame_end <= *cursor {
+                // Every log of the frame is before the cursor: skipped unread.
+                pos += h.frame_len();
+                offset = frame_end;
+                continue;
+            }
+            let payload = r
+                .get(payload_pos, h.payload_len)
+                .map_err(|e| format!("frame at byte {pos}: {e}"))?;
+            if !codec::checksum_ok(&payload, h.crc) {
+                return Err(format!("checksum mismatch at byte {pos}"));
+            }
+            for range in codec::logs(&payload) {
+                let range = range.map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                if offset >= *cursor {
+                    if q.to_offset.is_some_and(|t| offset > t) {
+                        *cursor = (*cursor).max(offset);
+                        return Ok(Stop::Done);
                     }
-                    None => true,
-                };
-                if wanted {
-                    let (got, entry) =
-                        codec::decode(&payload).map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                    if got != offset {
-                        return Err(format!("offset {got} at byte {pos}, expected {offset}"));
+                    if out.len() >= q.max_entries || budget.frames == 0 || budget.bytes == 0 {
+                        return Ok(Stop::Done);
                     }
-                    out.push(StoredLog { offset, entry });
+                    budget.frames -= 1;
+                    budget.bytes = budget
+                        .bytes
+                        .saturating_sub((range.len() + codec::LOG_HEADER_LEN) as u64);
+                    budget.scanned += 1;
+                    let log = payload.slice(range);
+                    let wanted = match times {
+                        Some((from, to)) => {
+                            codec::times(&log).is_some_and(|(t, _)| from <= t && t <= to)
+                        }
+                        None => true,
+                    };
+                    if wanted {
+                        let (got, entry) =
+                            codec::decode(&log).map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                        let want = if relative { offset - frame_start } else { offset };
+                        if got != want {
+                            return Err(format!("offset {got} in frame at byte {pos}, expected {want}"));
+                        }
+                        out.push(StoredLog { offset, entry });
+                    }
+                    *cursor = offset + 1;
                 }
-                *cursor = offset + 1;
+                offset += 1;
+            }
+            if offset != frame_end {
+                return Err(format!("frame at byte {pos} holds fewer logs than its count"));
             }
             pos += h.frame_len();
-            offset += 1;
         }
         *cursor = (*cursor).max(end_offset);
     }

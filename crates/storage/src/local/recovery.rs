@@ -1,4 +1,4 @@
-//! Scanning a segment: validate every frame, find where valid data ends.
+//! Scanning a segment: validate every frame (each log of a block), find where valid data ends.
 
 use std::fs::File;
 use std::io;
@@ -80,21 +80,17 @@ pub(crate) fn scan(
         if !codec::checksum_ok(&payload, h.crc) {
             break Tail::Corrupt(format!("checksum mismatch at byte {pos}"));
         }
-        match codec::validate(&payload) {
-            Ok(m) if m.offset == offset => {
-                index.observe(offset, pos, m.event_time_ms);
-                max_arrival_ms = max_arrival_ms.max(m.arrival_time_ms);
-            }
+        // A block is validated whole: a bad log in it cuts the whole block, which was written
+        // and acknowledged as one unit.
+        match codec::validate_frame(&payload, offset) {
             Ok(m) => {
-                break Tail::Corrupt(format!(
-                    "offset {} at byte {pos}, expected {offset}",
-                    m.offset
-                ));
+                index.observe_frame(offset, pos, m.min_time, m.max_time);
+                max_arrival_ms = max_arrival_ms.max(m.max_arrival);
+                offset += m.count;
             }
             Err(e) => break Tail::Corrupt(format!("undecodable frame at byte {pos}: {e}")),
         }
         pos += h.frame_len();
-        offset += 1;
     };
     Ok(Scanned {
         valid_len: pos,

@@ -50,12 +50,14 @@ pub(crate) struct ShardStats {
     pub retention_bytes: AtomicU64,
 }
 
-/// Entries encoded by the appender, offsets and checksums still to be filled in.
+/// Entries encoded by the appender, offsets and checksum still to be filled in.
 pub(crate) struct EncodedBatch {
-    /// Unsealed frames back to back.
+    /// One unsealed block frame (empty when there are no entries).
     pub bytes: Vec<u8>,
-    /// Number of frames.
+    /// Number of logs in it.
     pub count: u32,
+    /// Their times, for the index.
+    pub summary: codec::FrameSummary,
     /// The chain of appends it belongs to: refused unwritten once the chain broke.
     pub chain: Option<AppendChain>,
 }
@@ -720,28 +722,41 @@ impl Writer {
                         ));
                         continue;
                     }
+                    let at = self.buf.len();
+                    if batch.count > 0 {
+                        if at == 0 {
+                            // The group's first request: take its buffer rather than copy it.
+                            self.buf = batch.bytes;
+                        } else {
+                            self.buf.extend_from_slice(&batch.bytes);
+                        }
+                        // One block frame per request: its header, then one checksum.
+                        if codec::seal_block(&mut self.buf[at..], next, batch.count).is_none() {
+                            self.buf.truncate(at);
+                            self.stats.append_requests.fetch_add(1, Ordering::Relaxed);
+                            let ack = AppendAck { base_offset: 0, count: 0, start_offset: None };
+                            Due::Append(reply, ack, batch.chain).fail(&io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "append request too large for one block frame",
+                            ));
+                            continue;
+                        }
+                        let sealed = batch.summary;
+                        debug_assert_eq!(sealed.count, u64::from(batch.count));
+                        self.active.index.observe_frame(
+                            next,
+                            start_len + at as u64,
+                            sealed.min_time,
+                            sealed.max_time,
+                        );
+                        self.active.max_arrival_ms = self.active.max_arrival_ms.max(sealed.max_arrival);
+                    }
                     let ack = AppendAck {
                         base_offset: next,
                         count: batch.count,
                         start_offset: None,
                     };
-                    let at = self.buf.len();
-                    if at == 0 {
-                        // The group's first request: take its buffer rather than copy it.
-                        self.buf = batch.bytes;
-                    } else {
-                        self.buf.extend_from_slice(&batch.bytes);
-                    }
-                    let mut p = at;
-                    while p < self.buf.len() {
-                        let frame_len = codec::seal_frame(&mut self.buf[p..], next);
-                        let payload = &self.buf[p + codec::FRAME_HEADER_LEN..p + frame_len];
-                        let (event, arrival) = codec::times(payload).unwrap_or((0, 0));
-                        self.active.index.observe(next, start_len + p as u64, event);
-                        self.active.max_arrival_ms = self.active.max_arrival_ms.max(arrival);
-                        p += frame_len;
-                        next += 1;
-                    }
+                    next += u64::from(batch.count);
                     if durability == Durability::Synced {
                         need_sync = true;
                         self.stats.synced_requests.fetch_add(1, Ordering::Relaxed);

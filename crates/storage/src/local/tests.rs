@@ -525,3 +525,188 @@ async fn after_a_failed_append_of_a_chain_its_later_appends_are_refused_unwritte
     assert_eq!(kept, [0, 1, 4, 5]);
     assert!(!fresh.is_broken());
 }
+
+/// All of shard 0 of `s`, read from offset `from` on in queries of `max` logs each.
+async fn read_all_from(store: &LocalStore, s: &StreamId, from: u64, max: usize) -> Vec<(u64, LogEntry)> {
+    let mut got = Vec::new();
+    let mut q = ReadQuery::from_offset(from, max);
+    loop {
+        let b = store.query(s, 0, q).await.unwrap();
+        let done = b.is_done(&q);
+        got.extend(b.logs.into_iter().map(|l| (l.offset, l.entry)));
+        if done {
+            break;
+        }
+        q.from_offset = b.next_offset;
+    }
+    got
+}
+
+/// The frames of a segment file: (position, payload length, first payload byte).
+fn frames_of(path: &Path) -> Vec<(usize, usize, u8)> {
+    let data = fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break; // direct-write padding
+        }
+        out.push((pos, len, data[pos + 8]));
+        pos += 8 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_append_is_one_block_frame_readable_from_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    store.append(&s, 0, batch((0..7).map(entry)), Durability::Synced).await.unwrap();
+    store.append(&s, 0, batch((7..8).map(entry)), Durability::Written).await.unwrap();
+    store.append(&s, 0, batch((8..20).map(entry)), Durability::Synced).await.unwrap();
+    let all = expected(0..20);
+    for from in 0..21u64 {
+        for max in [1, 3, 100] {
+            assert_eq!(read_all_from(&store, &s, from, max).await, all[from as usize..], "from {from}, max {max}");
+        }
+    }
+    // Bounded by offsets, from inside a block to inside another.
+    let mut q = ReadQuery::from_offset(3, 100);
+    q.to_offset = Some(9);
+    let b = store.query(&s, 0, q).await.unwrap();
+    assert_eq!(b.logs.iter().map(|l| l.offset).collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+    assert!(b.is_done(&q));
+    // A time window inside a block.
+    let mut q = ReadQuery::from_offset(0, 100);
+    q.from_time_ms = Some(2);
+    q.to_time_ms = Some(4);
+    let b = store.query(&s, 0, q).await.unwrap();
+    assert_eq!(b.logs.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![2, 3, 4]);
+    store.close().await.unwrap();
+    drop(store);
+    let frames = frames_of(&segment(dir.path(), &s));
+    assert_eq!(frames.iter().map(|f| f.2).collect::<Vec<_>>(), vec![codec::BLOCK_VERSION; 3]);
+    // The same after a restart (recovery's scan) and through the read-only mode.
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    assert_eq!(read_all_from(&store, &s, 5, 4).await, all[5..]);
+    let ack = store.append(&s, 0, batch([entry(20)]), Durability::Synced).await.unwrap();
+    assert_eq!(ack.base_offset, 20);
+    store.close().await.unwrap();
+    drop(store);
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_all_from(&reader, &s, 13, 2).await, expected(0..21)[13..]);
+}
+
+#[tokio::test]
+async fn a_segment_of_old_frames_stays_readable_and_takes_blocks_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let path = segment(dir.path(), &s);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Five one-log frames as earlier versions wrote them.
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let mut frames = codec::bench::unsealed_old_frames(&batch([entry(i)]).into_bytes());
+        codec::bench::seal_old_frames(&mut frames, i);
+        old.extend_from_slice(&frames);
+    }
+    fs::write(&path, &old).unwrap();
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    assert_eq!(read_all_from(&store, &s, 0, 100).await, expected(0..5));
+    let ack = store.append(&s, 0, batch((5..9).map(entry)), Durability::Synced).await.unwrap();
+    assert_eq!(ack.base_offset, 5);
+    store.append(&s, 0, batch((9..12).map(entry)), Durability::Synced).await.unwrap();
+    let all = expected(0..12);
+    for from in 0..12u64 {
+        assert_eq!(read_all_from(&store, &s, from, 2).await, all[from as usize..], "from {from}");
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let kinds: Vec<u8> = frames_of(&path).iter().map(|f| f.2).collect();
+    assert_eq!(kinds, vec![2, 2, 2, 2, 2, codec::BLOCK_VERSION, codec::BLOCK_VERSION]);
+    // Recovered after a restart, and read by the read-only mode.
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    for from in [0, 4, 5, 6, 11] {
+        assert_eq!(read_all_from(&store, &s, from, 3).await, all[from as usize..], "from {from}");
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_all_from(&reader, &s, 3, 100).await, all[3..]);
+}
+
+/// A store whose shard 0 holds a block of `entry(0..3)`, then a block of `entry(3..8)`
+/// (closed); returns the segment path and where the second block starts.
+async fn two_blocks(dir: &Path) -> (StreamId, PathBuf, usize) {
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir, LocalStoreOptions::default()).unwrap();
+    store.append(&s, 0, batch((0..3).map(entry)), Durability::Synced).await.unwrap();
+    store.append(&s, 0, batch((3..8).map(entry)), Durability::Synced).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let path = segment(dir, &s);
+    let frames = frames_of(&path);
+    assert_eq!(frames.len(), 2);
+    // Without the padding of direct writes.
+    let end = frames[1].0 + 8 + frames[1].1;
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(end as u64).unwrap();
+    (s, path, frames[1].0)
+}
+
+#[tokio::test]
+async fn a_torn_block_at_the_tail_is_cut_whole_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, path, second) = two_blocks(dir.path()).await;
+    let len = fs::metadata(&path).unwrap().len() as usize;
+    // Torn anywhere inside the second block (its first logs may be complete in the file).
+    for cut in [second + 3, second + 20, (second + len) / 2, len - 1] {
+        let data = fs::read(&path).unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let p2 = segment(d2.path(), &s);
+        fs::create_dir_all(p2.parent().unwrap()).unwrap();
+        fs::write(&p2, &data[..cut]).unwrap();
+        let store = LocalStore::open(d2.path(), LocalStoreOptions::default()).unwrap();
+        assert_eq!(read_all_from(&store, &s, 0, 100).await, expected(0..3), "cut at {cut}");
+        assert_eq!(fs::metadata(&p2).unwrap().len() as usize, second, "cut at {cut}");
+        let ack = store.append(&s, 0, batch([entry(50)]), Durability::Synced).await.unwrap();
+        assert_eq!(ack.base_offset, 3);
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bit_flip_inside_a_block_is_detected_and_the_block_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, path, second) = two_blocks(dir.path()).await;
+    let mut data = fs::read(&path).unwrap();
+    // In the content of a log in the middle of the second block: still well formed.
+    let at = second + (data.len() - second) / 2;
+    data[at] ^= 0x01;
+    fs::write(&path, &data).unwrap();
+    // The read-only mode sees the block as not (yet) valid, and only what precedes it.
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_all_from(&reader, &s, 0, 100).await, expected(0..3));
+    drop(reader);
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    assert_eq!(read_all_from(&store, &s, 0, 100).await, expected(0..3));
+    assert_eq!(fs::metadata(&path).unwrap().len() as usize, second);
+    let ack = store.append(&s, 0, batch([entry(9)]), Durability::Synced).await.unwrap();
+    assert_eq!(ack.base_offset, 3);
+}
+
+#[tokio::test]
+async fn the_log_size_limit_is_still_per_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let one = batch([entry(0)]).largest_entry_bytes();
+    let opts = LocalStoreOptions { max_entry_bytes: one + 8, ..Default::default() };
+    let store = LocalStore::open(dir.path(), opts).unwrap();
+    // A block far larger than the limit, of logs within it.
+    let ack = store.append(&s, 0, batch((0..100).map(entry)), Durability::Synced).await.unwrap();
+    assert_eq!(ack.count, 100);
+    let big = LogEntry { fields: vec![(Bytes::from_static(b"n"), Bytes::from(vec![b'x'; 100]))], ..entry(1) };
+    let err = store.append(&s, 0, batch([big]), Durability::Synced).await.unwrap_err();
+    assert!(matches!(err, StorageError::EntryTooLarge { .. }), "{err:?}");
+}
