@@ -168,15 +168,18 @@ def stored(gw, topic):
     return [l["content"] for l in logs]
 
 
-def test_truncated_and_bit_flipped_tails_are_cut_at_the_last_complete_entry(tmp_path):
+def test_truncated_and_bit_flipped_tails_cut_the_last_block_whole(tmp_path):
     gw = Gateway(tmp_path).start()
     values = ["entry-%03d" % i for i in range(100)]
-    produce_values(gw, "one", values)
+    # Two requests, two block frames: a torn or corrupt block is cut whole (it was written
+    # and acknowledged as one unit).
+    produce_values(gw, "one", values[:99])
+    produce_values(gw, "one", values[99:])
     gw.stop()
     path = segment(gw, "one")
     size = path.stat().st_size
 
-    # A torn write: the last entry lost its last 7 bytes.
+    # A torn write: the last block lost its last 7 bytes.
     with open(path, "r+b") as f:
         f.truncate(size - 7)
     gw.start()
@@ -186,7 +189,7 @@ def test_truncated_and_bit_flipped_tails_are_cut_at_the_last_complete_entry(tmp_
     assert stored(gw, "one") == values[:99] + ["after-cut-1"]
     gw.stop()
 
-    # Bit rot in the last entry's value: only its checksum can tell.
+    # Bit rot in the last block's last value: only its checksum can tell.
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x04
     path.write_bytes(bytes(data))
