@@ -13,6 +13,7 @@ from /proc/<pid>/status, stop the server, and print a markdown table row.
     python3 bench/run.py raw-lz4 json-lz4   # chosen workloads
     python3 bench/run.py replay-raw-lz4 replay-raw-lz4-1core replay-raw-lz4-2cores
     python3 bench/run.py --list
+    python3 bench/run.py --tansu --rounds 3   # loggate against Tansu, alternating (bench/tansu.py)
 
 Workloads with "client": "replay" (replay-*, not in the default set) load the server with
 target/release/examples/produce_replay instead: pre-built Produce requests replayed over 8
@@ -259,7 +260,10 @@ def start_perf(pid, path, callgraph):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None, storage=None):
+def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None, storage=None,
+                 server=None):
+    """One workload against a fresh server: a BenchGateway, or `server(workdir)` when given (an
+    object with start/stop/bootstrap/proc/log_text/metrics, e.g. bench/tansu.py's Tansu)."""
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
     ch, extra = None, ""
     if w["backend"] == "clickhouse":
@@ -268,7 +272,8 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
         ch.start()
         storage = dict(storage or {}, backend='"clickhouse"')
         extra = '[clickhouse]\nurls = ["%s"]' % ch.url
-    gw = BenchGateway(work, cpus=w["cpus"], env=server_env, storage=storage, extra_config=extra)
+    gw = server(work) if server else BenchGateway(work, cpus=w["cpus"], env=server_env, storage=storage,
+                                                  extra_config=extra)
     try:
         gw.start()
         pid = gw.proc.pid
@@ -378,7 +383,19 @@ def main():
                     help="a librdkafka property for loadgen (-X), repeatable")
     ap.add_argument("--label", default="", help="suffix for the workload names in the table")
     ap.add_argument("--callgraph", action="store_true", help="with --perf: DWARF call graphs (large files)")
+    ap.add_argument("--tansu", action="store_true",
+                    help="instead of workloads: loggate (SASL_SSL, local logstore) against a Tansu broker (PLAINTEXT, "
+                         "memory storage), alternating, 1 producer, and the ratios (bench/tansu.py)")
+    ap.add_argument("--tansu-bin", default=os.environ.get("TANSU_BIN", "/work/tansu-bin/bin/tansu"),
+                    help="with --tansu: the tansu binary ($TANSU_BIN, else /work/tansu-bin/bin/tansu)")
+    ap.add_argument("--rounds", type=int, default=3, help="with --tansu: alternating rounds (3)")
+    ap.add_argument("--librdkafka", metavar="FILE",
+                    help="with --tansu: the librdkafka.so.1 loadgen runs on, for both servers (LD_LIBRARY_PATH); "
+                         "Debian's 2.0.2 cannot read Tansu 0.6's ApiVersions v3 answer")
     a = ap.parse_args()
+    if a.tansu:
+        import tansu  # bench/tansu.py
+        return tansu.compare(a)
     if a.list:
         for name, (desc, _) in WORKLOADS.items():
             print("%-24s %s" % (name, desc))
