@@ -233,6 +233,7 @@ impl Shard {
             roll_retry_at: None,
             buf: Vec::new(),
             out_of_space: false,
+            background_sync: None,
             cfg,
         };
         Ok(Shard {
@@ -588,6 +589,17 @@ struct Writer {
     /// The last failed write found the filesystem full (ENOSPC, EDQUOT): ticks check
     /// whether there is room again (`probe_space`).
     out_of_space: bool,
+    /// The flush policy's fsync of the active segment, running on a thread of its own so
+    /// that the writes queued meanwhile do not wait for it (at most one at a time).
+    background_sync: Option<BackgroundSync>,
+}
+
+/// A flush-policy fsync in progress (see [`Writer::start_background_sync`]).
+struct BackgroundSync {
+    /// Where the segment's data ended when it started: durable once it succeeds.
+    len: u64,
+    /// Its outcome and how long the fsync took.
+    done: std::sync::mpsc::Receiver<(io::Result<()>, std::time::Duration)>,
 }
 
 /// Reply due to one request of a group.
@@ -657,6 +669,7 @@ impl Writer {
             }
         }
         // Every sender is gone: the store is closing or dropped. Leave nothing unsynced.
+        self.settle_background_sync(true);
         if self.fault.is_some() {
             self.reopen()?;
         }
@@ -671,6 +684,7 @@ impl Writer {
 
     /// Writes a drained group with one write and at most one sync, then replies to each.
     fn commit_group(&mut self, group: &mut Vec<Request>, rx: &mut mpsc::Receiver<Request>) {
+        self.settle_background_sync(false);
         if let Err(e) = self.reopen() {
             let e = io::Error::new(
                 e.kind(),
@@ -772,9 +786,10 @@ impl Writer {
                 Request::Tick => {}
             }
         }
-        // The flush policy for data nobody asked to sync.
+        // The flush policy for data nobody asked to sync: fsynced in the background, so
+        // that the requests queued meanwhile are written without waiting for it.
         let pending = self.dirty_bytes + self.buf.len() as u64;
-        if self
+        let policy_due = self
             .cfg
             .flush_bytes
             .is_some_and(|b| pending > 0 && pending >= b)
@@ -782,13 +797,13 @@ impl Writer {
                 .cfg
                 .flush_interval
                 .zip(self.dirty_since)
-                .is_some_and(|(every, since)| since.elapsed() >= every)
-        {
-            need_sync = true;
-        }
+                .is_some_and(|(every, since)| since.elapsed() >= every);
 
         match self.write_and_sync(start_len, need_sync) {
             Ok(()) => {
+                if policy_due && !need_sync && self.dirty {
+                    self.start_background_sync(start_len + self.buf.len() as u64);
+                }
                 if !self.buf.is_empty() {
                     self.core.set_failing(false);
                 }
@@ -919,6 +934,12 @@ impl Writer {
 
     /// Fsyncs the active segment, whose data ends at `len`; a failure is a fault.
     fn sync_active(&mut self, len: u64) -> io::Result<()> {
+        // The data a background fsync covers is part of what this one must cover; and after
+        // a failed fsync no later one may be believed.
+        self.settle_background_sync(true);
+        if let Some((kind, why)) = &self.fault {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
         let started = Instant::now();
         let synced = self.core.file_sync(&self.active.file);
         self.stats.fsync_latency.observe(started.elapsed());
@@ -932,6 +953,72 @@ impl Writer {
         self.dirty_since = None;
         self.active.durable_len = len;
         Ok(())
+    }
+
+    /// Starts the flush policy's fsync of the active segment, whose data ends at `len`, on a
+    /// thread of its own (unless one is running already: the next policy turn takes what
+    /// this one misses). Until it is known to have succeeded, nothing it covers counts as
+    /// durable (`durable_len`); a failure is a fault, found at the next group or tick.
+    fn start_background_sync(&mut self, len: u64) {
+        if self.background_sync.is_some() {
+            return;
+        }
+        let file = match self.active.file.try_clone() {
+            Ok(file) => file,
+            Err(e) => {
+                // No descriptor to spare: the policy sync runs here instead.
+                tracing::warn!(dir = %self.core.dir.display(), error = %e, "background fsync not started; syncing inline");
+                let _ = self.sync_active(len);
+                return;
+            }
+        };
+        let (tx, done) = std::sync::mpsc::channel();
+        let core = self.core.clone();
+        let spawned = std::thread::Builder::new()
+            .name("loggate-sync".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = core.file_sync(&file);
+                drop(tx.send((outcome, started.elapsed())));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(dir = %self.core.dir.display(), error = %e, "background fsync not started; syncing inline");
+            let _ = self.sync_active(len);
+            return;
+        }
+        self.dirty = false;
+        self.dirty_bytes = 0;
+        self.dirty_since = None;
+        self.background_sync = Some(BackgroundSync { len, done });
+    }
+
+    /// Takes the outcome of the background fsync, if it has one (waiting for it when
+    /// `wait`): success makes what it covered durable, failure is a fault.
+    fn settle_background_sync(&mut self, wait: bool) {
+        let Some(bg) = &self.background_sync else {
+            return;
+        };
+        let lost = || (Err(io::Error::other("background fsync thread ended without an answer")), Default::default());
+        let (outcome, took) = if wait {
+            bg.done.recv().unwrap_or_else(|_| lost())
+        } else {
+            match bg.done.try_recv() {
+                Ok(answer) => answer,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => lost(),
+            }
+        };
+        let Some(bg) = self.background_sync.take() else {
+            return;
+        };
+        self.stats.fsync_latency.observe(took);
+        match outcome {
+            Ok(()) => {
+                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.active.durable_len = self.active.durable_len.max(bg.len);
+            }
+            Err(e) => self.set_fault("fsync", &e),
+        }
     }
 
     /// Fsyncs the shard directory; a failure is a fault.
@@ -951,6 +1038,9 @@ impl Writer {
         if self.fault.is_none() {
             return Ok(());
         }
+        // Its thread holds a descriptor of the segment about to be cut, and its outcome
+        // tells how much of it is durable.
+        self.settle_background_sync(true);
         let keep = self.active.durable_len;
         let entries_before = self.next_offset;
         let cut_bytes = {
@@ -1011,6 +1101,12 @@ impl Writer {
         }
         if need_sync && self.dirty {
             self.sync_active(at + self.buf.len() as u64)?;
+        } else if need_sync {
+            // Nothing new since the background fsync started: it is the one to wait for.
+            self.settle_background_sync(true);
+            if let Some((kind, why)) = &self.fault {
+                return Err(io::Error::new(*kind, why.clone()));
+            }
         }
         Ok(())
     }
@@ -1126,6 +1222,10 @@ impl Writer {
 
     /// Seals the active segment (synced, index written) and starts the next one.
     fn roll(&mut self) -> io::Result<()> {
+        self.settle_background_sync(true);
+        if let Some((kind, why)) = &self.fault {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
         if self.cut_padding()? {
             self.dirty = true;
         }

@@ -710,3 +710,96 @@ async fn the_log_size_limit_is_still_per_log() {
     let err = store.append(&s, 0, batch([big]), Durability::Synced).await.unwrap_err();
     assert!(matches!(err, StorageError::EntryTooLarge { .. }), "{err:?}");
 }
+
+/// A store whose flush policy fsyncs 20 ms after a write, with shard 0 of `p/l` holding
+/// `entry(0)` (synced).
+async fn store_with_policy_sync(dir: &Path) -> (LocalStore, StreamId, u64, Arc<Shard>) {
+    let opts = LocalStoreOptions {
+        flush_interval: Some(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    };
+    store_holding(dir, opts, vec![entry(0)]).await
+}
+
+#[tokio::test]
+async fn a_slow_policy_fsync_does_not_hold_up_the_writes_queued_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, _, shard) = store_with_policy_sync(dir.path()).await;
+    shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
+    store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
+    // The policy's fsync of entry 1 starts and hangs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !shard.core.faults.syncing.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "no policy fsync started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Written appends are answered meanwhile.
+    let mut acks = Vec::new();
+    for i in 2..5 {
+        let append = store.append(&s, 0, batch([entry(i)]), Durability::Written);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), append).await {
+            Ok(ack) => acks.push(ack.unwrap().base_offset),
+            Err(_) => break,
+        }
+    }
+    if acks.len() < 3 {
+        // Let the writer go before failing, so the store can close.
+        shard.core.faults.stall_sync.store(false, Ordering::SeqCst);
+        panic!("a written append waited for the policy fsync (answered: {acks:?})");
+    }
+    assert_eq!(acks, [2, 3, 4]);
+    // A synced one waits for it (and then for its own).
+    let synced = tokio::spawn({
+        let store = Arc::new(store);
+        let s = s.clone();
+        async move {
+            let r = store.append(&s, 0, batch([entry(5)]), Durability::Synced).await;
+            (r, store)
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!synced.is_finished(), "synced before the policy fsync ended");
+    shard.core.faults.stall_sync.store(false, Ordering::SeqCst);
+    let (r, store) = synced.await.unwrap();
+    assert_eq!(r.unwrap().base_offset, 5);
+    assert_eq!(held(&store, &s).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_failed_policy_fsync_cuts_the_shard_back_to_its_last_good_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, good_len, shard) = store_with_policy_sync(dir.path()).await;
+    shard.core.faults.fail_syncs.store(1, Ordering::SeqCst);
+    store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
+    // The policy's fsync fails in the background; the next request finds the fault, and the
+    // shard reopens from disk without what that fsync was to cover (as a power loss would).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while shard.core.faults.fail_syncs.load(Ordering::SeqCst) > 0 {
+        assert!(std::time::Instant::now() < deadline, "no policy fsync ran");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let ack = store.append(&s, 0, batch([entry(2)]), Durability::Synced).await.unwrap();
+    assert_eq!(ack.base_offset, 1, "entry 1 was not cut off");
+    let kept: Vec<i64> = held(&store, &s).await.into_iter().map(|(_, e)| e.event_time_ms).collect();
+    assert_eq!(kept, [0, 2]);
+    assert!(fs::metadata(segment(dir.path(), &s)).unwrap().len() >= good_len);
+}
+
+#[tokio::test]
+async fn a_flush_waits_for_the_policy_fsync_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, _, shard) = store_with_policy_sync(dir.path()).await;
+    shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
+    store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !shard.core.faults.syncing.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "no policy fsync started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Nothing was written since that fsync started, but entry 1 is durable only once it ends.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.flush()).await;
+    shard.core.faults.stall_sync.store(false, Ordering::SeqCst);
+    assert!(early.is_err(), "flushed while the fsync covering entry 1 was still running");
+    store.flush().await.unwrap();
+}
