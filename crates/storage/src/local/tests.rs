@@ -721,18 +721,24 @@ async fn store_with_policy_sync(dir: &Path) -> (LocalStore, StreamId, u64, Arc<S
     store_holding(dir, opts, vec![entry(0)]).await
 }
 
-#[tokio::test]
-async fn a_slow_policy_fsync_does_not_hold_up_the_writes_queued_behind_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, s, _, shard) = store_with_policy_sync(dir.path()).await;
+/// [`store_with_policy_sync`] after `entry(1)` was written, its policy fsync started and
+/// stalled (until `stall_sync` is cleared).
+async fn stalled_policy_sync(dir: &Path) -> (LocalStore, StreamId, Arc<Shard>) {
+    let (store, s, _, shard) = store_with_policy_sync(dir).await;
     shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
     store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
-    // The policy's fsync of entry 1 starts and hangs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !shard.core.faults.syncing.load(Ordering::SeqCst) {
         assert!(std::time::Instant::now() < deadline, "no policy fsync started");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    (store, s, shard)
+}
+
+#[tokio::test]
+async fn a_slow_policy_fsync_does_not_hold_up_the_writes_queued_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s, shard) = stalled_policy_sync(dir.path()).await;
     // Written appends are answered meanwhile.
     let mut acks = Vec::new();
     for i in 2..5 {
@@ -789,14 +795,7 @@ async fn a_failed_policy_fsync_cuts_the_shard_back_to_its_last_good_fsync() {
 #[tokio::test]
 async fn a_flush_waits_for_the_policy_fsync_in_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, s, _, shard) = store_with_policy_sync(dir.path()).await;
-    shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
-    store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !shard.core.faults.syncing.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "no policy fsync started");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let (store, s, shard) = stalled_policy_sync(dir.path()).await;
     // Nothing was written since that fsync started, but entry 1 is durable only once it ends.
     let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.flush()).await;
     shard.core.faults.stall_sync.store(false, Ordering::SeqCst);
