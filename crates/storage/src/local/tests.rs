@@ -801,4 +801,5 @@ async fn a_flush_waits_for_the_policy_fsync_in_progress() {
     shard.core.faults.stall_sync.store(false, Ordering::SeqCst);
     assert!(early.is_err(), "flushed while the fsync covering entry 1 was still running");
     store.flush().await.unwrap();
+    assert_eq!(held(&store, &s).await.len(), 2);
 }
