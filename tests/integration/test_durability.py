@@ -329,9 +329,9 @@ def test_retention_by_age_deletes_old_segments_and_offsets_continue(tmp_path):
 
 
 def test_an_idempotent_producer_keeps_its_order_across_a_full_disk(tmp_path, small_disk):
-    """A write that fails while the producer's later batches are queued behind it: those
-    are refused too (none is stored past the hole), and after the disk has room again every
-    record is stored exactly once, in the order it was sent."""
+    """An idempotent producer whose writes fail on a full disk and are retried until there
+    is room again: every record is stored exactly once, in the order it was sent (no batch
+    is stored past one that failed)."""
     gw = Gateway(tmp_path, data=small_disk / "data").start()
     produce_values(gw, "one", ["before-full"])
     filler = small_disk / "filler"
@@ -348,9 +348,11 @@ def test_an_idempotent_producer_keeps_its_order_across_a_full_disk(tmp_path, sma
         p.produce("one", value=v.encode(), on_delivery=lambda e, m: e and errors.append(e))
         p.poll(0)
         if i == 300 and not freed:
-            # Well past what fits: let the writes that failed be retried.
-            time.sleep(1)
-            assert "logstore write failed" in gw.log_text(), "the disk never filled up"
+            # Well past what fits: once writes fail, let them be retried.
+            deadline = time.time() + 60
+            while "logstore write failed" not in gw.log_text():
+                assert time.time() < deadline, "the disk never filled up"
+                p.poll(0.1)
             filler.unlink()
             freed = True
     assert p.flush(120) == 0 and errors == [], errors[:3]
