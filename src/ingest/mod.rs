@@ -303,18 +303,19 @@ impl Ingest {
                     let mut logs = logs;
                     logs.set_chain(state.lock().await.begin(p.producer_id, p.epoch, p.first_seq, p.last_seq, now));
                     let queued = submit(&*storage, logstore, shard, logs, durability).await;
-                    if queued.is_err() {
-                        // Nothing was queued: forgotten before the next batch is checked.
-                        state.lock().await.failed(p.producer_id, p.first_seq, p.last_seq);
-                    }
                     let _ = queued_tx.send(());
+                    let queued = match queued {
+                        Ok(queued) => queued,
+                        Err(e) => {
+                            // Nothing was queued: forgotten before the next batch is checked.
+                            state.lock().await.failed(p.producer_id, p.first_seq, p.last_seq);
+                            return Err(e.into());
+                        }
+                    };
                     if storage.keeps_chains(&logstore.stream) {
                         drop(turn);
                     }
-                    let written = match queued {
-                        Ok(queued) => acknowledged(logstore, shard, queued, stats).await,
-                        Err(e) => Err(e),
-                    };
+                    let written = acknowledged(logstore, shard, queued, stats).await;
                     let mut state = state.lock().await;
                     match &written {
                         Ok(w) => {

@@ -936,10 +936,7 @@ impl Writer {
     fn sync_active(&mut self, len: u64) -> io::Result<()> {
         // The data a background fsync covers is part of what this one must cover; and after
         // a failed fsync no later one may be believed.
-        self.settle_background_sync(true);
-        if let Some((kind, why)) = &self.fault {
-            return Err(io::Error::new(*kind, why.clone()));
-        }
+        self.await_background_sync()?;
         let started = Instant::now();
         let synced = self.core.file_sync(&self.active.file);
         self.stats.fsync_latency.observe(started.elapsed());
@@ -1018,6 +1015,16 @@ impl Writer {
                 self.active.durable_len = self.active.durable_len.max(bg.len);
             }
             Err(e) => self.set_fault("fsync", &e),
+        }
+    }
+
+    /// Waits for the background fsync, if one runs; an error if it failed, or if the shard
+    /// has a fault already (no later fsync may be believed then).
+    fn await_background_sync(&mut self) -> io::Result<()> {
+        self.settle_background_sync(true);
+        match &self.fault {
+            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -1103,10 +1110,7 @@ impl Writer {
             self.sync_active(at + self.buf.len() as u64)?;
         } else if need_sync {
             // Nothing new since the background fsync started: it is the one to wait for.
-            self.settle_background_sync(true);
-            if let Some((kind, why)) = &self.fault {
-                return Err(io::Error::new(*kind, why.clone()));
-            }
+            self.await_background_sync()?;
         }
         Ok(())
     }
@@ -1222,10 +1226,7 @@ impl Writer {
 
     /// Seals the active segment (synced, index written) and starts the next one.
     fn roll(&mut self) -> io::Result<()> {
-        self.settle_background_sync(true);
-        if let Some((kind, why)) = &self.fault {
-            return Err(io::Error::new(*kind, why.clone()));
-        }
+        self.await_background_sync()?;
         if self.cut_padding()? {
             self.dirty = true;
         }
