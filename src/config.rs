@@ -254,7 +254,9 @@ pub struct StorageConfig {
     /// acks=1 (and acks=0) data is fsynced at most this long after it was written (ms);
     /// 0 leaves it to the OS.
     pub flush_interval_ms: u64,
-    /// ...or as soon as this many bytes of it wait in a shard; 0 means no byte limit.
+    /// ...or as soon as this many bytes of it wait in a shard (and no fsync of the shard is
+    /// in progress); 0 means no byte limit. Small fsyncs keep the device's write cache
+    /// short, and so the stall every write sees while the device flushes it.
     pub flush_bytes: u64,
     /// Write segments with direct I/O (bypassing the page cache) where the filesystem
     /// allows it; false writes through the page cache.
@@ -373,7 +375,7 @@ impl Default for StorageConfig {
             segment_bytes: 256 * 1024 * 1024,
             segment_ms: 3_600_000,
             flush_interval_ms: 1000,
-            flush_bytes: 0,
+            flush_bytes: 1 << 20,
             direct_io: true,
             max_log_bytes: 1024 * 1024,
             backend: Backend::Local,
@@ -1025,6 +1027,7 @@ mod tests {
         let d = Config::default().local_store_options();
         assert_eq!((d.segment_bytes, d.flush_interval), (256 << 20, Some(Duration::from_secs(1))));
         assert_eq!(d.max_entry_bytes, 1 << 20);
+        assert_eq!(d.flush_bytes, Some(1 << 20));
     }
 
     #[test]

@@ -358,3 +358,18 @@ def test_an_idempotent_producer_keeps_its_order_across_a_full_disk(tmp_path, sma
     assert p.flush(120) == 0 and errors == [], errors[:3]
     assert stored(gw, "one") == ["before-full"] + sent
     gw.stop()
+
+
+def test_acks_1_data_is_fsynced_once_a_mebibyte_waits_not_only_at_the_interval(tmp_path):
+    # The interval is a minute here, so any fsync within the test comes from the default byte
+    # policy (1 MiB). Small, frequent fsyncs keep the device's write cache short: while a
+    # device flushes it, every write waits (on this VM a second's worth took 150-250 ms).
+    gw = Gateway(tmp_path, storage={"flush_interval_ms": 60000}).start()
+    try:
+        values = ["flushed-%05d-%s" % (i, "z" * 500) for i in range(6000)]  # ~3 MB
+        produce_values(gw, "one", values, acks="1")
+        wait_until(lambda: gw.metric("loggate_storage_fsync_seconds_count") >= 1)
+        assert gw.metric("loggate_storage_fsync_seconds_count") <= 3 * 4, "one fsync per MiB at most"
+    finally:
+        gw.stop()
+    assert stored(gw, "one") == values

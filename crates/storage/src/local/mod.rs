@@ -85,7 +85,7 @@ impl Default for LocalStoreOptions {
             segment_bytes: 256 << 20,
             segment_age: Duration::from_secs(3600),
             flush_interval: Some(Duration::from_secs(1)),
-            flush_bytes: None,
+            flush_bytes: Some(1 << 20),
             streams: HashMap::new(),
             direct_io: true,
         }

@@ -234,6 +234,7 @@ impl Shard {
             buf: Vec::new(),
             out_of_space: false,
             background_sync: None,
+            sync_thread: None,
             cfg,
         };
         Ok(Shard {
@@ -589,17 +590,44 @@ struct Writer {
     /// The last failed write found the filesystem full (ENOSPC, EDQUOT): ticks check
     /// whether there is room again (`probe_space`).
     out_of_space: bool,
-    /// The flush policy's fsync of the active segment, running on a thread of its own so
+    /// The flush policy's fsync of the active segment in progress on the sync thread, so
     /// that the writes queued meanwhile do not wait for it (at most one at a time).
     background_sync: Option<BackgroundSync>,
+    /// The shard's sync thread, started at its first policy fsync.
+    sync_thread: Option<SyncThread>,
 }
 
 /// A flush-policy fsync in progress (see [`Writer::start_background_sync`]).
 struct BackgroundSync {
     /// Where the segment's data ended when it started: durable once it succeeds.
     len: u64,
-    /// Its outcome and how long the fsync took.
-    done: std::sync::mpsc::Receiver<(io::Result<()>, std::time::Duration)>,
+}
+
+/// The thread that runs a shard's flush-policy fsyncs, one at a time: it takes a descriptor
+/// of the segment to sync and answers with the outcome and how long the fsync took. It ends
+/// when the writer drops `jobs`.
+struct SyncThread {
+    jobs: std::sync::mpsc::Sender<File>,
+    done: std::sync::mpsc::Receiver<(io::Result<()>, Duration)>,
+}
+
+impl SyncThread {
+    fn start(core: Arc<Core>) -> io::Result<SyncThread> {
+        let (jobs, todo) = std::sync::mpsc::channel::<File>();
+        let (answer, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("loggate-sync".into())
+            .spawn(move || {
+                for file in todo {
+                    let started = Instant::now();
+                    let outcome = core.file_sync(&file);
+                    if answer.send((outcome, started.elapsed())).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(SyncThread { jobs, done })
+    }
 }
 
 /// Reply due to one request of a group.
@@ -952,41 +980,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts the flush policy's fsync of the active segment, whose data ends at `len`, on a
-    /// thread of its own (unless one is running already: the next policy turn takes what
+    /// Starts the flush policy's fsync of the active segment, whose data ends at `len`, on the
+    /// shard's sync thread (unless one is running already: the next policy turn takes what
     /// this one misses). Until it is known to have succeeded, nothing it covers counts as
     /// durable (`durable_len`); a failure is a fault, found at the next group or tick.
     fn start_background_sync(&mut self, len: u64) {
         if self.background_sync.is_some() {
             return;
         }
-        let file = match self.active.file.try_clone() {
-            Ok(file) => file,
-            Err(e) => {
-                // No descriptor to spare: the policy sync runs here instead.
-                tracing::warn!(dir = %self.core.dir.display(), error = %e, "background fsync not started; syncing inline");
-                let _ = self.sync_active(len);
-                return;
+        let queued = self.active.file.try_clone().and_then(|file| {
+            if self.sync_thread.is_none() {
+                self.sync_thread = Some(SyncThread::start(self.core.clone())?);
             }
-        };
-        let (tx, done) = std::sync::mpsc::channel();
-        let core = self.core.clone();
-        let spawned = std::thread::Builder::new()
-            .name("loggate-sync".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let outcome = core.file_sync(&file);
-                drop(tx.send((outcome, started.elapsed())));
-            });
-        if let Err(e) = spawned {
+            let thread = self.sync_thread.as_ref().expect("started above");
+            thread.jobs.send(file).map_err(|_| io::Error::other("the sync thread has ended"))
+        });
+        if let Err(e) = queued {
+            // No descriptor or thread to spare: the policy sync runs here instead.
             tracing::warn!(dir = %self.core.dir.display(), error = %e, "background fsync not started; syncing inline");
+            self.sync_thread = None;
             let _ = self.sync_active(len);
             return;
         }
         self.dirty = false;
         self.dirty_bytes = 0;
         self.dirty_since = None;
-        self.background_sync = Some(BackgroundSync { len, done });
+        self.background_sync = Some(BackgroundSync { len });
     }
 
     /// Takes the outcome of the background fsync, if it has one (waiting for it when
@@ -995,24 +1014,28 @@ impl Writer {
         let Some(bg) = &self.background_sync else {
             return;
         };
-        let lost = || (Err(io::Error::other("background fsync thread ended without an answer")), Default::default());
-        let (outcome, took) = if wait {
-            bg.done.recv().unwrap_or_else(|_| lost())
-        } else {
-            match bg.done.try_recv() {
-                Ok(answer) => answer,
+        let answer = match &self.sync_thread {
+            Some(thread) if wait => thread.done.recv().ok(),
+            Some(thread) => match thread.done.try_recv() {
+                Ok(answer) => Some(answer),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => lost(),
-            }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            },
+            None => None,
         };
-        let Some(bg) = self.background_sync.take() else {
+        let len = bg.len;
+        self.background_sync = None;
+        let Some((outcome, took)) = answer else {
+            // Its fsync may or may not have happened: nothing it covered counts as durable.
+            self.sync_thread = None;
+            self.set_fault("fsync", &io::Error::other("the sync thread ended without an answer"));
             return;
         };
         self.stats.fsync_latency.observe(took);
         match outcome {
             Ok(()) => {
                 self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.active.durable_len = self.active.durable_len.max(bg.len);
+                self.active.durable_len = self.active.durable_len.max(len);
             }
             Err(e) => self.set_fault("fsync", &e),
         }
