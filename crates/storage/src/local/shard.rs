@@ -590,17 +590,12 @@ struct Writer {
     /// The last failed write found the filesystem full (ENOSPC, EDQUOT): ticks check
     /// whether there is room again (`probe_space`).
     out_of_space: bool,
-    /// The flush policy's fsync of the active segment in progress on the sync thread, so
-    /// that the writes queued meanwhile do not wait for it (at most one at a time).
-    background_sync: Option<BackgroundSync>,
+    /// The flush policy's fsync of the active segment in progress on the sync thread (at
+    /// most one at a time, so that the writes queued meanwhile do not wait for it): where
+    /// the segment's data ended when it started, durable once it succeeds.
+    background_sync: Option<u64>,
     /// The shard's sync thread, started at its first policy fsync.
     sync_thread: Option<SyncThread>,
-}
-
-/// A flush-policy fsync in progress (see [`Writer::start_background_sync`]).
-struct BackgroundSync {
-    /// Where the segment's data ended when it started: durable once it succeeds.
-    len: u64,
 }
 
 /// The thread that runs a shard's flush-policy fsyncs, one at a time: it takes a descriptor
@@ -989,29 +984,30 @@ impl Writer {
             return;
         }
         let queued = self.active.file.try_clone().and_then(|file| {
-            if self.sync_thread.is_none() {
-                self.sync_thread = Some(SyncThread::start(self.core.clone())?);
-            }
-            let thread = self.sync_thread.as_ref().expect("started above");
-            thread.jobs.send(file).map_err(|_| io::Error::other("the sync thread has ended"))
+            let thread = match self.sync_thread.take() {
+                Some(thread) => thread,
+                None => SyncThread::start(self.core.clone())?,
+            };
+            thread.jobs.send(file).map_err(|_| io::Error::other("the sync thread has ended"))?;
+            self.sync_thread = Some(thread);
+            Ok(())
         });
         if let Err(e) = queued {
             // No descriptor or thread to spare: the policy sync runs here instead.
             tracing::warn!(dir = %self.core.dir.display(), error = %e, "background fsync not started; syncing inline");
-            self.sync_thread = None;
             let _ = self.sync_active(len);
             return;
         }
         self.dirty = false;
         self.dirty_bytes = 0;
         self.dirty_since = None;
-        self.background_sync = Some(BackgroundSync { len });
+        self.background_sync = Some(len);
     }
 
     /// Takes the outcome of the background fsync, if it has one (waiting for it when
     /// `wait`): success makes what it covered durable, failure is a fault.
     fn settle_background_sync(&mut self, wait: bool) {
-        let Some(bg) = &self.background_sync else {
+        let Some(len) = self.background_sync else {
             return;
         };
         let answer = match &self.sync_thread {
@@ -1023,7 +1019,6 @@ impl Writer {
             },
             None => None,
         };
-        let len = bg.len;
         self.background_sync = None;
         let Some((outcome, took)) = answer else {
             // Its fsync may or may not have happened: nothing it covered counts as durable.
