@@ -260,10 +260,15 @@ async fn failed_cut_heals_on_a_tick_without_writes() {
         .append(&s, 0, batch([entry(1)]), Durability::Synced)
         .await
         .is_err());
+    wait_until("torn bytes never cut", || fs::metadata(segment(dir.path(), &s)).unwrap().len() == good_len).await;
+}
+
+/// Polls `done` until it holds; fails with `never` after 10 s.
+async fn wait_until(never: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::metadata(segment(dir.path(), &s)).unwrap().len() != good_len {
-        assert!(std::time::Instant::now() < deadline, "torn bytes never cut");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
@@ -727,11 +732,7 @@ async fn stalled_policy_sync(dir: &Path) -> (LocalStore, StreamId, Arc<Shard>) {
     let (store, s, _, shard) = store_with_policy_sync(dir).await;
     shard.core.faults.stall_sync.store(true, Ordering::SeqCst);
     store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !shard.core.faults.syncing.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "no policy fsync started");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("no policy fsync started", || shard.core.faults.syncing.load(Ordering::SeqCst)).await;
     (store, s, shard)
 }
 
@@ -779,11 +780,7 @@ async fn a_failed_policy_fsync_cuts_the_shard_back_to_its_last_good_fsync() {
     store.append(&s, 0, batch([entry(1)]), Durability::Written).await.unwrap();
     // The policy's fsync fails in the background; the next request finds the fault, and the
     // shard reopens from disk without what that fsync was to cover (as a power loss would).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shard.core.faults.fail_syncs.load(Ordering::SeqCst) > 0 {
-        assert!(std::time::Instant::now() < deadline, "no policy fsync ran");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("no policy fsync ran", || shard.core.faults.fail_syncs.load(Ordering::SeqCst) == 0).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let ack = store.append(&s, 0, batch([entry(2)]), Durability::Synced).await.unwrap();
     assert_eq!(ack.base_offset, 1, "entry 1 was not cut off");
