@@ -631,7 +631,8 @@ impl<'de> Visitor<'de> for NestedMembers<'_, '_, '_, 'de> {
 /// A member's value as stored: a string's text (unescaped), or any other value's JSON text.
 fn field_text<'x>(json: &'x str, scratch: &'x mut String) -> &'x str {
     match json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => inner,
+        // memchr's vector search: every string value is scanned for escapes.
+        Some(inner) if memchr::memchr(b'\\', inner.as_bytes()).is_none() => inner,
         Some(_) => {
             scratch.clear();
             let mut de = serde_json::Deserializer::from_str(json);
