@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 
 use super::catalog::ValueFormat;
+use super::json_scan;
 use crate::config::{LogstoreConfig, TIME_FIELD_AUTO};
 
 /// Name of the field holding a raw record value.
@@ -336,6 +337,8 @@ struct Scratch {
     value: String,
     /// The dotted name of the nested object being flattened.
     path: String,
+    /// The open brackets of the value `json_scan` is walking.
+    stack: Vec<u8>,
 }
 
 impl<'a> Converter<'a> {
@@ -410,6 +413,33 @@ impl<'a> Converter<'a> {
             return Ok(false);
         };
         match value.bytes().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') if options.time.is_none() && options.flatten_depth == 0 => {
+                // The fast path, for logstores without options: top-level members as they
+                // are, found in one pass (`json_scan`, which validates as serde_json does).
+                let tag = first_tag(ctx, out);
+                let mut log = begin_log(ctx, record, out).fields();
+                let Scratch { name: name_buf, value: value_buf, stack, .. } = scratch;
+                let walked = json_scan::members(value, stack, |m| {
+                    let name = if m.name_escaped {
+                        name_buf.clear();
+                        let mut de = serde_json::Deserializer::from_str(m.name_json);
+                        de.deserialize_str(StringInto(name_buf)).map_err(|_| json_scan::Invalid)?;
+                        name_buf.as_str()
+                    } else {
+                        m.name_inner()
+                    };
+                    log.field(name.as_bytes(), field_text(m.value, value_buf).as_bytes());
+                    Ok(())
+                });
+                match walked {
+                    Ok(()) => {
+                        log.finish_with_tag(tag)?;
+                        Ok(true)
+                    }
+                    // Dropping the unfinished log removes it.
+                    Err(json_scan::Invalid) => Ok(false),
+                }
+            }
             Some(b'{') => {
                 let tag = first_tag(ctx, out);
                 let mut log = begin_log(ctx, record, out).fields();

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod convert;
+mod json_scan;
 pub mod producers;
 pub mod quota;
 
