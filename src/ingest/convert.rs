@@ -428,7 +428,11 @@ impl<'a> Converter<'a> {
                     } else {
                         m.name_inner()
                     };
-                    log.field(name.as_bytes(), field_text(m.value, value_buf).as_bytes());
+                    let text = match m.value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                        Some(inner) if !m.value_escaped => inner,
+                        _ => field_text(m.value, value_buf),
+                    };
+                    log.field(name.as_bytes(), text.as_bytes());
                     Ok(())
                 });
                 match walked {

@@ -20,11 +20,12 @@
 pub(crate) struct Invalid;
 
 /// A top-level member: its name's JSON text (quotes included, escapes not decoded), whether
-/// that has escapes, and its value's JSON text.
+/// that has escapes, its value's JSON text, and whether the value is a string with escapes.
 pub(crate) struct Member<'a> {
     pub name_json: &'a str,
     pub name_escaped: bool,
     pub value: &'a str,
+    pub value_escaped: bool,
 }
 
 impl<'a> Member<'a> {
@@ -58,8 +59,8 @@ pub(crate) fn members<'a>(
             s.expect(b':')?;
             s.ws();
             let start = s.pos;
-            s.value(stack)?;
-            each(Member { name_json, name_escaped, value: &json[start..s.pos] })?;
+            let value_escaped = s.value(stack)?;
+            each(Member { name_json, name_escaped, value: &json[start..s.pos], value_escaped })?;
             s.ws();
             match s.next() {
                 Some(b',') => s.ws(),
@@ -107,9 +108,13 @@ impl Scanner<'_> {
     fn string_rest(&mut self) -> Result<bool, Invalid> {
         let mut escaped = false;
         loop {
-            // The next quote, backslash or control character.
+            // The next quote or backslash (a vector search), and no control character
+            // before it (a fold the compiler vectorizes).
             let rest = &self.b[self.pos..];
-            let stop = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).ok_or(Invalid)?;
+            let stop = memchr::memchr2(b'"', b'\\', rest).ok_or(Invalid)?;
+            if rest[..stop].iter().fold(false, |found, &c| found | (c < 0x20)) {
+                return Err(Invalid);
+            }
             self.pos += stop;
             match self.next() {
                 Some(b'"') => return Ok(escaped),
@@ -178,16 +183,19 @@ impl Scanner<'_> {
         }
     }
 
-    /// One value (not after a quote: from its first byte). Objects and arrays are walked
-    /// with `stack` holding the open brackets.
-    fn value(&mut self, stack: &mut Vec<u8>) -> Result<(), Invalid> {
+    /// One value (not after a quote: from its first byte); whether it is a string with
+    /// escapes. Objects and arrays are walked with `stack` holding the open brackets.
+    fn value(&mut self, stack: &mut Vec<u8>) -> Result<bool, Invalid> {
         stack.clear();
         loop {
             // A scalar, or the opening of a container.
             match self.peek().ok_or(Invalid)? {
                 b'"' => {
                     self.pos += 1;
-                    self.string_rest()?;
+                    let escaped = self.string_rest()?;
+                    if stack.is_empty() {
+                        return Ok(escaped);
+                    }
                 }
                 b'-' | b'0'..=b'9' => self.number()?,
                 b't' => self.literal(b"true")?,
@@ -211,7 +219,7 @@ impl Scanner<'_> {
             }
             // After a value: close containers or go to the next element.
             loop {
-                let Some(&open) = stack.last() else { return Ok(()) };
+                let Some(&open) = stack.last() else { return Ok(false) };
                 self.ws();
                 match (open, self.next()) {
                     (_, Some(b',')) => {
@@ -280,6 +288,7 @@ mod tests {
         let mut stack = Vec::new();
         members(json, &mut stack, |m| {
             assert_eq!(m.name_escaped, m.name_inner().contains('\\'));
+            assert_eq!(m.value_escaped, m.value.starts_with('"') && m.value.contains('\\'));
             out.push((m.name_json.to_string(), m.value.to_string()));
             Ok(())
         })
