@@ -37,16 +37,21 @@ STAGES = [
 
 
 def load(path):
-    cmd = ["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "dso,sym", "--percent-limit", "0"]
+    # Sorted by thread too: perf merges the samples of one (dso, symbol) from every process
+    # into one entry when the thread is not a sort key, and `--pid` then keeps or drops the
+    # whole entry, so a libc or kernel symbol the client also ran would count the client's
+    # samples as the server's.
+    cmd = ["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "pid,dso,sym", "--percent-limit", "0"]
     if os.path.exists(path + ".pid"):  # run.py records system-wide: keep the server's samples
         cmd += ["--pid", open(path + ".pid").read().strip()]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rows = []
+    merged = OrderedDict()
     for line in out.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(\[.\])\s+(.*)", line)
+        m = re.match(r"\s*([\d.]+)%\s+\d+:\S*\s+(\S+)\s+(\[.\])\s+(.*)", line)
         if m:
-            rows.append((float(m.group(1)), m.group(2), m.group(3) + " " + m.group(4).strip()))
-    return rows
+            key = (m.group(2), m.group(3) + " " + m.group(4).strip())
+            merged[key] = merged.get(key, 0.0) + float(m.group(1))
+    return sorted(((pct, dso, sym) for (dso, sym), pct in merged.items()), key=lambda r: -r[0])
 
 
 def main():
