@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use loggate_records::{decode_batches, Compression, DecodeOptions, RawBatch, RecordError};
+use loggate_records::{decode_batches_with, Compression, DecodeOptions, RawBatch, RecordError, Spare};
 use loggate_storage::Durability;
 use tracing::{debug, warn};
 
@@ -276,13 +276,17 @@ async fn write_partition(
     let (ingest, source, metrics) = (broker.ingest.clone(), session.source.clone(), broker.metrics.clone());
     // Batches are checked and decompressed, and their records converted, in one job.
     let job = move || {
-        let batches = decode_batches(records, &options).map_err(|e| Refusal::from((record_error(&e), e.to_string())))?;
+        let batches = SPARE
+            .with_borrow_mut(|spare| decode_batches_with(records, &options, spare))
+            .map_err(|e| Refusal::from((record_error(&e), e.to_string())))?;
         for batch in batches.iter().filter(|b| b.info.compression != Compression::None) {
             metrics.decompressed(codec_name(batch.info.compression), batch.data_len() as u64);
         }
         let producer = producer_batch(&batches)?;
         check_batches(version, &batches)?;
-        ingest.convert(&topic, partition, &batches, &source, producer, output).map_err(write_error)
+        let converted = ingest.convert(&topic, partition, &batches, &source, producer, output);
+        SPARE.with_borrow_mut(|spare| spare.recycle(batches));
+        converted.map_err(write_error)
     };
     let size = |r: &Result<Converted, _>| r.as_ref().map_or(0, Converted::bytes_len);
     let (converted, pending) = broker
@@ -293,6 +297,13 @@ async fn write_partition(
     let mut write = broker.ingest.start_write(converted?, shard, durability, pending);
     write.queued().await;
     Ok(write)
+}
+
+thread_local! {
+    /// Decompression buffers of this thread's last jobs (a decode thread, or an async
+    /// worker for small ones), reused by its next: at most `SPARE_BUFFERS` x
+    /// `SPARE_CAPACITY` bytes per thread.
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
 }
 
 /// The `codec` label of the decompressed-bytes metric.

@@ -1,5 +1,6 @@
 //! Decoding throughput: `decode_batches` and iterating every record (`<group>/<codec>`), and
-//! `decode_records` building owned records (`<group>/<codec>-owned`), for record batch v2
+//! `decode_records` building owned records (`<group>/<codec>-owned`), and `decode_batches_with`
+//! recycling its buffers as the server's decode threads do (`<group>/<codec>-reused`), for record batch v2
 //! with every codec and message sets v0/v1 plain and in compressed wrappers. Inputs (1,000
 //! records of 200-byte log lines) are built here with the test encoder and the codec crates.
 //!
@@ -14,7 +15,7 @@ use std::io::Write;
 use bytes::Bytes;
 use common::{legacy_message, put_varint, v2_batch, v2_record_body, with_length, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use loggate_records::{decode_batches, decode_records, DecodeOptions, RawBatch};
+use loggate_records::{decode_batches, decode_batches_with, decode_records, DecodeOptions, RawBatch, Spare};
 
 const RECORDS: usize = 1000;
 const SIZE: usize = 200;
@@ -111,6 +112,15 @@ fn bench(c: &mut Criterion) {
         assert_eq!(n, RECORDS, "{group}/{name}");
         g.bench_function(name, |b| {
             b.iter(|| read_all(&decode_batches(black_box(input.clone()), &opts).unwrap()))
+        });
+        let mut spare = Spare::default();
+        g.bench_function(format!("{name}-reused"), |b| {
+            b.iter(|| {
+                let batches = decode_batches_with(black_box(input.clone()), &opts, &mut spare).unwrap();
+                let n = read_all(&batches);
+                spare.recycle(batches);
+                n
+            })
         });
         g.bench_function(format!("{name}-owned"), |b| {
             b.iter(|| decode_records(black_box(input.clone()), &opts).unwrap())

@@ -9,9 +9,9 @@
 
 use std::io::{self, Read};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::Compression;
+use crate::{Compression, Spare};
 
 /// Why a decompression failed.
 pub(crate) enum Failure {
@@ -22,24 +22,26 @@ pub(crate) enum Failure {
 }
 
 /// Decompresses `data` written with `codec` inside a message of `magic`, producing at
-/// most `limit` bytes. `Compression::None` returns `data` itself.
+/// most `limit` bytes. `Compression::None` returns `data` itself; lz4 decodes into a
+/// buffer from `spare` when it has one.
 pub(crate) fn decompress(
     codec: Compression,
     magic: u8,
     data: &Bytes,
     limit: usize,
+    spare: &mut Spare,
 ) -> Result<Bytes, Failure> {
     let input = &data[..];
     let out = match codec {
         Compression::None => return Ok(data.clone()),
         Compression::Gzip => {
-            read_capped(flate2::read::MultiGzDecoder::new(input), limit, input.len())
+            read_capped(flate2::read::MultiGzDecoder::new(input), limit, input.len()).map(Bytes::from)
         }
-        Compression::Snappy => snappy(input, limit),
-        Compression::Lz4 => lz4(input, magic, limit),
-        Compression::Zstd => zstd(input, limit),
+        Compression::Snappy => snappy(input, limit).map(Bytes::from),
+        Compression::Lz4 => lz4(input, magic, limit, spare.take()).map(BytesMut::freeze),
+        Compression::Zstd => zstd(input, limit).map(Bytes::from),
     };
-    out.map(Bytes::from).map_err(|f| match f {
+    out.map_err(|f| match f {
         Failure::Corrupt(msg) => Failure::Corrupt(format!("{codec:?}: {msg}")),
         too_large => too_large,
     })
@@ -181,7 +183,10 @@ const LZ4_MAX_RATIO: usize = 255;
 /// librdkafka and kafka-python when writing magic 0, hash the 4 magic bytes too, and the
 /// Java broker skips the check for magic 0. Block and content checksums are not verified:
 /// the message or batch CRC around the compressed bytes already covers them.
-fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
+/// Decodes an LZ4 frame into `out`, a buffer kept from an earlier decode (or empty): its
+/// old contents are only overwritten, never read, and they spare the zeroing of the room
+/// each block is decoded into.
+fn lz4(data: &[u8], magic: u8, limit: usize, mut out: BytesMut) -> Result<BytesMut, Failure> {
     let corrupt = |why: &str| Failure::Corrupt(why.to_string());
     let rest = data
         .strip_prefix(&LZ4_MAGIC)
@@ -222,10 +227,13 @@ fn lz4(data: &[u8], magic: u8, limit: usize) -> Result<Vec<u8>, Failure> {
     // What the frame can produce: bounded by the limit, and by what its bytes can hold
     // whatever the header declares.
     let most = data.len().saturating_mul(LZ4_MAX_RATIO).min(limit);
-    let mut out: Vec<u8> = Vec::with_capacity(declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(most));
-    // `out[..pos]` is the output so far; `out[pos..]` is zeroed room kept from earlier
-    // blocks, so the zeroing done over the whole frame is bounded by its largest output
-    // plus one block's room, never by the number of blocks.
+    let expected = declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(most);
+    out.reserve(expected.saturating_sub(out.len()));
+    // `out[..pos]` is the output so far; `out[pos..]` is initialized room (zeroed here, or
+    // bytes of the buffer's earlier use), so the zeroing done over the whole frame is
+    // bounded by its largest output plus one block's room, never by the number of blocks.
+    // Decoding never reads room it has not written: a match reaching before the output so
+    // far is refused as corrupt (lz4_flex's checked decoding).
     let mut pos = 0;
     let mut rest = &data[4 + descriptor_len + 1..];
     loop {
@@ -370,12 +378,12 @@ mod tests {
                         .content_size(size);
                     let frame = lz4_frame(&data, info);
                     for magic in [0, 1, 2] {
-                        let got = lz4(&frame, magic, 1 << 20).ok();
+                        let got = lz4(&frame, magic, 1 << 20, BytesMut::new()).ok();
                         assert_eq!(got.as_deref(), Some(&data[..]), "{mode:?} {checksums} magic {magic}");
                     }
                     // One byte short of the output is refused as too large, never truncated.
                     if !data.is_empty() {
-                        assert!(matches!(lz4(&frame, 2, data.len() - 1), Err(Failure::TooLarge)));
+                        assert!(matches!(lz4(&frame, 2, data.len() - 1, BytesMut::new()), Err(Failure::TooLarge)));
                     }
                 }
             }
@@ -386,15 +394,44 @@ mod tests {
     fn lz4_header_checksum_is_checked_except_for_magic_0() {
         let mut frame = lz4_frame(&sample(1000), lz4_flex::frame::FrameInfo::new());
         frame[6] ^= 0xff; // the header checksum byte (no content size)
-        assert!(matches!(lz4(&frame, 1, 1 << 20), Err(Failure::Corrupt(_))));
-        assert_eq!(lz4(&frame, 0, 1 << 20).ok(), Some(sample(1000)));
+        assert!(matches!(lz4(&frame, 1, 1 << 20, BytesMut::new()), Err(Failure::Corrupt(_))));
+        assert_eq!(lz4(&frame, 0, 1 << 20, BytesMut::new()).ok().as_deref(), Some(&sample(1000)[..]));
+    }
+
+    #[test]
+    fn lz4_decodes_the_same_into_a_buffer_full_of_old_bytes() {
+        let data = sample(300_000);
+        let frame = lz4_frame(&data, lz4_flex::frame::FrameInfo::new());
+        for old in [10, 100_000, 400_000] {
+            let mut junk = BytesMut::from(&vec![0xA5; old][..]);
+            junk.reserve(1000);
+            let got = lz4(&frame, 1, 1 << 20, junk).ok().expect("decodes");
+            assert_eq!(&got[..], &data[..], "old buffer of {old} bytes");
+        }
+    }
+
+    #[test]
+    fn lz4_never_reads_old_bytes_of_a_reused_buffer_as_history() {
+        // One block: a match of 4 bytes at offset 1, before any output exists, then 5
+        // literals. The reused buffer holds bytes such a match would copy.
+        let block = [0x00, 0x01, 0x00, 0x50, b'h', b'e', b'l', b'l', b'o'];
+        let descriptor = [0x60, 0x40];
+        let mut frame = LZ4_MAGIC.to_vec();
+        frame.extend_from_slice(&descriptor);
+        frame.push((xxhash_rust::xxh32::xxh32(&descriptor, 0) >> 8) as u8);
+        frame.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&block);
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        for old in [BytesMut::new(), BytesMut::from(&b"secret of an earlier client"[..])] {
+            assert!(matches!(lz4(&frame, 1, 1 << 20, old), Err(Failure::Corrupt(_))));
+        }
     }
 
     #[test]
     fn lz4_garbage_and_truncations_are_errors_not_panics() {
         let frame = lz4_frame(&sample(100_000), lz4_flex::frame::FrameInfo::new());
         for cut in 0..frame.len() {
-            assert!(lz4(&frame[..cut], 1, 1 << 20).is_err(), "cut {cut}");
+            assert!(lz4(&frame[..cut], 1, 1 << 20, BytesMut::new()).is_err(), "cut {cut}");
         }
         let mut x = 12345u32;
         for _ in 0..2000 {
@@ -404,10 +441,10 @@ mod tests {
                 let at = 7 + (x as usize >> 8) % (f.len() - 7);
                 f[at] = (x >> 3) as u8;
             }
-            drop(lz4(&f, 1, 1 << 20));
+            drop(lz4(&f, 1, 1 << 20, BytesMut::new()));
         }
-        assert!(lz4(b"", 1, 10).is_err());
-        assert!(lz4(&LZ4_MAGIC, 1, 10).is_err());
-        assert!(lz4(&[0x04, 0x22, 0x4d, 0x18, 0x68, 0x40], 1, 10).is_err());
+        assert!(lz4(b"", 1, 10, BytesMut::new()).is_err());
+        assert!(lz4(&LZ4_MAGIC, 1, 10, BytesMut::new()).is_err());
+        assert!(lz4(&[0x04, 0x22, 0x4d, 0x18, 0x68, 0x40], 1, 10, BytesMut::new()).is_err());
     }
 }

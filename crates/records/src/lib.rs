@@ -25,7 +25,7 @@ mod legacy;
 mod raw;
 mod varint;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use error::RecordError;
 pub use raw::{Headers, RawBatch, RecordRef, Records};
@@ -144,8 +144,19 @@ pub struct Batch {
 /// violation listed on [`RecordError`] that is not inside a magic-2 record. Base offsets
 /// are ignored. The record and decompression limits cover the whole call.
 pub fn decode_batches(data: Bytes, opts: &DecodeOptions) -> Result<Vec<RawBatch>, RecordError> {
+    decode_batches_with(data, opts, &mut Spare::default())
+}
+
+/// [`decode_batches`], decompressing lz4 into buffers kept in `spare` by
+/// [`Spare::recycle`], so a thread that decodes batch after batch neither allocates nor
+/// zeroes a fresh output buffer for each.
+pub fn decode_batches_with(
+    data: Bytes,
+    opts: &DecodeOptions,
+    spare: &mut Spare,
+) -> Result<Vec<RawBatch>, RecordError> {
     let mut batches = Vec::new();
-    for_each_batch(data, opts, |batch| {
+    for_each_batch(data, opts, spare, |batch| {
         batches.push(batch);
         Ok(())
     })?;
@@ -158,7 +169,7 @@ pub fn decode_batches(data: Bytes, opts: &DecodeOptions) -> Result<Vec<RawBatch>
 /// violation listed on [`RecordError`]. Base offsets are ignored.
 pub fn decode_records(data: Bytes, opts: &DecodeOptions) -> Result<Vec<Batch>, RecordError> {
     let mut batches = Vec::new();
-    for_each_batch(data, opts, |batch| {
+    for_each_batch(data, opts, &mut Spare::default(), |batch| {
         batches.push(batch.into_batch()?);
         Ok(())
     })?;
@@ -170,9 +181,10 @@ pub fn decode_records(data: Bytes, opts: &DecodeOptions) -> Result<Vec<Batch>, R
 fn for_each_batch(
     data: Bytes,
     opts: &DecodeOptions,
+    spare: &mut Spare,
     mut each: impl FnMut(RawBatch) -> Result<(), RecordError>,
 ) -> Result<(), RecordError> {
-    let mut budget = Budget::new(opts);
+    let mut budget = Budget::new(opts, spare);
     let mut r = Reader::new(&data);
     while !r.is_empty() {
         let entry = data.slice_ref(next_entry(&mut r)?);
@@ -184,6 +196,55 @@ fn for_each_batch(
         each(batch)?;
     }
     Ok(())
+}
+
+/// Buffers that decompressed batches no longer need, kept for the next decompression
+/// (lz4) on the same thread: at most [`SPARE_BUFFERS`] of at most [`SPARE_CAPACITY`] bytes
+/// each, so what a thread keeps is bounded whatever it decoded.
+#[derive(Debug, Default)]
+pub struct Spare {
+    buffers: Vec<BytesMut>,
+}
+
+/// Most buffers a [`Spare`] keeps.
+pub const SPARE_BUFFERS: usize = 2;
+/// Largest buffer (capacity) a [`Spare`] keeps: a 1 MiB batch (librdkafka's default
+/// `batch.size`) and the room of its last block fit.
+pub const SPARE_CAPACITY: usize = 2 << 20;
+
+impl Spare {
+    /// Keeps the decompressed data of `batches` for reuse, where nothing else still refers
+    /// to it and it is small enough; the rest is freed.
+    pub fn recycle(&mut self, batches: Vec<RawBatch>) {
+        for batch in batches {
+            if self.buffers.len() == SPARE_BUFFERS {
+                return;
+            }
+            if batch.info.compression == Compression::None {
+                continue;
+            }
+            if let Some(Ok(buf)) = batch.into_data().map(Bytes::try_into_mut) {
+                if buf.capacity() <= SPARE_CAPACITY {
+                    self.buffers.push(buf);
+                }
+            }
+        }
+    }
+
+    /// A kept buffer (its old bytes still in it), or an empty one.
+    pub(crate) fn take(&mut self) -> BytesMut {
+        self.buffers.pop().unwrap_or_default()
+    }
+
+    /// Buffers kept now.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Whether no buffer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
 }
 
 /// Cheap look at the first entry's magic and codec without decompressing.
@@ -227,12 +288,14 @@ pub(crate) struct Budget<'a> {
     opts: &'a DecodeOptions,
     bytes_left: usize,
     records_left: usize,
+    spare: &'a mut Spare,
 }
 
 impl<'a> Budget<'a> {
-    fn new(opts: &'a DecodeOptions) -> Self {
+    fn new(opts: &'a DecodeOptions, spare: &'a mut Spare) -> Self {
         Budget {
             opts,
+            spare,
             bytes_left: opts.max_decompressed_bytes,
             records_left: opts.max_records,
         }
@@ -259,7 +322,7 @@ impl<'a> Budget<'a> {
         if codec == Compression::Zstd && !self.opts.allow_zstd {
             return Err(RecordError::UnsupportedCompression(codec));
         }
-        let out = codec::decompress(codec, magic, data, self.bytes_left).map_err(|f| match f {
+        let out = codec::decompress(codec, magic, data, self.bytes_left, self.spare).map_err(|f| match f {
             codec::Failure::TooLarge => RecordError::DecompressedTooLarge {
                 limit: self.opts.max_decompressed_bytes,
             },

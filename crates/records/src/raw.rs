@@ -43,6 +43,14 @@ impl RawBatch {
         }
     }
 
+    /// The decompressed records section of a magic-2 batch.
+    pub(crate) fn into_data(self) -> Option<Bytes> {
+        match self.body {
+            Body::V2 { data, .. } => Some(data),
+            Body::Legacy(_) => None,
+        }
+    }
+
     /// Size of the record data (after decompression), for sizing buffers built from it.
     pub fn data_len(&self) -> usize {
         match &self.body {

@@ -711,3 +711,58 @@ fn corrupt_message_sets() {
     bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
     assert_corrupt(decode(&bad), "negative size");
 }
+
+// ------------------------------------------------------------------ reused buffers
+
+/// Each record of `batches` as owned values (timestamp, key, value, headers).
+type Owned = (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+fn owned_records(batches: &[loggate_records::RawBatch]) -> Vec<Vec<Owned>> {
+    batches
+        .iter()
+        .map(|b| {
+            b.records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    let headers = r.headers.map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+                    (r.timestamp_ms, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), headers)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn decoding_into_recycled_buffers_gives_the_same_records() {
+    use loggate_records::{decode_batches, decode_batches_with, Spare};
+    let opts = DecodeOptions::default();
+    let mut files: Vec<String> = fixtures().iter().map(|f| f["file"].as_str().unwrap().to_string()).collect();
+    // Large outputs first, then small ones decoded into their leftovers, and back.
+    files.sort_by_key(|f| std::cmp::Reverse(f.contains("big")));
+    let mut spare = Spare::default();
+    let mut recycled = 0;
+    for file in files.iter().chain(files.iter().rev()) {
+        let fresh = decode_batches(load(file), &opts).unwrap();
+        let reused = decode_batches_with(load(file), &opts, &mut spare).unwrap();
+        assert_eq!(owned_records(&reused), owned_records(&fresh), "{file}");
+        let before = spare.len();
+        spare.recycle(reused);
+        recycled += spare.len().saturating_sub(before);
+    }
+    assert!(recycled > 0, "no buffer was ever kept");
+    assert!(spare.len() <= loggate_records::SPARE_BUFFERS);
+}
+
+#[test]
+fn a_buffer_still_referred_to_is_not_recycled() {
+    use loggate_records::{decode_batches_with, Spare};
+    let mut spare = Spare::default();
+    let batches = decode_batches_with(load("v2_lz4.bin"), &DecodeOptions::default(), &mut spare).unwrap();
+    let kept = batches.clone();
+    spare.recycle(batches);
+    assert!(spare.is_empty(), "a buffer the clone still reads was recycled");
+    let before = owned_records(&kept);
+    spare.recycle(kept);
+    assert_eq!(spare.len(), 1);
+    assert!(!before.is_empty());
+}
