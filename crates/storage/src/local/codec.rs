@@ -16,6 +16,10 @@
 //!   the logs. A log's offset is `base_offset` plus that position.
 //! - version 1 or 2: one log per frame (written by earlier versions, still read; a segment
 //!   may hold such frames followed by blocks).
+//! - version 4, **padding**: no logs, any bytes (zeros as written). The shard writer ends a
+//!   large direct write with one so that the data ends on a [`BLOCK`](super::direct::BLOCK)
+//!   boundary and the next write needs no partial block in front of it (no staging copy,
+//!   see `direct.rs`). Readers and recovery skip it; it takes no offset.
 //!
 //! Log payload (version 2; version 1 is the same without the trailing tag), all integers
 //! little-endian:
@@ -47,6 +51,10 @@ use crate::LogEntry;
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
 /// Payload version of a block frame.
 pub(crate) const BLOCK_VERSION: u8 = 3;
+/// Payload version of a padding frame.
+pub(crate) const PAD_VERSION: u8 = 4;
+/// Smallest padding frame: its header and version byte.
+pub(crate) const MIN_PAD_LEN: usize = FRAME_HEADER_LEN + 1;
 /// Bytes of a block before its first log: frame header, version, base offset, count.
 pub(crate) const BLOCK_HEADER_LEN: usize = FRAME_HEADER_LEN + BLOCK_HEAD_LEN;
 /// Bytes of a block's payload before its first log: version, base offset, count.
@@ -288,6 +296,27 @@ pub(crate) struct FrameHead {
     pub base_offset: Option<u64>,
 }
 
+/// Appends a padding frame to `out` that makes `end + out.len()` a multiple of `block`
+/// (`end`: where `out` will start in the file); nothing when it already is one. The frame
+/// is at least [`MIN_PAD_LEN`] bytes, so it may reach to the boundary after the next.
+pub(crate) fn pad_to(out: &mut Vec<u8>, end: u64, block: usize) {
+    let at = (end + out.len() as u64) % block as u64;
+    if at == 0 {
+        return;
+    }
+    let mut gap = block - at as usize;
+    if gap < MIN_PAD_LEN {
+        gap += block;
+    }
+    let start = out.len();
+    out.resize(start + gap, 0);
+    let frame = &mut out[start..];
+    frame[FRAME_HEADER_LEN] = PAD_VERSION;
+    let crc = crc32c::crc32c(&frame[FRAME_HEADER_LEN..]);
+    frame[..4].copy_from_slice(&((gap - FRAME_HEADER_LEN) as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Payload bytes [`frame_head`] looks at (fewer when the payload is shorter).
 pub(crate) const FRAME_HEAD_PEEK: usize = BLOCK_HEAD_LEN;
 
@@ -297,6 +326,10 @@ pub(crate) fn frame_head(head: &[u8]) -> Option<FrameHead> {
     match *head.first()? {
         PAYLOAD_VERSION_V1..=PAYLOAD_VERSION => Some(FrameHead {
             count: 1,
+            base_offset: None,
+        }),
+        PAD_VERSION => Some(FrameHead {
+            count: 0,
             base_offset: None,
         }),
         BLOCK_VERSION => {
@@ -317,7 +350,9 @@ pub(crate) fn frame_head(head: &[u8]) -> Option<FrameHead> {
 /// themselves are not checked.
 pub(crate) fn logs(payload: &[u8]) -> Logs<'_> {
     let block = payload.first() == Some(&BLOCK_VERSION);
-    let left = if block {
+    let left = if payload.first() == Some(&PAD_VERSION) {
+        0
+    } else if block {
         payload
             .get(9..BLOCK_HEAD_LEN)
             .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -692,6 +727,31 @@ pub mod bench {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn padding_frames_end_on_the_boundary_and_hold_no_logs() {
+        for (end, len) in [(0u64, 1usize), (0, 4095 - 8), (0, 4088), (4096, 4087), (100, 5000), (7, 0), (4096, 0)] {
+            let mut out = vec![7u8; len];
+            pad_to(&mut out, end, 4096);
+            let total = end + out.len() as u64;
+            assert!(total.is_multiple_of(4096), "end {end} len {len}");
+            if (end + len as u64).is_multiple_of(4096) {
+                assert_eq!(out.len(), len, "already on a boundary: nothing added");
+                continue;
+            }
+            let frame = &out[len..];
+            assert!(frame.len() >= MIN_PAD_LEN && frame.len() < 4096 + MIN_PAD_LEN);
+            let h = FrameHeader::parse(frame[..FRAME_HEADER_LEN].try_into().unwrap());
+            assert!(h.plausible());
+            assert_eq!(h.frame_len(), frame.len() as u64);
+            let payload = &frame[FRAME_HEADER_LEN..];
+            assert!(checksum_ok(payload, h.crc));
+            let head = frame_head(&payload[..payload.len().min(FRAME_HEAD_PEEK)]).unwrap();
+            assert_eq!((head.count, head.base_offset), (0, None));
+            assert_eq!(logs(payload).count(), 0);
+            assert_eq!(validate_frame(payload, 42).unwrap().count, 0);
+        }
+    }
+
     use super::*;
 
     fn sample() -> LogEntry {

@@ -13,6 +13,13 @@
 //! therefore end in fewer than [`BLOCK`] zero bytes after the last frame: scans treat such a
 //! zero tail as the clean end of the data ([`is_padding`]), and the writer cuts it off when
 //! it seals a segment or stops.
+//!
+//! That costs a copy of every write into the staging buffer. A large write avoids it: the
+//! shard writer ends it with a padding frame (`codec::pad_to`) so the data ends on a block
+//! boundary, and a write that starts on a boundary, is whole blocks long and sits at an
+//! aligned address goes to the device from the caller's buffer. The converter's buffers of
+//! that size start on page boundaries with mimalloc (seen, not promised: one that does not
+//! is copied as before).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -67,6 +74,17 @@ impl DirectFile {
     /// not remembered). Afterwards the file holds `data` at `at`, followed by zeros up to the
     /// next block boundary.
     pub(crate) fn write_at(&mut self, buffered: &File, data: &[u8], at: u64) -> io::Result<()> {
+        if at.is_multiple_of(BLOCK as u64)
+            && data.len().is_multiple_of(BLOCK)
+            && (data.as_ptr() as usize).is_multiple_of(BLOCK)
+        {
+            // Whole aligned blocks at an aligned address (a write the shard writer padded
+            // to a boundary, after another such write): straight from the caller's buffer.
+            self.tail = None;
+            self.file.write_all_at(data, at)?;
+            self.tail = Some((at + data.len() as u64, Vec::new()));
+            return Ok(());
+        }
         let start = at - at % BLOCK as u64;
         let head_len = (at - start) as usize;
         let total = head_len + data.len();
@@ -139,6 +157,33 @@ mod tests {
             let pad = &on_disk[expected.len()..];
             assert!(is_padding(expected.len() as u64, on_disk.len() as u64, pad));
         }
+    }
+
+    #[test]
+    fn whole_aligned_blocks_are_written_without_the_staging_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let buffered = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let Some(mut direct) = DirectFile::open(&path).unwrap() else {
+            eprintln!("skipped: the temp dir's filesystem does not do direct I/O");
+            return;
+        };
+        let mut buf = vec![0u8; 4 * BLOCK];
+        let align = buf.as_ptr().align_offset(BLOCK);
+        let aligned = &mut buf[align..align + 2 * BLOCK];
+        for (i, b) in aligned.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        direct.write_at(&buffered, aligned, 0).unwrap();
+        direct.write_at(&buffered, aligned, 2 * BLOCK as u64).unwrap();
+        assert_eq!(direct.staging.capacity(), 0, "aligned writes went through the staging buffer");
+        // An unaligned one after them still lands right, through the staging buffer.
+        direct.write_at(&buffered, b"tail", 4 * BLOCK as u64).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        let mut want = [&aligned[..], &aligned[..], b"tail"].concat();
+        assert_eq!(&on_disk[..want.len()], &want[..]);
+        want.resize(5 * BLOCK, 0);
+        assert_eq!(on_disk, want);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub(crate) fn scan(
         // A block is validated whole: a bad log in it cuts the whole block, which was written
         // and acknowledged as one unit.
         match codec::validate_frame(&payload, offset) {
+            Ok(m) if m.count == 0 => {} // padding
             Ok(m) => {
                 index.observe_frame(offset, pos, m.min_time, m.max_time);
                 max_arrival_ms = max_arrival_ms.max(m.max_arrival);

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec;
-use super::direct::DirectFile;
+use super::direct::{self, DirectFile};
 use super::index::SparseIndex;
 use super::paths;
 use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
@@ -516,6 +516,10 @@ fn pick(segments: &[SegmentState], cursor: u64) -> Option<SegmentState> {
     segments.get(i).cloned()
 }
 
+/// Groups at least this large end with a padding frame on a block boundary, so that their
+/// direct writes need no staging copy; it costs them at most a block of disk space
+/// (under 4 % here, under 1 % at the 1 MiB requests of librdkafka's defaults).
+const ZERO_COPY_MIN_BYTES: usize = 128 * 1024;
 /// Group buffers larger than this are freed after use rather than kept for the next group.
 const MAX_IDLE_BUF: usize = 4 << 20;
 /// Retention is checked at most this often (and after every roll).
@@ -808,6 +812,11 @@ impl Writer {
                 }
                 Request::Tick => {}
             }
+        }
+        if self.active.direct.is_some() && self.buf.len() >= ZERO_COPY_MIN_BYTES {
+            // Ends the group on a block boundary, so that this write and the next large one
+            // can go to the device without a staging copy (`direct.rs`).
+            codec::pad_to(&mut self.buf, start_len, direct::BLOCK);
         }
         // The flush policy for data nobody asked to sync: fsynced in the background, so
         // that the requests queued meanwhile are written without waiting for it.
