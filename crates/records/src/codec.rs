@@ -176,16 +176,15 @@ const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
 /// extension byte, and every other part of a sequence yields less per byte.
 const LZ4_MAX_RATIO: usize = 255;
 
-/// An LZ4 frame, decoded block by block straight into one output buffer (no intermediate
-/// block buffer), linked blocks reading their history from the output itself.
+/// An LZ4 frame, decoded block by block straight into one output buffer, `out` (no
+/// intermediate block buffer), linked blocks reading their history from the output itself.
+/// `out` may be a buffer kept from an earlier decode: its old bytes are only overwritten,
+/// never read, and they spare the zeroing of the room each block is decoded into.
 ///
 /// The header checksum is checked except for magic 0: Kafka 0.8.2-0.9 (KAFKA-3160), and
 /// librdkafka and kafka-python when writing magic 0, hash the 4 magic bytes too, and the
 /// Java broker skips the check for magic 0. Block and content checksums are not verified:
 /// the message or batch CRC around the compressed bytes already covers them.
-/// Decodes an LZ4 frame into `out`, a buffer kept from an earlier decode (or empty): its
-/// old contents are only overwritten, never read, and they spare the zeroing of the room
-/// each block is decoded into.
 fn lz4(data: &[u8], magic: u8, limit: usize, mut out: BytesMut) -> Result<BytesMut, Failure> {
     let corrupt = |why: &str| Failure::Corrupt(why.to_string());
     let rest = data

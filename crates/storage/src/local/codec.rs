@@ -349,15 +349,15 @@ pub(crate) fn frame_head(head: &[u8]) -> Option<FrameHead> {
 /// length past the end, more or fewer logs than its count, or bytes after them); the logs
 /// themselves are not checked.
 pub(crate) fn logs(payload: &[u8]) -> Logs<'_> {
-    let block = payload.first() == Some(&BLOCK_VERSION);
-    let left = if payload.first() == Some(&PAD_VERSION) {
-        0
-    } else if block {
-        payload
-            .get(9..BLOCK_HEAD_LEN)
-            .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-    } else {
-        1
+    let (block, left) = match payload.first() {
+        Some(&BLOCK_VERSION) => (
+            true,
+            payload
+                .get(9..BLOCK_HEAD_LEN)
+                .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        Some(&PAD_VERSION) => (false, 0),
+        _ => (false, 1),
     };
     Logs {
         payload,
@@ -727,6 +727,8 @@ pub mod bench {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn padding_frames_end_on_the_boundary_and_hold_no_logs() {
         for (end, len) in [(0u64, 1usize), (0, 4095 - 8), (0, 4088), (4096, 4087), (100, 5000), (7, 0), (4096, 0)] {
@@ -751,8 +753,6 @@ mod tests {
             assert_eq!(validate_frame(payload, 42).unwrap().count, 0);
         }
     }
-
-    use super::*;
 
     fn sample() -> LogEntry {
         LogEntry {
