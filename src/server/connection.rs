@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 
 use super::budget::{Budget, Claim};
+use super::frames::{FrameBuffer, FrameBuffers, Loan};
 use super::logins::PendingLogin;
 use crate::config::MAX_UNAUTHENTICATED_FRAME;
 use crate::kafka::{self, AuthState, Broker, Reply, Session};
@@ -45,6 +46,8 @@ pub struct Budgets {
     /// (`max_unauthenticated_inflight_bytes`): a pool of its own, so connections that never
     /// authenticate cannot take what producers need.
     pub unauthenticated: Budget,
+    /// Buffers of answered large frames, reused by the next ones.
+    pub frames: FrameBuffers,
 }
 
 impl Budgets {
@@ -52,6 +55,7 @@ impl Budgets {
         Self {
             inflight: Budget::new(limits.max_inflight_bytes),
             unauthenticated: Budget::new(limits.max_unauthenticated_inflight_bytes),
+            frames: FrameBuffers::default(),
         }
     }
 }
@@ -189,12 +193,16 @@ pub async fn serve<S>(
                     }
                     Reply::Later(_) => unreachable!("replaced above"),
                 }
-                // `done` drops here: the request's budget is released once it is answered.
+                // The request's budget is released once it is answered, and its buffer
+                // kept for the next large request if nothing refers to it any more.
+                if let Some((frame, lent)) = done.frame {
+                    budgets.frames.give_back(frame, lent);
+                }
             }
             (r, read) = async { reading.as_mut().expect("only polled while reading").await }, if reading.is_some() => {
                 reader = Some(r);
                 reading = None;
-                let (frame, held, started) = match read {
+                let (frame, lent, held, started) = match read {
                     Ok(read) => read,
                     Err(e) => {
                         closing.get_or_insert(Stop::Read(e));
@@ -203,6 +211,7 @@ pub async fn serve<S>(
                 };
                 let (api, read) = (kafka::api_name(session, &frame), started.elapsed());
                 let bytes = frame.len();
+                let kept = (lent.is_some() || bytes >= super::frames::MIN_FRAME).then(|| (frame.clone(), lent));
                 summary.requests += 1;
                 summary.bytes_received += 4 + bytes as u64;
                 broker.metrics.received(protocol, 4 + bytes as u64);
@@ -215,7 +224,7 @@ pub async fn serve<S>(
                 // answered (its answer, as large as a Metadata request that names many
                 // topics, is memory too); an answer the client does not take in time
                 // closes the connection.
-                queue.push_back(InFlight { reply, _held: held, bytes, api, read, started });
+                queue.push_back(InFlight { reply, _held: held, frame: kept, bytes, api, read, started });
             }
             _ = shutdown.changed(), if closing.is_none() => {
                 // No new request is read: one waited for ends at once (see read_request),
@@ -231,6 +240,9 @@ struct InFlight<'a> {
     reply: Pending,
     /// The request's in-flight budget, released when the answer is written.
     _held: Claim<'a>,
+    /// The frame of a large request and the loan of its buffer (see [`FrameBuffers`]),
+    /// given back once it is answered.
+    frame: Option<(Bytes, Option<Loan<'a>>)>,
     bytes: usize,
     api: &'static str,
     /// How long the request took to arrive.
@@ -298,10 +310,14 @@ async fn close_gracefully<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(writer: &
     .await;
 }
 
+/// A request read: its frame, the loan of its buffer, its budget and when its first bytes
+/// were read.
+type Read<'a> = (Bytes, Option<Loan<'a>>, Claim<'a>, std::time::Instant);
+
 /// The reading of one request: gives the reader back with the frame, its budget and when
 /// its first bytes were read.
 type ReadFuture<'a, S> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>)> + Send + 'a>,
+    Box<dyn std::future::Future<Output = (Reader<S>, Result<Read<'a>, FrameError>)> + Send + 'a>,
 >;
 
 /// Reads the next request with the limits of the connection's state: before
@@ -317,7 +333,7 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
     limits: &'a crate::config::Limits,
     budgets: &'a Budgets,
     mut shutdown: watch::Receiver<bool>,
-) -> (Reader<S>, Result<(Bytes, Claim<'a>, std::time::Instant), FrameError>) {
+) -> (Reader<S>, Result<Read<'a>, FrameError>) {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let request_timeout = Duration::from_secs(limits.request_timeout_secs);
     let (wait_until, max_frame, pool, free) = if authenticated {
@@ -363,7 +379,10 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
         } else {
             Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
         };
-        read_frame(&mut reader, max_frame, pool, free, &deadline).await.map(|(frame, held)| (frame, held, started))
+        let buffer = |want| budgets.frames.take(want);
+        read_frame(&mut reader, buffer, max_frame, pool, free, &deadline)
+            .await
+            .map(|(frame, lent, held)| (frame, lent, held, started))
     };
     let result = read.await;
     (reader, result)
@@ -386,20 +405,26 @@ const UNAUTHENTICATED_FREE_FRAME: usize = 16 * 1024;
 /// declared size reserves nothing.
 const BUDGET_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Reads one `int32 size` + payload frame by `deadline`; returns it with the budget it
-/// holds. The budget grows with the bytes received, a chunk at a time, taken from `pool`
-/// before each chunk is read (waiting while it is spent, see [`Budget`]), and the buffer
-/// grows only as bytes arrive: a client cannot make the server allocate, or reserve
-/// budget for, what it has not sent. Frames of at most `free` bytes take no budget.
-async fn read_frame<'a, S: AsyncRead + Unpin>(
-    stream: &mut S,
+/// Reads one `int32 size` + payload frame by `deadline` into the buffer `buffer` gives for
+/// its size; returns it with the budget it holds. The budget grows with the bytes
+/// received, a chunk at a time, taken from `pool` before each chunk is read (waiting while
+/// it is spent, see [`Budget`]), and the buffer grows only as bytes arrive: a client cannot
+/// make the server allocate, or reserve budget for, what it has not sent. Frames of at
+/// most `free` bytes take no budget.
+///
+/// Bytes the reader has buffered are taken first; once its buffer is empty the rest of the
+/// frame is read from the stream straight into the frame's buffer, not through the
+/// reader's.
+async fn read_frame<'a, R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    buffer: impl FnOnce(usize) -> FrameBuffer<'a>,
     max: usize,
     pool: &'a Budget,
     free: usize,
     deadline: &Deadline,
-) -> Result<(Bytes, Claim<'a>), FrameError> {
+) -> Result<(Bytes, Option<Loan<'a>>, Claim<'a>), FrameError> {
     let mut size = [0u8; 4];
-    match timeout_at(deadline.at, stream.read_exact(&mut size)).await {
+    match timeout_at(deadline.at, reader.read_exact(&mut size)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return Err(FrameError::Truncated { got: 0, want: 4 })
@@ -413,7 +438,7 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge(size.into(), max));
     }
     let mut held = pool.claim(if want <= free { 0 } else { want });
-    let mut buf = BytesMut::new();
+    let FrameBuffer { mut buf, loan } = buffer(want);
     while buf.len() < want {
         let covered = if want <= free { want } else { held.held() };
         if buf.len() == covered {
@@ -423,8 +448,15 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
             continue;
         }
         let room = covered - buf.len();
+        let buffered = reader.buffer();
+        if !buffered.is_empty() {
+            let n = buffered.len().min(room);
+            buf.extend_from_slice(&buffered[..n]);
+            reader.consume(n);
+            continue;
+        }
         buf.reserve(room);
-        let mut limited = (&mut *stream).take(room as u64);
+        let mut limited = reader.get_mut().take(room as u64);
         match timeout_at(deadline.at, limited.read_buf(&mut buf)).await {
             Ok(Ok(0)) => return Err(FrameError::Truncated { got: buf.len(), want }),
             Ok(Ok(_)) => {}
@@ -432,7 +464,7 @@ async fn read_frame<'a, S: AsyncRead + Unpin>(
             Err(_) => return Err(FrameError::Slow { got: buf.len(), want, secs: deadline.secs, what: deadline.what }),
         }
     }
-    Ok((buf.freeze(), held))
+    Ok((buf.freeze(), loan, held))
 }
 
 /// Writes one response frame; a client that does not read it within `limit` (its
@@ -449,4 +481,79 @@ async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8], limi
             format!("response of {} bytes not read by the client within request_timeout_secs ({} s)", payload.len(), limit.as_secs()),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadline() -> Deadline {
+        Deadline { at: Instant::now() + Duration::from_secs(5), secs: 5, what: "request_timeout_secs" }
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_arriving_in_pieces_are_read_whole_and_large_ones_reuse_answered_buffers() {
+        let budget = Budget::new(4 << 20);
+        let buffers = FrameBuffers::default();
+        let payloads: Vec<Vec<u8>> = [10usize, 1 << 20, 20, 300 << 10, 200 << 10, 5]
+            .iter()
+            .enumerate()
+            .map(|(n, &len)| (0..len).map(|i| (i * 31 + n) as u8).collect())
+            .collect();
+        let wire: Vec<u8> = payloads.iter().flat_map(|p| framed(p)).collect();
+        let (mut client, server) = tokio::io::duplex(8 << 10);
+        // Written in odd-sized pieces, so frames start and end inside the reader's buffer
+        // and inside reads from the stream.
+        let writer = tokio::spawn(async move {
+            for piece in wire.chunks(7919) {
+                client.write_all(piece).await.unwrap();
+            }
+            client
+        });
+        let mut reader = BufReader::with_capacity(64 * 1024, server);
+        let mut large = Vec::new();
+        for payload in &payloads {
+            let (frame, loan, held) =
+                read_frame(&mut reader, |want| buffers.take(want), 2 << 20, &budget, 0, &deadline()).await.unwrap();
+            assert_eq!(frame.len(), payload.len());
+            assert!(frame[..] == payload[..], "frame of {} bytes differs", payload.len());
+            assert_eq!(held.held(), payload.len());
+            if payload.len() >= super::super::frames::MIN_FRAME {
+                large.push((frame.as_ptr(), loan.is_some()));
+            }
+            drop(held);
+            // Answered: the buffer goes back.
+            buffers.give_back(frame, loan);
+        }
+        // The first large frame had a new buffer; the next ones were read into it.
+        assert_eq!(large.len(), 3);
+        assert!(!large[0].1 && large[1].1 && large[2].1);
+        assert!(large.iter().all(|(at, _)| *at == large[0].0));
+        assert_eq!(budget.free(), 4 << 20);
+        drop(writer.await.unwrap());
+        let end = read_frame(&mut reader, |want| buffers.take(want), 2 << 20, &budget, 0, &deadline()).await;
+        assert!(matches!(end, Err(FrameError::Truncated { got: 0, want: 4 })));
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_loses_no_lent_buffer() {
+        let budget = Budget::new(4 << 20);
+        let buffers = FrameBuffers::default();
+        let kept = bytes::BytesMut::zeroed(100 << 10).freeze();
+        buffers.give_back(kept, None);
+        let mut wire = framed(&[1u8; 100 << 10]);
+        wire.truncate(70 << 10);
+        let mut reader = BufReader::new(&wire[..]);
+        let cut = read_frame(&mut reader, |want| buffers.take(want), 2 << 20, &budget, 0, &deadline()).await;
+        assert!(matches!(cut, Err(FrameError::Truncated { want, .. }) if want == 100 << 10));
+        // The buffer lent to the cut frame is freed, and its loan with it.
+        assert_eq!(buffers.counts(), (0, 0));
+        assert_eq!(budget.free(), 4 << 20);
+    }
 }

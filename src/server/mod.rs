@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod connection;
 pub mod fds;
+pub mod frames;
 pub mod http;
 pub mod log_limit;
 pub mod logins;

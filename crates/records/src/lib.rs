@@ -198,41 +198,69 @@ fn for_each_batch(
     Ok(())
 }
 
-/// Buffers that decompressed batches no longer need, kept for the next decompression
-/// (lz4) on the same thread: at most [`SPARE_BUFFERS`] of at most [`SPARE_CAPACITY`] bytes
-/// each, so what a thread keeps is bounded whatever it decoded.
-#[derive(Debug, Default)]
+/// Buffers whose bytes are no longer needed, kept for reuse: by the next decompression
+/// (lz4) on the same thread, or by whoever keeps one (the server's request frames). It
+/// keeps at most a set number of buffers of at most a set capacity each
+/// ([`SPARE_BUFFERS`] of [`SPARE_CAPACITY`] by default), so what it holds is bounded
+/// whatever passed through it.
+#[derive(Debug)]
 pub struct Spare {
     buffers: Vec<BytesMut>,
+    max_buffers: usize,
+    max_capacity: usize,
 }
 
-/// Most buffers a [`Spare`] keeps.
+/// Most buffers a default [`Spare`] keeps.
 pub const SPARE_BUFFERS: usize = 2;
-/// Largest buffer (capacity) a [`Spare`] keeps: a 1 MiB batch (librdkafka's default
-/// `batch.size`) and the room of its last block fit.
+/// Largest buffer (capacity) a default [`Spare`] keeps: a 1 MiB batch (librdkafka's
+/// default `batch.size`) and the room of its last block fit.
 pub const SPARE_CAPACITY: usize = 2 << 20;
 
+impl Default for Spare {
+    fn default() -> Self {
+        Self::new(SPARE_BUFFERS, SPARE_CAPACITY)
+    }
+}
+
 impl Spare {
+    /// Keeps at most `max_buffers` buffers of at most `max_capacity` bytes each.
+    pub fn new(max_buffers: usize, max_capacity: usize) -> Self {
+        Self { buffers: Vec::new(), max_buffers, max_capacity }
+    }
+
     /// Keeps the decompressed data of `batches` for reuse, where nothing else still refers
     /// to it and it is small enough; the rest is freed.
     pub fn recycle(&mut self, batches: Vec<RawBatch>) {
         for batch in batches {
-            if self.buffers.len() == SPARE_BUFFERS {
+            if self.buffers.len() == self.max_buffers {
                 return;
             }
             if batch.info.compression == Compression::None {
                 continue;
             }
-            if let Some(Ok(buf)) = batch.into_data().map(Bytes::try_into_mut) {
-                if buf.capacity() <= SPARE_CAPACITY {
-                    self.buffers.push(buf);
-                }
+            if let Some(data) = batch.into_data() {
+                self.keep(data);
             }
         }
     }
 
+    /// Keeps the buffer of `data` for reuse if nothing else refers to it, it is small
+    /// enough and there is room; otherwise it is only dropped. Whether it was kept.
+    pub fn keep(&mut self, data: Bytes) -> bool {
+        if self.buffers.len() >= self.max_buffers {
+            return false;
+        }
+        match data.try_into_mut() {
+            Ok(buf) if buf.capacity() <= self.max_capacity => {
+                self.buffers.push(buf);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A kept buffer (its old bytes still in it), or an empty one.
-    pub(crate) fn take(&mut self) -> BytesMut {
+    pub fn take(&mut self) -> BytesMut {
         self.buffers.pop().unwrap_or_default()
     }
 
