@@ -379,7 +379,9 @@ async fn read_request<'a, S: AsyncRead + Send + Unpin>(
         } else {
             Deadline { at: by_request, secs: limits.request_timeout_secs, what: "request_timeout_secs" }
         };
-        let buffer = |want| budgets.frames.take(want);
+        // Kept buffers go to authenticated connections only: one that never logs in
+        // cannot hold them.
+        let buffer = |want| if authenticated { budgets.frames.take(want) } else { FrameBuffer::default() };
         read_frame(&mut reader, buffer, max_frame, pool, free, &deadline)
             .await
             .map(|(frame, lent, held)| (frame, lent, held, started))
@@ -539,6 +541,26 @@ mod tests {
         drop(writer.await.unwrap());
         let end = read_frame(&mut reader, |want| buffers.take(want), 2 << 20, &budget, 0, &deadline()).await;
         assert!(matches!(end, Err(FrameError::Truncated { got: 0, want: 4 })));
+    }
+
+    #[tokio::test]
+    async fn only_authenticated_connections_borrow_kept_buffers() {
+        let limits = crate::config::Limits::default();
+        let budgets = Budgets::new(&limits);
+        let (_stop, shutdown) = watch::channel(false);
+        let payload = vec![5u8; 100 << 10];
+        for authenticated in [false, true] {
+            budgets.frames.give_back(bytes::BytesMut::zeroed(200 << 10).freeze(), None);
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            client.write_all(&framed(&payload)).await.unwrap();
+            let reader = BufReader::with_capacity(64 * 1024, tokio::io::split(server).0);
+            let soon = Instant::now() + Duration::from_secs(5);
+            let (_, read) = read_request(reader, authenticated, soon, None, &limits, &budgets, shutdown.clone()).await;
+            let (frame, loan, _held, _) = read.unwrap();
+            assert!(frame[..] == payload[..]);
+            assert_eq!(loan.is_some(), authenticated);
+            budgets.frames.give_back(frame, loan);
+        }
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! (the bytes a frame holds are counted against the in-flight budget as they arrive), so
 //! this bound, not the clients, caps what reuse adds to memory: a client that declares a
 //! large frame and sends it slowly holds at most one such buffer, and the others allocate
-//! as they receive.
+//! as they receive. Only authenticated connections borrow them.
 
 use std::sync::Mutex;
 
@@ -34,7 +34,8 @@ struct State {
 }
 
 /// An empty buffer for one frame, and the loan that counts it while it came from the kept
-/// ones.
+/// ones (none for a new buffer, the default).
+#[derive(Default)]
 pub struct FrameBuffer<'a> {
     pub buf: BytesMut,
     pub loan: Option<Loan<'a>>,
@@ -76,7 +77,7 @@ impl FrameBuffers {
                 return FrameBuffer { buf, loan: Some(Loan { buffers: self }) };
             }
         }
-        FrameBuffer { buf: BytesMut::new(), loan: None }
+        FrameBuffer::default()
     }
 
     /// Takes back the buffer of an answered frame with its loan, if it had one: it is kept
