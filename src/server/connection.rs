@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 
 use super::budget::{Budget, Claim};
-use super::frames::{FrameBuffer, FrameBuffers, Loan};
+use super::frames::{FrameBuffer, FrameBuffers, Loan, MIN_FRAME};
 use super::logins::PendingLogin;
 use crate::config::MAX_UNAUTHENTICATED_FRAME;
 use crate::kafka::{self, AuthState, Broker, Reply, Session};
@@ -211,7 +211,8 @@ pub async fn serve<S>(
                 };
                 let (api, read) = (kafka::api_name(session, &frame), started.elapsed());
                 let bytes = frame.len();
-                let kept = (lent.is_some() || bytes >= super::frames::MIN_FRAME).then(|| (frame.clone(), lent));
+                // Only large frames borrow kept buffers or are kept (see `FrameBuffers`).
+                let kept = (bytes >= MIN_FRAME).then(|| (frame.clone(), lent));
                 summary.requests += 1;
                 summary.bytes_received += 4 + bytes as u64;
                 broker.metrics.received(protocol, 4 + bytes as u64);
@@ -526,7 +527,7 @@ mod tests {
             assert_eq!(frame.len(), payload.len());
             assert!(frame[..] == payload[..], "frame of {} bytes differs", payload.len());
             assert_eq!(held.held(), payload.len());
-            if payload.len() >= super::super::frames::MIN_FRAME {
+            if payload.len() >= MIN_FRAME {
                 large.push((frame.as_ptr(), loan.is_some()));
             }
             drop(held);

@@ -245,17 +245,15 @@ impl Spare {
     }
 
     /// Keeps the buffer of `data` for reuse if nothing else refers to it, it is small
-    /// enough and there is room; otherwise it is only dropped. Whether it was kept.
-    pub fn keep(&mut self, data: Bytes) -> bool {
+    /// enough and there is room; otherwise it is only dropped.
+    pub fn keep(&mut self, data: Bytes) {
         if self.buffers.len() >= self.max_buffers {
-            return false;
+            return;
         }
-        match data.try_into_mut() {
-            Ok(buf) if buf.capacity() <= self.max_capacity => {
+        if let Ok(buf) = data.try_into_mut() {
+            if buf.capacity() <= self.max_capacity {
                 self.buffers.push(buf);
-                true
             }
-            _ => false,
         }
     }
 
