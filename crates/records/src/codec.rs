@@ -227,7 +227,12 @@ fn lz4(data: &[u8], magic: u8, limit: usize, mut out: BytesMut) -> Result<BytesM
     // whatever the header declares.
     let most = data.len().saturating_mul(LZ4_MAX_RATIO).min(limit);
     let expected = declared.map_or(data.len().saturating_mul(4), |n| n as usize).min(most);
-    out.reserve(expected.saturating_sub(out.len()));
+    // A kept buffer with room for at least half the guess is decoded into as it is: the
+    // guess is only a guess (often above the output), and growing a kept buffer to it
+    // would double its capacity, past what `Spare` keeps, for a frame that fits anyway.
+    if out.capacity() < expected / 2 {
+        out.reserve(expected.saturating_sub(out.len()));
+    }
     // `out[..pos]` is the output so far; `out[pos..]` is initialized room (zeroed here, or
     // bytes of the buffer's earlier use), so the zeroing done over the whole frame is
     // bounded by its largest output plus one block's room, never by the number of blocks.
@@ -407,6 +412,28 @@ mod tests {
             let got = lz4(&frame, 1, 1 << 20, junk).ok().expect("decodes");
             assert_eq!(&got[..], &data[..], "old buffer of {old} bytes");
         }
+    }
+
+    #[test]
+    fn lz4_decodes_into_a_kept_buffer_without_growing_it_to_the_guess() {
+        // Incompressible data: the guess (4x the frame) is about 4x the output, above the
+        // kept buffer's capacity, while the output and a block's room fit in it.
+        let mut x = 0x2545_f491_u32;
+        let data: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let frame = lz4_frame(&data, lz4_flex::frame::FrameInfo::new());
+        assert!(frame.len() > data.len(), "incompressible");
+        let mut kept = BytesMut::with_capacity(300_000);
+        kept.extend_from_slice(&[0xA5; 200_000]);
+        let got = lz4(&frame, 1, 1 << 20, kept).ok().expect("decodes");
+        assert_eq!(&got[..], &data[..]);
+        assert_eq!(got.capacity(), 300_000, "the kept buffer was not grown");
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl EntryBatch {
         }
     }
 
+    /// An empty batch of frames written into `buffer` (emptied first): a buffer the
+    /// backend keeps for reuse.
+    pub(crate) fn frames_in(mut buffer: Vec<u8>, max_entry_bytes: usize) -> Self {
+        buffer.clear();
+        EntryBatch { bytes: buffer, ..Self::new(max_entry_bytes) }
+    }
+
     /// An empty batch in `encoding`, with room for `bytes` encoded bytes.
     pub fn with_encoding(encoding: Encoding, max_entry_bytes: usize, bytes: usize) -> Self {
         let mut batch = Self::with_capacity(max_entry_bytes, bytes);
@@ -141,6 +148,12 @@ impl EntryBatch {
     /// Size of the encoded entries in bytes.
     pub fn bytes_len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Where the encoded bytes are in memory (tests of buffer reuse).
+    #[cfg(test)]
+    pub(crate) fn bytes_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
     }
 
     /// Payload length of the largest entry (0 when empty), to check against a backend's limit.

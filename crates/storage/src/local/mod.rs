@@ -16,6 +16,7 @@
 //! from disk, cut back to the last good fsync (see `shard.rs`). Retention deletes whole
 //! sealed segments, never the active one.
 
+mod buffers;
 pub(crate) mod codec;
 mod direct;
 mod index;
@@ -151,6 +152,8 @@ struct Inner {
     read_only: bool,
     registry: Mutex<Registry>,
     stats: Arc<Counters>,
+    /// Buffers of written batches, for the entries of the next ones (`buffers.rs`).
+    buffers: Arc<buffers::Buffers>,
     /// How long to wait for room in a full queue ([`ENQUEUE_TIMEOUT`]; shorter in tests).
     enqueue_timeout: Duration,
     /// Dropping it stops the housekeeper thread.
@@ -281,6 +284,7 @@ impl LocalStore {
                     shards: HashMap::new(),
                 }),
                 stats: Arc::new(Counters::default()),
+                buffers: Arc::default(),
                 enqueue_timeout: ENQUEUE_TIMEOUT,
                 housekeeper: Mutex::new(None),
                 _lock: lock,
@@ -480,7 +484,7 @@ impl Inner {
             }
             self.create_segment(&dir, &dir.join(paths::segment_file_name(0)))?;
         }
-        let shard = Shard::open_writable(dir, self.writer_config(stream), self.stats.clone())?;
+        let shard = Shard::open_writable(dir, self.writer_config(stream), self.stats.clone(), self.buffers.clone())?;
         // Checked under the registry lock so `close` either sees this shard or it never starts.
         let reg = self.registry();
         if reg.closed {
@@ -614,6 +618,10 @@ fn read_only_error() -> StorageError {
 
 #[async_trait::async_trait]
 impl LogStorage for LocalStore {
+    fn new_batch(&self, _stream: &StreamId, capacity: usize) -> EntryBatch {
+        EntryBatch::frames_in(self.inner.buffers.take(capacity), self.max_entry_bytes())
+    }
+
     async fn submit(
         &self,
         stream: &StreamId,

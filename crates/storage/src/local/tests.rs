@@ -605,6 +605,34 @@ async fn an_append_is_one_block_frame_readable_from_every_offset() {
 }
 
 #[tokio::test]
+async fn a_written_batch_lends_its_buffer_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    let big = |i: u64| LogEntry { fields: vec![(Bytes::from_static(b"n"), Bytes::from(format!("{i:0>1000}")))], ..entry(i) };
+    let fill = |range: std::ops::Range<u64>| {
+        let mut b = store.new_batch(&s, 300_000);
+        for i in range {
+            b.push(&big(i)).unwrap();
+        }
+        b
+    };
+    let first = fill(0..200);
+    let at = first.bytes_ptr();
+    store.append(&s, 0, first, Durability::Synced).await.unwrap();
+    wait_until("the writer gives the buffer back", || store.inner.buffers.len() == 1).await;
+    let second = fill(200..300);
+    assert_eq!(second.bytes_ptr(), at, "the written batch's buffer is reused");
+    assert_eq!(store.inner.buffers.len(), 0);
+    store.append(&s, 0, second, Durability::Synced).await.unwrap();
+    // What the reused buffer held before is not stored again: each log once, in order.
+    let held = read_all_from(&store, &s, 0, 1000).await;
+    let want: Vec<(u64, LogEntry)> = (0..300).map(|i| (i, big(i))).collect();
+    assert_eq!(held, want);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_segment_of_old_frames_stays_readable_and_takes_blocks_after_them() {
     let dir = tempfile::tempdir().unwrap();
     let s = StreamId::new("p", "l");
