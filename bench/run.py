@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -261,9 +262,12 @@ def start_perf(pid, path, callgraph):
 
 
 def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, server_env=None, storage=None,
-                 server=None):
+                 server=None, warmup=None):
     """One workload against a fresh server: a BenchGateway, or `server(workdir)` when given (an
-    object with start/stop/bootstrap/proc/log_text/metrics, e.g. bench/tansu.py's Tansu)."""
+    object with start/stop/bootstrap/proc/log_text/metrics, e.g. bench/tansu.py's Tansu).
+    With `warmup` (seconds), the detail also holds the server's Produce histograms scraped
+    that long into the load ("buckets_warm") and at its end ("buckets_end"), so that the
+    steady part can be told from a fresh server's first requests."""
     work = Path(tempfile.mkdtemp(prefix="loggate-bench-"))
     ch, extra = None, ""
     if w["backend"] == "clickhouse":
@@ -279,7 +283,8 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
         pid = gw.proc.pid
         args = client_args(w, gw, duration)
         lg = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        cpu0 = summary = perf_proc = None
+        cpu0 = summary = perf_proc = timer = None
+        warm = {}
         t0 = time.time()
         for line in lg.stdout:
             line = line.strip()
@@ -295,12 +300,17 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
                 disk0 = proc_write_bytes(pid)
                 buckets0 = produce_buckets(gw)
                 threads0 = thread_cpu_seconds(pid)
+                if warmup:
+                    timer = threading.Timer(warmup, lambda: warm.update(produce_buckets(gw)))
+                    timer.start()
             else:
                 summary = msg
                 cpu1, t1 = proc_cpu_seconds(pid), time.time()
                 ch1 = proc_cpu_seconds(ch.proc.pid) if ch else None
                 faults1 = proc_minor_faults(pid)
                 disk1 = proc_write_bytes(pid)
+                if timer:
+                    timer.join()
                 buckets1 = produce_buckets(gw)
                 threads1 = thread_cpu_seconds(pid)
                 if perf_proc:
@@ -348,6 +358,8 @@ def run_workload(name, w, duration, keep=False, perf=None, callgraph=False, serv
         detail = dict(summary, thread_cpu_s=split, workload=name, config=w, server_cpu_s=cpu, server_wall_s=t1 - t0,
                       server_rss_end_kib=rss_now, server_hwm_kib=hwm, server_threads=threads,
                       loadgen_stderr=err[-2000:], **detail_ch)
+        if warmup:
+            detail.update(buckets_warm=warm or None, buckets_end=buckets1)
         return row, detail
     finally:
         gw.stop()

@@ -535,6 +535,12 @@ fn encode_local(encoder: &mut DescriptorEncoder, local: &LocalStore) -> Result<(
         None,
         MetricType::Histogram,
     )?)?;
+    SnapshotHistogram(local.write_seconds()).encode(encoder.encode_descriptor(
+        "storage_write_seconds",
+        "Time a local logstore shard took to write one group of appends (reserving disk space and writing; a direct write waits for the device)",
+        None,
+        MetricType::Histogram,
+    )?)?;
     let streams = local.stream_stats();
     type Read = fn(&loggate_storage::stats::StreamStats) -> u64;
     let series: [(&str, &str, MetricType, Read); 4] = [

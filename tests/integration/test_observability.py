@@ -411,6 +411,11 @@ def test_new_metrics_move_under_a_real_client_load(tmp_path):
         assert fsyncs >= 1
         assert m[("loggate_storage_fsync_seconds_bucket", (("le", "+Inf"),))] == fsyncs
         assert 0 < m[("loggate_storage_fsync_seconds_sum", ())] < fsyncs * 10
+        # write latency: each group's write timed
+        writes = m[("loggate_storage_write_seconds_count", ())]
+        assert writes >= 1
+        assert m[("loggate_storage_write_seconds_bucket", (("le", "+Inf"),))] == writes
+        assert 0 < m[("loggate_storage_write_seconds_sum", ())] < writes * 10
         # disk used: at least the bytes stored, in allocated blocks
         disk = m[("loggate_logstore_disk_bytes", (("logstore", "app"), ("project", "demo")))]
         assert disk >= raw, (disk, raw)

@@ -355,6 +355,12 @@ impl LocalStore {
         self.inner.stats.fsync_latency.snapshot()
     }
 
+    /// How long the writes of groups took since open (reserving their disk space and
+    /// writing them; a direct write waits for the device).
+    pub fn write_seconds(&self) -> crate::stats::HistogramSnapshot {
+        self.inner.stats.write_latency.snapshot()
+    }
+
     /// Opens the existing shards `0..shards` of a stream now rather than at first use, so
     /// that a server recovers them (and applies retention) as it starts.
     pub async fn open_stream(&self, stream: &StreamId, shards: u32) -> Result<(), StorageError> {

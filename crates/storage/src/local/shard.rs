@@ -38,6 +38,8 @@ pub(crate) struct Counters {
     pub segments_deleted: AtomicU64,
     /// How long segment fsyncs took.
     pub fsync_latency: crate::stats::LatencyHistogram,
+    /// How long each group's write took (reserving its disk space and writing it).
+    pub write_latency: crate::stats::LatencyHistogram,
 }
 
 /// What one shard reports for monitoring.
@@ -1136,6 +1138,7 @@ impl Writer {
 
     fn write_and_sync(&mut self, at: u64, need_sync: bool) -> io::Result<()> {
         if !self.buf.is_empty() {
+            let started = Instant::now();
             self.reserve(at, self.buf.len() as u64)?;
             self.dirty = true;
             self.dirty_bytes += self.buf.len() as u64;
@@ -1148,6 +1151,7 @@ impl Writer {
                 return Err(io::Error::other("injected write failure"));
             }
             self.write_at(at)?;
+            self.stats.write_latency.observe(started.elapsed());
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         if need_sync && self.dirty {

@@ -279,6 +279,8 @@ async fn a_failed_write_makes_the_store_unwritable_until_a_write_succeeds() {
     assert!(store.writable());
     let fsyncs = store.fsync_seconds().count;
     assert!(fsyncs >= 1, "the synced append was timed");
+    let writes = store.write_seconds().count;
+    assert!(writes >= 1, "its write was timed");
     let stats = store.stream_stats();
     assert_eq!(stats.len(), 1);
     assert_eq!((stats[0].stream.clone(), stats[0].failing_shards), (s.clone(), 0));
@@ -294,6 +296,8 @@ async fn a_failed_write_makes_the_store_unwritable_until_a_write_succeeds() {
     assert!(store.writable());
     assert_eq!(store.stream_stats()[0].failing_shards, 0);
     assert!(store.fsync_seconds().count > fsyncs);
+    // The failed write is not timed; the good one is.
+    assert_eq!(store.write_seconds().count, writes + 1);
 }
 
 /// The offsets and entries a shard holds.
