@@ -8,8 +8,9 @@
 //! BENCHMARKS.md). A buffer kept here is memory already in place.
 //!
 //! What is kept is bounded by constants, whatever passes through: at most [`KEPT`] buffers
-//! of [`MIN_KEPT`] to [`MAX_KEPT`] bytes of capacity. A taken buffer is at most twice the
-//! room asked for, so reuse never more than doubles what a batch holds.
+//! of [`MIN_KEPT`] to [`MAX_KEPT`] bytes of capacity, the last ones given back (so they
+//! follow the sizes of the batches written now). A taken buffer is at most twice the room
+//! asked for, so reuse never more than doubles what a batch holds.
 //!
 //! [`LocalStore::new_batch`]: crate::LogStorage::new_batch
 
@@ -53,25 +54,19 @@ impl Buffers {
         Vec::with_capacity(want.next_multiple_of(ROUND).min(MAX_KEPT))
     }
 
-    /// Keeps `buf` (emptied) for a later [`take`](Self::take) if its size is one kept and
-    /// there is room, or if it is larger than the smallest one kept, which it replaces;
-    /// otherwise it is freed.
+    /// Keeps `buf` (emptied) for a later [`take`](Self::take) if its size is one kept; when
+    /// [`KEPT`] are kept already, the one kept longest is freed for it, so that what is kept
+    /// follows the sizes of the batches now written. Other sizes are freed.
     pub(crate) fn give(&self, mut buf: Vec<u8>) {
         if !(MIN_KEPT..=MAX_KEPT).contains(&buf.capacity()) {
             return;
         }
         buf.clear();
         let mut kept = self.kept();
-        if kept.len() < KEPT {
-            kept.push(buf);
-            return;
-        }
-        let smallest = (0..kept.len()).min_by_key(|&i| kept[i].capacity());
-        if let Some(i) = smallest.filter(|&i| kept[i].capacity() < buf.capacity()) {
-            let freed = std::mem::replace(&mut kept[i], buf);
-            drop(kept);
-            drop(freed);
-        }
+        let oldest = (kept.len() >= KEPT).then(|| kept.remove(0));
+        kept.push(buf);
+        drop(kept);
+        drop(oldest);
     }
 
     /// Buffers kept now.
@@ -120,9 +115,9 @@ mod tests {
             buffers.give(Vec::with_capacity(MIN_KEPT + i * 4096));
         }
         assert_eq!(buffers.len(), KEPT);
-        // The largest ones given are those kept.
-        let smallest = buffers.kept().iter().map(Vec::capacity).min().unwrap();
-        assert!(smallest >= MIN_KEPT + 2 * KEPT * 4096, "{smallest}");
+        // The last ones given are those kept.
+        let oldest = buffers.kept().iter().map(Vec::capacity).min().unwrap();
+        assert_eq!(oldest, MIN_KEPT + 2 * KEPT * 4096);
         // Room outside the kept sizes is never taken from the kept buffers.
         assert_eq!(buffers.take(10).capacity(), 10);
         assert_eq!(buffers.take(MAX_KEPT + 1).capacity(), MAX_KEPT + 1);
