@@ -401,6 +401,8 @@ def main():
     ap.add_argument("--tansu-bin", default=os.environ.get("TANSU_BIN", "/work/tansu-bin/bin/tansu"),
                     help="with --tansu: the tansu binary ($TANSU_BIN, else /work/tansu-bin/bin/tansu)")
     ap.add_argument("--rounds", type=int, default=3, help="with --tansu: alternating rounds (3)")
+    ap.add_argument("--loggate-security", default="SASL_SSL", choices=["SASL_SSL", "PLAINTEXT"],
+                    help="with --tansu: loggate's listener (SASL_SSL; PLAINTEXT is the protocol Tansu runs on)")
     ap.add_argument("--librdkafka", metavar="FILE",
                     help="with --tansu: the librdkafka.so.1 loadgen runs on, for both servers (LD_LIBRARY_PATH); "
                          "Debian's 2.0.2 cannot read Tansu 0.6's ApiVersions v3 answer")

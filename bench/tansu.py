@@ -3,7 +3,8 @@
 The same loadgen workload (1 producer unless --producers, 200 B records, lz4, acks=1,
 linger.ms=5, batch.size=1000000, --duration seconds, --client-conf on top) runs against:
 - loggate: its usual bench setup (SASL_SSL with TLS 1.3, the 2-shard `bench` logstore on the
-  local, durable logstore), LOGGATE_BIN or target/release/loggate;
+  local, durable logstore), LOGGATE_BIN or target/release/loggate; --loggate-security
+  PLAINTEXT runs it on a PLAINTEXT listener instead, the protocol Tansu is measured on;
 - Tansu: `tansu broker --storage-engine memory://tansu/` on a PLAINTEXT loopback listener,
   topic `bench` created with 2 partitions (`tansu topic create`), a fresh broker per run.
 
@@ -152,7 +153,7 @@ def compare(a):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     common = dict(producers=a.producers or 1, client_conf=list(a.client_conf))
     servers = {
-        "loggate": (dict(run.BASE, **common), None),
+        "loggate": (dict(run.BASE, security=a.loggate_security, **common), None),
         "tansu": (dict(run.BASE, security="PLAINTEXT", **common), lambda work: Tansu(work, binary)),
     }
     server_env = dict(kv.split("=", 1) for kv in a.server_env)
