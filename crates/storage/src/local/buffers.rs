@@ -22,8 +22,8 @@ pub(crate) const KEPT: usize = 8;
 pub(crate) const MIN_KEPT: usize = 64 << 10;
 /// Larger buffers are freed after use.
 pub(crate) const MAX_KEPT: usize = 4 << 20;
-/// New buffers of at least [`MIN_KEPT`] get their room rounded up to a multiple of this, so
-/// that the next batch of about the same size finds one that fits.
+/// New buffers of at least [`MIN_KEPT`] get their room rounded up to a multiple of this (but
+/// at most doubled), so that the next batch of about the same size finds one that fits.
 const ROUND: usize = 256 << 10;
 
 /// The kept buffers (empty, of their full capacity).
@@ -37,8 +37,8 @@ impl Buffers {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An empty buffer with room for at least `want` bytes: the smallest kept one that has
-    /// it without holding more than twice it, else a new one.
+    /// An empty buffer with room for at least `want` bytes and at most twice it: the
+    /// smallest kept one that fits, else a new one.
     pub(crate) fn take(&self, want: usize) -> Vec<u8> {
         if !(MIN_KEPT..=MAX_KEPT).contains(&want) {
             return Vec::with_capacity(want);
@@ -51,7 +51,7 @@ impl Buffers {
                 return kept.swap_remove(i);
             }
         }
-        Vec::with_capacity(want.next_multiple_of(ROUND).min(MAX_KEPT))
+        Vec::with_capacity(want.next_multiple_of(ROUND).min(2 * want).min(MAX_KEPT))
     }
 
     /// Keeps `buf` (emptied) for a later [`take`](Self::take) if its size is one kept; when
@@ -101,6 +101,7 @@ mod tests {
         buffers.give(Vec::with_capacity(MAX_KEPT));
         let small = buffers.take(MIN_KEPT);
         assert!(small.capacity() < MAX_KEPT);
+        assert!(small.capacity() <= 2 * MIN_KEPT, "a new buffer is not rounded past twice the room");
         assert_eq!(buffers.len(), 1, "the large buffer stays kept");
         assert_eq!(buffers.take(MAX_KEPT / 2).capacity(), MAX_KEPT);
     }
