@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::clickhouse::rows::{RowBuilder, RowScratch};
 use crate::local::codec::{self, FrameBuilder, MAX_PAYLOAD_LEN};
-use crate::{AppendChain, LogEntry, ProducerMark, StorageError};
+use crate::{AppendChain, LogEntry, PackedLogs, ProducerMark, StorageError};
 
 /// Name of the field that holds a log's raw content (the whole record value).
 pub const CONTENT_FIELD: &str = "content";
@@ -54,6 +54,10 @@ pub struct EntryBatch {
     producer: Option<ProducerMark>,
     /// The chain of appends this batch belongs to, if any.
     chain: Option<AppendChain>,
+    /// Whether [`pack`](Self::pack) may be used (the backend can read packed logs back).
+    packable: bool,
+    /// Whether `bytes` is a packed block (no entry may be begun in it).
+    packed: bool,
 }
 
 impl EntryBatch {
@@ -74,14 +78,71 @@ impl EntryBatch {
             rows: None,
             producer: None,
             chain: None,
+            packable: false,
+            packed: false,
         }
     }
 
     /// An empty batch of frames written into `buffer` (emptied first): a buffer the
-    /// backend keeps for reuse.
-    pub(crate) fn frames_in(mut buffer: Vec<u8>, max_entry_bytes: usize) -> Self {
+    /// backend keeps for reuse; `packable`: [`pack`](Self::pack) may be used.
+    pub(crate) fn frames_in(mut buffer: Vec<u8>, max_entry_bytes: usize, packable: bool) -> Self {
         buffer.clear();
-        EntryBatch { bytes: buffer, ..Self::new(max_entry_bytes) }
+        EntryBatch { bytes: buffer, packable, ..Self::new(max_entry_bytes) }
+    }
+
+    /// Whether the batch can take packed logs: it is empty and its backend reads them back
+    /// (see [`LogStorage::packs`](crate::LogStorage::packs)).
+    pub fn can_pack(&self) -> bool {
+        self.packable && self.bytes.is_empty() && self.rows.is_none()
+    }
+
+    /// Makes the batch the packed logs `p` (see [`PackedLogs`]), in place of entries written
+    /// one by one; nothing may be added after them. Fails, leaving the batch as it was, when
+    /// it [cannot take them](Self::can_pack), when they hold no log or no bytes, or when a
+    /// log of them or the whole is larger than allowed.
+    pub fn pack(&mut self, p: &PackedLogs<'_>) -> Result<(), StorageError> {
+        if !self.can_pack() || p.count == 0 || p.bytes.is_empty() || p.min_event_time_ms > p.max_event_time_ms {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "packed logs need an empty batch of a backend that reads them, at least one log and one byte",
+            )));
+        }
+        if p.largest_entry_bytes > self.max_entry_bytes {
+            return Err(StorageError::EntryTooLarge { size: p.largest_entry_bytes, limit: self.max_entry_bytes });
+        }
+        codec::write_packed(&mut self.bytes, p);
+        let payload_len = self.bytes.len() - codec::FRAME_HEADER_LEN;
+        if payload_len > MAX_PAYLOAD_LEN {
+            self.bytes.clear();
+            return Err(StorageError::EntryTooLarge { size: payload_len, limit: MAX_PAYLOAD_LEN });
+        }
+        self.count = p.count as usize;
+        self.largest_payload = p.largest_entry_bytes;
+        self.summary = codec::FrameSummary {
+            count: u64::from(p.count),
+            min_time: p.min_event_time_ms,
+            max_time: p.max_event_time_ms,
+            max_arrival: p.arrival_time_ms,
+        };
+        self.packed = true;
+        Ok(())
+    }
+
+    /// The payload length of an entry of these parts' lengths (`headers`: key and value,
+    /// `fields`: name and value), as the limit on one entry counts it.
+    pub fn entry_len(
+        source: usize,
+        key: Option<usize>,
+        headers: impl IntoIterator<Item = (usize, Option<usize>)>,
+        fields: impl IntoIterator<Item = (usize, usize)>,
+        tag: Option<usize>,
+    ) -> usize {
+        codec::payload_len(source, key, headers, fields, tag)
+    }
+
+    /// The payload limit of one entry.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
     }
 
     /// An empty batch in `encoding`, with room for `bytes` encoded bytes.
@@ -170,6 +231,7 @@ impl EntryBatch {
         source: &[u8],
         key: Option<&[u8]>,
     ) -> EntryWriter<'_> {
+        assert!(!self.packed, "an entry begun in a batch of packed logs");
         let undo = self.bytes.len();
         let encoder = match &mut self.rows {
             None => Encoder::Frame({
@@ -226,14 +288,15 @@ impl EntryBatch {
         &mut self,
         write: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        let (len, count, largest, summary) =
-            (self.bytes.len(), self.count, self.largest_payload, self.summary);
+        let (len, count, largest, summary, packed) =
+            (self.bytes.len(), self.count, self.largest_payload, self.summary, self.packed);
         let result = write(self);
         if result.is_err() {
             self.bytes.truncate(len);
             self.count = count;
             self.largest_payload = largest;
             self.summary = summary;
+            self.packed = packed;
         }
         result
     }
@@ -243,6 +306,9 @@ impl EntryBatch {
     pub fn into_entries(self) -> Result<Vec<LogEntry>, StorageError> {
         if self.rows.is_some() {
             return Err(StorageError::Corrupt("rows are not decoded back into entries".into()));
+        }
+        if self.packed {
+            return Err(StorageError::Corrupt("packed logs are read back by their store".into()));
         }
         let mut entries = Vec::with_capacity(self.count);
         if self.bytes.is_empty() {
@@ -629,6 +695,22 @@ mod tests {
         let mut under = EntryBatch::new(largest - 1);
         assert!(under.push(&entry(2)).is_err());
         assert!(under.is_empty() && under.bytes_len() == 0);
+    }
+
+    #[test]
+    fn entry_len_is_the_payload_length_the_limit_counts() {
+        for n in 0..6u8 {
+            let e = entry(n);
+            let batch = EntryBatch::from_entries([&e], 1 << 20).unwrap();
+            let len = EntryBatch::entry_len(
+                e.source.len(),
+                e.key.as_ref().map(Bytes::len),
+                e.headers.iter().map(|(k, v)| (k.len(), v.as_ref().map(Bytes::len))),
+                e.fields.iter().map(|(k, v)| (k.len(), v.len())),
+                e.tag.as_ref().map(Bytes::len),
+            );
+            assert_eq!(len, batch.largest_entry_bytes(), "entry {n}");
+        }
     }
 
     #[test]

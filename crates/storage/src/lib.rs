@@ -9,12 +9,14 @@ pub mod clickhouse;
 mod entries;
 pub mod local;
 mod marks;
+mod packed;
 mod router;
 pub mod stats;
 
 pub use chain::AppendChain;
 pub use entries::{Encoding, EntryBatch, EntryWriter, FieldWriter, CONTENT_FIELD};
 pub use marks::{MarkedBatch, ProducerMark, TAG_LEN as PRODUCER_TAG_LEN};
+pub use packed::{Packed, PackedLogs, Unpack};
 pub use router::{Router, UnknownBackend};
 
 /// A log stream: one logstore of one project.
@@ -227,6 +229,13 @@ pub trait LogStorage: Send + Sync {
         producer: Option<i64>,
     ) -> Result<Vec<MarkedBatch>, StorageError> {
         marks::scan_tags(self, stream, shards, newest, producer).await
+    }
+
+    /// Whether batches for `stream` ([`new_batch`](Self::new_batch)) may hold packed logs
+    /// ([`EntryBatch::pack`]): the local logstore's do when it was given an [`Unpack`] to read
+    /// them with.
+    fn packs(&self, _stream: &StreamId) -> bool {
+        false
     }
 
     /// Whether other processes (gateway nodes) may append to `stream` too, so that what one

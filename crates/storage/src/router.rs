@@ -62,6 +62,10 @@ impl LogStorage for Router {
         self.backend(stream).new_batch(stream, capacity)
     }
 
+    fn packs(&self, stream: &StreamId) -> bool {
+        self.backend(stream).packs(stream)
+    }
+
     async fn submit(
         &self,
         stream: &StreamId,

@@ -16,6 +16,20 @@
 //!   the logs. A log's offset is `base_offset` plus that position.
 //! - version 1 or 2: one log per frame (written by earlier versions, still read; a segment
 //!   may hold such frames followed by blocks).
+//! - version 5, a **packed block**: the logs of one append request kept in the form their
+//!   writer packed them in (the gateway keeps a raw topic's Kafka record batches as the
+//!   client sent them, once checked), under one checksum. Storage does not read the packed
+//!   bytes: reads hand them to the store's [`Unpack`](crate::Unpack), which gives the logs
+//!   back; recovery and the index use the header:
+//!   ```text
+//!   u8  version = 5
+//!   u64 base_offset, u32 count       (as in a block, at the same places)
+//!   i64 min_time, i64 max_time       (event times of its logs)
+//!   i64 arrival_time_ms              (of every log)
+//!   u8  packing                      (the writer's name for the form)
+//!   bytes source, nbytes tag         (of every log; the tag is its first log's)
+//!   the packed bytes, to the end (at least one)
+//!   ```
 //! - version 4, **padding**: no logs, any bytes (zeros as written). The shard writer ends a
 //!   large direct write with one so that the data ends on a [`BLOCK`](super::direct::BLOCK)
 //!   boundary and the next write needs no partial block in front of it (no staging copy,
@@ -53,6 +67,8 @@ pub(crate) const FRAME_HEADER_LEN: usize = 8;
 pub(crate) const BLOCK_VERSION: u8 = 3;
 /// Payload version of a padding frame.
 pub(crate) const PAD_VERSION: u8 = 4;
+/// Payload version of a packed block.
+pub(crate) const PACKED_VERSION: u8 = 5;
 /// Smallest padding frame: its header and version byte.
 pub(crate) const MIN_PAD_LEN: usize = FRAME_HEADER_LEN + 1;
 /// Bytes of a block before its first log: frame header, version, base offset, count.
@@ -83,6 +99,8 @@ pub(crate) enum CodecError {
     Version(u8),
     #[error("{0} trailing bytes after payload")]
     Trailing(usize),
+    #[error("packed block {0}")]
+    Packed(&'static str),
 }
 
 /// One log of an unsealed block being written at the end of a buffer (after the block's
@@ -272,7 +290,7 @@ pub(crate) fn seal_block(block: &mut [u8], base_offset: u64, count: u32) -> Opti
     if payload_len > MAX_PAYLOAD_LEN || block.len() <= BLOCK_HEADER_LEN || count == 0 {
         return None;
     }
-    debug_assert_eq!(block[FRAME_HEADER_LEN], BLOCK_VERSION);
+    debug_assert!(matches!(block[FRAME_HEADER_LEN], BLOCK_VERSION | PACKED_VERSION));
     let head = &mut block[FRAME_HEADER_LEN + 1..BLOCK_HEADER_LEN];
     head[..8].copy_from_slice(&base_offset.to_le_bytes());
     head[8..].copy_from_slice(&count.to_le_bytes());
@@ -294,6 +312,8 @@ pub(crate) struct FrameHead {
     pub count: u64,
     /// A block's base offset (`None`: a one-log frame, whose offset is in its payload).
     pub base_offset: Option<u64>,
+    /// Whether it is a packed block (its logs are read with an [`Unpack`](crate::Unpack)).
+    pub packed: bool,
 }
 
 /// Appends a padding frame to `out` that makes `end + out.len()` a multiple of `block`
@@ -327,17 +347,20 @@ pub(crate) fn frame_head(head: &[u8]) -> Option<FrameHead> {
         PAYLOAD_VERSION_V1..=PAYLOAD_VERSION => Some(FrameHead {
             count: 1,
             base_offset: None,
+            packed: false,
         }),
         PAD_VERSION => Some(FrameHead {
             count: 0,
             base_offset: None,
+            packed: false,
         }),
-        BLOCK_VERSION => {
+        version @ (BLOCK_VERSION | PACKED_VERSION) => {
             let base = u64::from_le_bytes(head.get(1..9)?.try_into().ok()?);
             let count = u64::from(u32::from_le_bytes(head.get(9..13)?.try_into().ok()?));
             (count > 0).then_some(FrameHead {
                 count,
                 base_offset: Some(base),
+                packed: version == PACKED_VERSION,
             })
         }
         _ => None,
@@ -438,6 +461,9 @@ pub(crate) fn validate_frame(payload: &[u8], first_offset: u64) -> Result<FrameS
             return Err(format!("block of offset {base}, expected {first_offset}"));
         }
     }
+    if head.packed {
+        return packed(payload).map(|p| p.summary).map_err(|e| format!("packed block: {e}"));
+    }
     let mut summary = FrameSummary::new();
     for range in logs(payload) {
         let range = range.map_err(|e| format!("block: {e}"))?;
@@ -451,6 +477,95 @@ pub(crate) fn validate_frame(payload: &[u8], first_offset: u64) -> Result<FrameS
         summary.add(m.event_time_ms, m.arrival_time_ms);
     }
     Ok(summary)
+}
+
+/// Bytes of a packed block's payload before its source: the block's head, the times and
+/// the packing.
+const PACKED_HEAD_LEN: usize = BLOCK_HEAD_LEN + 8 + 8 + 8 + 1;
+
+/// Writes a packed block that is all of `out` (empty before): placeholders for the frame
+/// header, base offset and count (as [`seal_block`] fills in), then `p`'s header and bytes.
+pub(crate) fn write_packed(out: &mut Vec<u8>, p: &crate::PackedLogs<'_>) {
+    debug_assert!(out.is_empty());
+    out.reserve(BLOCK_HEADER_LEN + PACKED_HEAD_LEN - BLOCK_HEAD_LEN + 8 + p.source.len() + p.tag.map_or(0, <[u8]>::len) + p.bytes.len());
+    let mut head = [0u8; FRAME_HEADER_LEN + PACKED_HEAD_LEN];
+    head[FRAME_HEADER_LEN] = PACKED_VERSION;
+    let times = &mut head[BLOCK_HEADER_LEN..];
+    times[..8].copy_from_slice(&p.min_event_time_ms.to_le_bytes());
+    times[8..16].copy_from_slice(&p.max_event_time_ms.to_le_bytes());
+    times[16..24].copy_from_slice(&p.arrival_time_ms.to_le_bytes());
+    times[24] = p.packing;
+    out.extend_from_slice(&head);
+    put_bytes(out, p.source);
+    put_nbytes(out, p.tag);
+    out.extend_from_slice(p.bytes);
+}
+
+/// A packed block's payload, parsed (the packed bytes not looked at).
+pub(crate) struct PackedFrame<'a> {
+    pub summary: FrameSummary,
+    pub packing: u8,
+    pub source: &'a [u8],
+    pub tag: Option<&'a [u8]>,
+    /// Where the packed bytes start in the payload (they go to its end).
+    pub bytes_at: usize,
+}
+
+/// Parses a packed block's payload: its header must be whole, with a count of at least one,
+/// times in order and at least one packed byte after it.
+pub(crate) fn packed(payload: &[u8]) -> Result<PackedFrame<'_>, CodecError> {
+    let mut c = Cursor { buf: payload, pos: 0 };
+    let [version] = c.array()?;
+    if version != PACKED_VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let _base = u64::from_le_bytes(c.array()?);
+    let count = c.u32()?;
+    let min_time = i64::from_le_bytes(c.array()?);
+    let max_time = i64::from_le_bytes(c.array()?);
+    let arrival = i64::from_le_bytes(c.array()?);
+    let [packing] = c.array()?;
+    if count == 0 {
+        return Err(CodecError::Packed("of no log"));
+    }
+    if min_time > max_time {
+        return Err(CodecError::Packed("with its times out of order"));
+    }
+    let source_len = c.u32()? as usize;
+    let source_at = c.pos;
+    c.take(source_len)?;
+    let tag_at = c.pos;
+    let tag = match c.u32()? {
+        NULL_LEN => None,
+        len => {
+            c.take(len as usize)?;
+            Some(&payload[tag_at + 4..c.pos])
+        }
+    };
+    if c.remaining() == 0 {
+        return Err(CodecError::Packed("without packed bytes"));
+    }
+    Ok(PackedFrame {
+        summary: FrameSummary { count: u64::from(count), min_time, max_time, max_arrival: arrival },
+        packing,
+        source: &payload[source_at..source_at + source_len],
+        tag,
+        bytes_at: c.pos,
+    })
+}
+
+/// The payload length of a log of these parts' lengths as [`FrameBuilder`] writes it (what
+/// is checked against the limit on one log).
+pub(crate) fn payload_len(
+    source: usize,
+    key: Option<usize>,
+    headers: impl IntoIterator<Item = (usize, Option<usize>)>,
+    fields: impl IntoIterator<Item = (usize, usize)>,
+    tag: Option<usize>,
+) -> usize {
+    let headers: usize = headers.into_iter().map(|(k, v)| 8 + k + v.unwrap_or(0)).sum();
+    let fields: usize = fields.into_iter().map(|(n, v)| 8 + n + v).sum();
+    TIMES_POS + 16 + 4 + source + 4 + key.unwrap_or(0) + 4 + headers + 4 + fields + 4 + tag.unwrap_or(0)
 }
 
 /// Parsed frame header.
@@ -821,7 +936,7 @@ mod tests {
         assert_eq!(payload[0], BLOCK_VERSION);
         assert_eq!(
             frame_head(&payload[..FRAME_HEAD_PEEK]),
-            Some(FrameHead { count: 5, base_offset: Some(40) })
+            Some(FrameHead { count: 5, base_offset: Some(40), packed: false })
         );
         assert_eq!(validate_frame(&payload, 40), Ok(summary));
         assert!(validate_frame(&payload, 41).is_err());
@@ -836,7 +951,7 @@ mod tests {
         assert_eq!(old + BLOCK_HEADER_LEN - buf.len(), 5 * 4);
         // A one-log frame is one log.
         let one = framed(&want[0].1, 7);
-        assert_eq!(frame_head(&one[8..21]), Some(FrameHead { count: 1, base_offset: None }));
+        assert_eq!(frame_head(&one[8..21]), Some(FrameHead { count: 1, base_offset: None, packed: false }));
         assert_eq!(logs(&one[8..]).map(Result::unwrap).collect::<Vec<_>>(), vec![0..one.len() - 8]);
         assert_eq!(validate_frame(&one[8..], 7).map(|s| s.count), Ok(1));
     }

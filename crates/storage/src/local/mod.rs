@@ -44,7 +44,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::{AppendTicket, Durability, EntryBatch, LogStorage, StorageError, StoredLog, StreamId};
+use crate::{AppendTicket, Durability, EntryBatch, LogStorage, StorageError, StoredLog, StreamId, Unpack};
 use shard::{Counters, EncodedBatch, Request, Shard, WriterConfig};
 
 /// How long an append or flush waits for room in a full shard queue before failing with
@@ -156,6 +156,9 @@ struct Inner {
     buffers: Arc<buffers::Buffers>,
     /// How long to wait for room in a full queue ([`ENQUEUE_TIMEOUT`]; shorter in tests).
     enqueue_timeout: Duration,
+    /// What reads packed logs back (set once; without it batches cannot take them, and a
+    /// read of a packed block fails).
+    unpacker: std::sync::OnceLock<Arc<dyn Unpack>>,
     /// Dropping it stops the housekeeper thread.
     housekeeper: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Held while the store may write: one writer per data dir.
@@ -286,6 +289,7 @@ impl LocalStore {
                 stats: Arc::new(Counters::default()),
                 buffers: Arc::default(),
                 enqueue_timeout: ENQUEUE_TIMEOUT,
+                unpacker: std::sync::OnceLock::new(),
                 housekeeper: Mutex::new(None),
                 _lock: lock,
             }),
@@ -370,6 +374,12 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Gives the store what reads packed logs back (see [`Unpack`]); from then on its
+    /// batches can take packed logs. Only the first call counts: `false` for a later one.
+    pub fn set_unpacker(&self, unpacker: Arc<dyn Unpack>) -> bool {
+        self.inner.unpacker.set(unpacker).is_ok()
+    }
+
     /// Reads one shard's logs matching `q`, seeking with the segment indexes. Reading an
     /// absent shard gives an empty batch.
     pub async fn query(
@@ -387,7 +397,8 @@ impl LocalStore {
                 frames_scanned: 0,
             });
         };
-        tokio::task::spawn_blocking(move || shard.query(&q))
+        let unpacker = self.inner.unpacker.get().cloned();
+        tokio::task::spawn_blocking(move || shard.query(&q, unpacker.as_deref()))
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))?
     }
@@ -625,7 +636,12 @@ fn read_only_error() -> StorageError {
 #[async_trait::async_trait]
 impl LogStorage for LocalStore {
     fn new_batch(&self, _stream: &StreamId, capacity: usize) -> EntryBatch {
-        EntryBatch::frames_in(self.inner.buffers.take(capacity), self.max_entry_bytes())
+        let packable = self.inner.unpacker.get().is_some();
+        EntryBatch::frames_in(self.inner.buffers.take(capacity), self.max_entry_bytes(), packable)
+    }
+
+    fn packs(&self, _stream: &StreamId) -> bool {
+        self.inner.unpacker.get().is_some()
     }
 
     async fn submit(

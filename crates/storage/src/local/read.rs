@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::codec::{self, FrameHeader, FRAME_HEADER_LEN};
 use super::segment::SegmentState;
-use crate::StoredLog;
+use crate::{LogEntry, Packed, StoredLog, Unpack};
 
 /// Reads a file through one buffer of positional reads, never past `end`.
 pub(crate) struct ChunkReader<'a> {
@@ -157,6 +157,42 @@ pub(crate) enum Stop {
     Done,
 }
 
+/// Whether the log at `offset` (at or after the cursor, `bytes` long) may be looked at:
+/// false when the query is done with it (past `to_offset`, which moves the cursor there,
+/// enough logs, or its scanning allowance spent); true takes it from the allowance.
+fn admit(offset: u64, cursor: &mut u64, q: &ReadQuery, out: &[StoredLog], budget: &mut Budget, bytes: u64) -> bool {
+    if q.to_offset.is_some_and(|t| offset > t) {
+        *cursor = (*cursor).max(offset);
+        return false;
+    }
+    if out.len() >= q.max_entries || budget.frames == 0 || budget.bytes == 0 {
+        return false;
+    }
+    budget.frames -= 1;
+    budget.bytes = budget.bytes.saturating_sub(bytes);
+    budget.scanned += 1;
+    true
+}
+
+/// The logs of a packed block's payload, by `unpacker`.
+fn unpack(payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Vec<LogEntry>, String> {
+    let frame = codec::packed(payload).map_err(|e| e.to_string())?;
+    let unpacker = unpacker.ok_or("packed logs, and nothing to read them with was given to the store")?;
+    let packed = Packed {
+        packing: frame.packing,
+        count: u32::try_from(frame.summary.count).unwrap_or(u32::MAX),
+        arrival_time_ms: frame.summary.max_arrival,
+        source: frame.source,
+        tag: frame.tag,
+        bytes: payload.slice(frame.bytes_at..),
+    };
+    // The count was checked against the bytes when they were written; bound the
+    // reservation by the bytes anyway.
+    let mut logs = Vec::with_capacity((packed.count as usize).min(payload.len()));
+    unpacker.unpack(&packed, &mut logs)?;
+    Ok(logs)
+}
+
 /// Reads matching logs of one segment from `*cursor` on into `out`, advancing `*cursor` past
 /// everything looked at. Blocks whose times cannot match are skipped without reading. A frame
 /// that does not match what was validated before is an `Err(description)`.
@@ -166,6 +202,7 @@ pub(crate) fn read_segment(
     q: &ReadQuery,
     out: &mut Vec<StoredLog>,
     budget: &mut Budget,
+    unpacker: Option<&dyn Unpack>,
 ) -> Result<Stop, String> {
     *cursor = (*cursor).max(seg.base);
     let times = q.time_bounds();
@@ -226,40 +263,51 @@ pub(crate) fn read_segment(
             if !codec::checksum_ok(&payload, h.crc) {
                 return Err(format!("checksum mismatch at byte {pos}"));
             }
-            for range in codec::logs(&payload) {
-                let range = range.map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                if offset >= *cursor {
-                    if q.to_offset.is_some_and(|t| offset > t) {
-                        *cursor = (*cursor).max(offset);
-                        return Ok(Stop::Done);
-                    }
-                    if out.len() >= q.max_entries || budget.frames == 0 || budget.bytes == 0 {
-                        return Ok(Stop::Done);
-                    }
-                    budget.frames -= 1;
-                    budget.bytes = budget
-                        .bytes
-                        .saturating_sub((range.len() + codec::LOG_HEADER_LEN) as u64);
-                    budget.scanned += 1;
-                    let log = payload.slice(range);
-                    let wanted = match times {
-                        Some((from, to)) => {
-                            codec::times(&log).is_some_and(|(t, _)| from <= t && t <= to)
-                        }
-                        None => true,
-                    };
-                    if wanted {
-                        let (got, entry) =
-                            codec::decode(&log).map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                        let want = if relative { offset - frame_start } else { offset };
-                        if got != want {
-                            return Err(format!("offset {got} in frame at byte {pos}, expected {want}"));
-                        }
-                        out.push(StoredLog { offset, entry });
-                    }
-                    *cursor = offset + 1;
+            if fh.packed {
+                let logs = unpack(&payload, unpacker).map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                if logs.len() as u64 != fh.count {
+                    return Err(format!("packed block at byte {pos} gave {} logs, its count is {}", logs.len(), fh.count));
                 }
-                offset += 1;
+                let each = (payload.len() / logs.len()) as u64;
+                for entry in logs {
+                    if offset >= *cursor {
+                        if !admit(offset, cursor, q, out, budget, each) {
+                            return Ok(Stop::Done);
+                        }
+                        if times.is_none_or(|(from, to)| from <= entry.event_time_ms && entry.event_time_ms <= to) {
+                            out.push(StoredLog { offset, entry });
+                        }
+                        *cursor = offset + 1;
+                    }
+                    offset += 1;
+                }
+            } else {
+                for range in codec::logs(&payload) {
+                    let range = range.map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                    if offset >= *cursor {
+                        if !admit(offset, cursor, q, out, budget, (range.len() + codec::LOG_HEADER_LEN) as u64) {
+                            return Ok(Stop::Done);
+                        }
+                        let log = payload.slice(range);
+                        let wanted = match times {
+                            Some((from, to)) => {
+                                codec::times(&log).is_some_and(|(t, _)| from <= t && t <= to)
+                            }
+                            None => true,
+                        };
+                        if wanted {
+                            let (got, entry) =
+                                codec::decode(&log).map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                            let want = if relative { offset - frame_start } else { offset };
+                            if got != want {
+                                return Err(format!("offset {got} in frame at byte {pos}, expected {want}"));
+                            }
+                            out.push(StoredLog { offset, entry });
+                        }
+                        *cursor = offset + 1;
+                    }
+                    offset += 1;
+                }
             }
             if offset != frame_end {
                 return Err(format!("frame at byte {pos} holds fewer logs than its count"));

@@ -289,7 +289,7 @@ impl Shard {
     }
 
     /// Answers a query (blocking).
-    pub(crate) fn query(&self, q: &ReadQuery) -> Result<ReadBatch, StorageError> {
+    pub(crate) fn query(&self, q: &ReadQuery, unpacker: Option<&dyn crate::Unpack>) -> Result<ReadBatch, StorageError> {
         if self.read_only {
             self.refresh()?;
         }
@@ -308,15 +308,17 @@ impl Shard {
             let Some(seg) = pick(&self.core.view(), cursor) else {
                 break;
             };
-            let at = cursor;
-            match read_segment(&seg, &mut cursor, q, &mut out, &mut budget) {
+            let (at, found) = (cursor, out.len());
+            match read_segment(&seg, &mut cursor, q, &mut out, &mut budget, unpacker) {
                 Ok(Stop::EndOfSegment) => {}
                 Ok(Stop::Done) => break,
                 // The writer process may have cut and rewritten the tail (after a failed
-                // write, or in its recovery): look at that segment again, once.
+                // write, or in its recovery): look at that segment again, once, from where
+                // this look started (what it found is found again).
                 Err(_) if self.read_only && !retried => {
                     retried = true;
                     cursor = at;
+                    out.truncate(found);
                     self.rescan(seg.base)?;
                 }
                 Err(e) => {

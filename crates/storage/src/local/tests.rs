@@ -893,3 +893,198 @@ async fn large_direct_writes_end_in_padding_frames_that_readers_and_recovery_ski
     let all: Vec<(u64, LogEntry)> = (0..=n).map(|i| (i, big_entry(i))).collect();
     assert_eq!(read_all_from(&reader, &s, 61, 5).await, all[61..]);
 }
+
+/// Reads back the packed logs of the tests: `u64` numbers, each the log `entry(n)` with the
+/// source, arrival time and tag of its packed block.
+struct Numbers;
+
+/// The packing [`Numbers`] reads.
+const NUMBERS: u8 = 9;
+
+impl crate::Unpack for Numbers {
+    fn unpack(&self, p: &crate::Packed<'_>, out: &mut Vec<LogEntry>) -> Result<(), String> {
+        if p.packing != NUMBERS {
+            return Err(format!("unknown packing {}", p.packing));
+        }
+        for (i, n) in p.bytes.chunks(8).enumerate() {
+            let n = u64::from_le_bytes(n.try_into().map_err(|_| "a partial number")?);
+            out.push(packed_entry(n, p.arrival_time_ms, p.source, (i == 0).then_some(p.tag).flatten()));
+        }
+        Ok(())
+    }
+}
+
+fn packed_entry(n: u64, arrival: i64, source: &[u8], tag: Option<&[u8]>) -> LogEntry {
+    LogEntry {
+        arrival_time_ms: arrival,
+        source: Bytes::copy_from_slice(source),
+        tag: tag.map(Bytes::copy_from_slice),
+        ..entry(n)
+    }
+}
+
+const PACKED_SOURCE: &[u8] = b"10.0.0.2:7";
+
+/// A batch of `store` holding `numbers` packed (arrival time 1000, tag `t` on the first).
+fn packed(store: &LocalStore, s: &StreamId, numbers: std::ops::Range<u64>) -> EntryBatch {
+    let mut b = store.new_batch(s, 64);
+    assert!(b.can_pack());
+    let bytes: Vec<u8> = numbers.clone().flat_map(u64::to_le_bytes).collect();
+    b.pack(&crate::PackedLogs {
+        packing: NUMBERS,
+        count: (numbers.end - numbers.start) as u32,
+        min_event_time_ms: numbers.start as i64,
+        max_event_time_ms: numbers.end as i64 - 1,
+        arrival_time_ms: 1000,
+        source: PACKED_SOURCE,
+        tag: Some(b"t"),
+        largest_entry_bytes: 100,
+        bytes: &bytes,
+    })
+    .unwrap();
+    assert!(!b.can_pack());
+    assert_eq!(b.len() as u64, numbers.end - numbers.start);
+    b
+}
+
+fn packed_store(dir: &Path) -> LocalStore {
+    let store = LocalStore::open(dir, LocalStoreOptions::default()).unwrap();
+    assert!(store.set_unpacker(Arc::new(Numbers)));
+    store
+}
+
+/// What a shard holding frames 0..3, packed 3..10, frames 10..12 and packed 12..20 reads back.
+fn mixed_expected() -> Vec<(u64, LogEntry)> {
+    (0..20)
+        .map(|n| match n {
+            3 | 12 => (n, packed_entry(n, 1000, PACKED_SOURCE, Some(b"t"))),
+            3..10 | 12..20 => (n, packed_entry(n, 1000, PACKED_SOURCE, None)),
+            _ => (n, entry(n)),
+        })
+        .collect()
+}
+
+async fn append_mixed(store: &LocalStore, s: &StreamId) {
+    store.append(s, 0, batch((0..3).map(entry)), Durability::Synced).await.unwrap();
+    store.append(s, 0, packed(store, s, 3..10), Durability::Written).await.unwrap();
+    store.append(s, 0, batch((10..12).map(entry)), Durability::Written).await.unwrap();
+    let ack = store.append(s, 0, packed(store, s, 12..20), Durability::Synced).await.unwrap();
+    assert_eq!((ack.base_offset, ack.count), (12, 8));
+}
+
+#[tokio::test]
+async fn packed_logs_are_one_frame_read_back_through_the_unpacker_from_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = packed_store(dir.path());
+    append_mixed(&store, &s).await;
+    let all = mixed_expected();
+    for from in 0..21u64 {
+        for max in [1, 3, 100] {
+            assert_eq!(read_all_from(&store, &s, from, max).await, all[from as usize..], "from {from}, max {max}");
+        }
+    }
+    // A time window and an offset bound inside packed blocks.
+    let mut q = ReadQuery::from_offset(0, 100);
+    q.from_time_ms = Some(5);
+    q.to_time_ms = Some(13);
+    q.to_offset = Some(12);
+    let b = store.query(&s, 0, q).await.unwrap();
+    assert_eq!(b.logs.iter().map(|l| l.offset).collect::<Vec<_>>(), (5..13).collect::<Vec<_>>());
+    store.close().await.unwrap();
+    drop(store);
+    let frames = frames_of(&segment(dir.path(), &s));
+    let kinds = [codec::BLOCK_VERSION, codec::PACKED_VERSION];
+    assert_eq!(frames.iter().map(|f| f.2).collect::<Vec<_>>(), [kinds, kinds].concat());
+    // The same after a restart (recovery's scan) and through the read-only mode.
+    let store = packed_store(dir.path());
+    assert_eq!(read_all_from(&store, &s, 4, 5).await, all[4..]);
+    let ack = store.append(&s, 0, batch([entry(20)]), Durability::Synced).await.unwrap();
+    assert_eq!(ack.base_offset, 20);
+    store.close().await.unwrap();
+    drop(store);
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    // Without an unpacker, what precedes the first packed block reads, and then an error.
+    assert_eq!(reader.read(&s, 0, 0, 3).await.unwrap().len(), 3);
+    let err = reader.read(&s, 0, 0, 4).await.unwrap_err();
+    assert!(err.to_string().contains("nothing to read them with"), "{err}");
+    assert!(reader.set_unpacker(Arc::new(Numbers)));
+    assert!(!reader.set_unpacker(Arc::new(Numbers)));
+    let mut want = all;
+    want.push((20, entry(20)));
+    assert_eq!(read_all_from(&reader, &s, 11, 2).await, want[11..]);
+}
+
+#[tokio::test]
+async fn only_a_store_with_an_unpacker_makes_batches_that_take_packed_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = LocalStore::open(dir.path(), LocalStoreOptions { max_entry_bytes: 1000, ..Default::default() }).unwrap();
+    assert!(!store.packs(&s));
+    let mut b = store.new_batch(&s, 64);
+    assert!(!b.can_pack());
+    let logs = crate::PackedLogs {
+        packing: NUMBERS,
+        count: 1,
+        min_event_time_ms: 0,
+        max_event_time_ms: 0,
+        arrival_time_ms: 1,
+        source: b"",
+        tag: None,
+        largest_entry_bytes: 1000,
+        bytes: &[0; 8],
+    };
+    assert!(matches!(b.pack(&logs), Err(StorageError::Io(_))));
+    assert!(b.is_empty() && b.bytes_len() == 0);
+    assert!(EntryBatch::new(1000).pack(&logs).is_err(), "a batch not made by the store");
+    store.set_unpacker(Arc::new(Numbers));
+    assert!(store.packs(&s));
+    let mut b = store.new_batch(&s, 64);
+    let too_large = crate::PackedLogs { largest_entry_bytes: 1001, ..logs };
+    assert!(matches!(b.pack(&too_large), Err(StorageError::EntryTooLarge { size: 1001, limit: 1000 })));
+    assert!(matches!(b.pack(&crate::PackedLogs { count: 0, ..logs }), Err(StorageError::Io(_))));
+    assert!(b.can_pack(), "a refused pack leaves the batch empty");
+    b.pack(&logs).unwrap();
+    assert!(b.into_entries().is_err(), "packed logs are read back by the store only");
+    // A batch with entries written one by one takes no packed logs.
+    let mut b = store.new_batch(&s, 64);
+    b.push(&entry(1)).unwrap();
+    assert!(!b.can_pack() && b.pack(&logs).is_err());
+}
+
+#[tokio::test]
+async fn a_torn_packed_block_at_the_tail_is_cut_whole_and_an_unpacker_that_miscounts_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let store = packed_store(dir.path());
+    store.append(&s, 0, batch((0..3).map(entry)), Durability::Synced).await.unwrap();
+    store.append(&s, 0, packed(&store, &s, 3..10), Durability::Synced).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let path = segment(dir.path(), &s);
+    let frames = frames_of(&path);
+    let (second, end) = (frames[1].0, frames[1].0 + 8 + frames[1].1);
+    let data = fs::read(&path).unwrap();
+    for cut in [second + 5, second + 40, end - 1] {
+        fs::write(&path, &data[..cut]).unwrap();
+        let store = packed_store(dir.path());
+        assert_eq!(read_all_from(&store, &s, 0, 100).await, expected(0..3), "cut at {cut}");
+        assert_eq!(fs::metadata(&path).unwrap().len() as usize, second, "cut at {cut}");
+        store.close().await.unwrap();
+    }
+    fs::write(&path, &data[..end]).unwrap();
+
+    /// Gives one log fewer than its block holds.
+    struct Short;
+    impl crate::Unpack for Short {
+        fn unpack(&self, p: &crate::Packed<'_>, out: &mut Vec<LogEntry>) -> Result<(), String> {
+            Numbers.unpack(p, out)?;
+            out.pop();
+            Ok(())
+        }
+    }
+    let reader = LocalStore::open_read_only(dir.path()).unwrap();
+    reader.set_unpacker(Arc::new(Short));
+    let err = reader.read(&s, 0, 0, 100).await.unwrap_err();
+    assert!(err.to_string().contains("gave 6 logs, its count is 7"), "{err}");
+}
