@@ -301,6 +301,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(dir = %dir.display(), "generated a development CA and server certificate");
     }
     let local = Arc::new(LocalStore::open(&config.data_dir, config.local_store_options()).map_err(|e| e.to_string())?);
+    local.set_unpacker(Arc::new(loggate::ingest::packed::Unpacker));
     // From here on SIGTERM/SIGINT stop the gateway in order, even while it is starting.
     let mut stopped = {
         let _runtime = rt.enter();
@@ -522,7 +523,11 @@ fn logs(args: LogsArgs) -> Result<(), String> {
     let rt = runtime()?;
     rt.block_on(async {
         let store: Box<dyn loggate::logs::LogSource> = match backend {
-            Backend::Local => Box::new(LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?),
+            Backend::Local => {
+                let store = LocalStore::open_read_only(&config.data_dir).map_err(|e| e.to_string())?;
+                store.set_unpacker(Arc::new(loggate::ingest::packed::Unpacker));
+                Box::new(store)
+            }
             Backend::Clickhouse => Box::new(
                 ClickHouseStore::open_read_only(clickhouse_options(&config)).await.map_err(|e| format!("ClickHouse: {e}"))?,
             ),

@@ -489,15 +489,20 @@ impl<'a> Converter<'a> {
 
 /// Starts the log of `record` in `out`, with its headers written.
 fn begin_log<'b>(ctx: &BatchContext<'_>, record: &RecordRef<'_>, out: &'b mut EntryBatch) -> EntryWriter<'b> {
-    let event_time_ms = match record.timestamp_ms {
-        Some(ts) if ts >= 0 => ts,
-        _ => ctx.arrival_time_ms,
-    };
-    let mut log = out.begin(event_time_ms, ctx.arrival_time_ms, ctx.source, record.key);
+    let mut log = out.begin(event_time(ctx, record), ctx.arrival_time_ms, ctx.source, record.key);
     for (key, value) in record.headers.clone() {
         log.header(key, value);
     }
     log
+}
+
+/// The event time a record's log gets before any found in its value: the record's
+/// timestamp, or the arrival time when it has none.
+pub(crate) fn event_time(ctx: &BatchContext<'_>, record: &RecordRef<'_>) -> i64 {
+    match record.timestamp_ms {
+        Some(ts) if ts >= 0 => ts,
+        _ => ctx.arrival_time_ms,
+    }
 }
 
 /// The tag for the next log written to `out`: the batch's tag if it is the first.
@@ -817,7 +822,7 @@ impl<'de> DeserializeSeed<'de> for ObjectLog<'_, '_> {
 
 #[cfg(test)]
 #[path = "../../crates/records/tests/common/mod.rs"]
-mod wire;
+pub(super) mod wire;
 
 #[cfg(test)]
 mod tests {

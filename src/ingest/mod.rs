@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod convert;
 mod json_scan;
+pub mod packed;
 pub mod producers;
 pub mod quota;
 
@@ -21,7 +22,7 @@ use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
-use catalog::{Catalog, Logstore, Topic};
+use catalog::{Catalog, Logstore, Topic, ValueFormat};
 use convert::{BatchContext, ConvertError, ConvertStats, Converter, OutputLimits};
 
 /// Why a topic cannot be written by a principal.
@@ -164,12 +165,16 @@ impl Ingest {
     /// Converts one partition's batches into logs (CPU work: run it off the async workers
     /// for anything large). A record that fails its checks, or logs beyond `limits`, fail
     /// the partition, and nothing is stored. The first log of an idempotent batch carries
-    /// its producer tag.
+    /// its producer tag. `records` are the bytes `batches` were decoded from: a raw topic's
+    /// record batches are kept as they are where storage [packs](LogStorage::packs) them
+    /// (see [`packed`]), and converted otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub fn convert(
         &self,
         topic: &Topic,
         partition: i32,
         batches: &[RawBatch],
+        records: &[u8],
         source: &[u8],
         producer: Option<ProducerBatch>,
         limits: OutputLimits,
@@ -185,6 +190,18 @@ impl Ingest {
             first_seq: p.first_seq,
             last_seq: p.last_seq,
         });
+        let tag_bytes = tag.map(|t| t.encode());
+        let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
+        let stream = &topic.logstore.stream;
+        if topic.format == ValueFormat::Raw && packed::packable(batches) && self.storage.packs(stream) {
+            // Kept as the client sent them (see `packed`), once every record is checked.
+            let mut logs = self.storage.new_batch(stream, packed::capacity(records, &ctx));
+            if let Some(tag) = &tag {
+                logs.set_producer(tag.mark());
+            }
+            let stats = packed::pack(batches, records, &ctx, limits, &mut logs)?;
+            return Ok(Converted { topic: topic.clone(), partition, logs, stats, producer });
+        }
         // A guess from the batch headers, so capped by what the bytes present can hold.
         let capacity: usize = batches
             .iter()
@@ -198,8 +215,6 @@ impl Ingest {
         if let Some(tag) = &tag {
             logs.set_producer(tag.mark());
         }
-        let tag_bytes = tag.map(|t| t.encode());
-        let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
         let mut converter = Converter::new(topic.format, ctx).with_limits(limits).with_json_options(&topic.logstore.json);
         for batch in batches {
             for (index, record) in (0u32..).zip(batch.records()) {

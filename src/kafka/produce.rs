@@ -277,14 +277,14 @@ async fn write_partition(
     // Batches are checked and decompressed, and their records converted, in one job.
     let job = move || {
         let batches = SPARE
-            .with_borrow_mut(|spare| decode_batches_with(records, &options, spare))
+            .with_borrow_mut(|spare| decode_batches_with(records.clone(), &options, spare))
             .map_err(|e| Refusal::from((record_error(&e), e.to_string())))?;
         for batch in batches.iter().filter(|b| b.info.compression != Compression::None) {
             metrics.decompressed(codec_name(batch.info.compression), batch.data_len() as u64);
         }
         let producer = producer_batch(&batches)?;
         check_batches(version, &batches)?;
-        let converted = ingest.convert(&topic, partition, &batches, &source, producer, output);
+        let converted = ingest.convert(&topic, partition, &batches, &records, &source, producer, output);
         SPARE.with_borrow_mut(|spare| spare.recycle(batches));
         converted.map_err(write_error)
     };

@@ -101,7 +101,7 @@ impl EntryBatch {
     /// it [cannot take them](Self::can_pack), when they hold no log or no bytes, or when a
     /// log of them or the whole is larger than allowed.
     pub fn pack(&mut self, p: &PackedLogs<'_>) -> Result<(), StorageError> {
-        if !self.can_pack() || p.count == 0 || p.bytes.is_empty() || p.min_event_time_ms > p.max_event_time_ms {
+        if !self.can_pack() || p.count == 0 || p.bytes.iter().all(|b| b.is_empty()) || p.min_event_time_ms > p.max_event_time_ms {
             return Err(StorageError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "packed logs need an empty batch of a backend that reads them, at least one log and one byte",

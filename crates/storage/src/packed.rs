@@ -27,8 +27,8 @@ pub struct PackedLogs<'a> {
     /// Payload length of the largest log as one-log encoding would hold it (see
     /// [`EntryBatch::entry_len`](crate::EntryBatch::entry_len)), checked against the limit on one log.
     pub largest_entry_bytes: usize,
-    /// The packed logs (at least one byte).
-    pub bytes: &'a [u8],
+    /// The packed logs, in parts stored one after the other (at least one byte in all).
+    pub bytes: &'a [&'a [u8]],
 }
 
 /// Packed logs read back, for [`Unpack::unpack`].

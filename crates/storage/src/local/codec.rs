@@ -487,7 +487,7 @@ const PACKED_HEAD_LEN: usize = BLOCK_HEAD_LEN + 8 + 8 + 8 + 1;
 /// header, base offset and count (as [`seal_block`] fills in), then `p`'s header and bytes.
 pub(crate) fn write_packed(out: &mut Vec<u8>, p: &crate::PackedLogs<'_>) {
     debug_assert!(out.is_empty());
-    out.reserve(BLOCK_HEADER_LEN + PACKED_HEAD_LEN - BLOCK_HEAD_LEN + 8 + p.source.len() + p.tag.map_or(0, <[u8]>::len) + p.bytes.len());
+    out.reserve(BLOCK_HEADER_LEN + PACKED_HEAD_LEN - BLOCK_HEAD_LEN + 8 + p.source.len() + p.tag.map_or(0, <[u8]>::len) + p.bytes.iter().map(|b| b.len()).sum::<usize>());
     let mut head = [0u8; FRAME_HEADER_LEN + PACKED_HEAD_LEN];
     head[FRAME_HEADER_LEN] = PACKED_VERSION;
     let times = &mut head[BLOCK_HEADER_LEN..];
@@ -498,7 +498,9 @@ pub(crate) fn write_packed(out: &mut Vec<u8>, p: &crate::PackedLogs<'_>) {
     out.extend_from_slice(&head);
     put_bytes(out, p.source);
     put_nbytes(out, p.tag);
-    out.extend_from_slice(p.bytes);
+    for part in p.bytes {
+        out.extend_from_slice(part);
+    }
 }
 
 /// A packed block's payload, parsed (the packed bytes not looked at).

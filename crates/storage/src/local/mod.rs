@@ -76,6 +76,10 @@ pub struct LocalStoreOptions {
     /// Write segments with direct I/O (`O_DIRECT`) where the filesystem allows it, instead
     /// of through the page cache.
     pub direct_io: bool,
+    /// Whether batches take packed logs ([`EntryBatch::pack`]) once the store has an
+    /// [`Unpack`] ([`set_unpacker`](LocalStore::set_unpacker)); packed blocks already
+    /// stored are read either way.
+    pub packed_batches: bool,
 }
 
 impl Default for LocalStoreOptions {
@@ -89,6 +93,7 @@ impl Default for LocalStoreOptions {
             flush_bytes: Some(1 << 20),
             streams: HashMap::new(),
             direct_io: true,
+            packed_batches: true,
         }
     }
 }
@@ -635,13 +640,12 @@ fn read_only_error() -> StorageError {
 
 #[async_trait::async_trait]
 impl LogStorage for LocalStore {
-    fn new_batch(&self, _stream: &StreamId, capacity: usize) -> EntryBatch {
-        let packable = self.inner.unpacker.get().is_some();
-        EntryBatch::frames_in(self.inner.buffers.take(capacity), self.max_entry_bytes(), packable)
+    fn new_batch(&self, stream: &StreamId, capacity: usize) -> EntryBatch {
+        EntryBatch::frames_in(self.inner.buffers.take(capacity), self.max_entry_bytes(), self.packs(stream))
     }
 
     fn packs(&self, _stream: &StreamId) -> bool {
-        self.inner.unpacker.get().is_some()
+        self.inner.opts.packed_batches && self.inner.unpacker.get().is_some()
     }
 
     async fn submit(

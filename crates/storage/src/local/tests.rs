@@ -939,7 +939,7 @@ fn packed(store: &LocalStore, s: &StreamId, numbers: std::ops::Range<u64>) -> En
         source: PACKED_SOURCE,
         tag: Some(b"t"),
         largest_entry_bytes: 100,
-        bytes: &bytes,
+        bytes: &[&bytes],
     })
     .unwrap();
     assert!(!b.can_pack());
@@ -1032,7 +1032,7 @@ async fn only_a_store_with_an_unpacker_makes_batches_that_take_packed_logs() {
         source: b"",
         tag: None,
         largest_entry_bytes: 1000,
-        bytes: &[0; 8],
+        bytes: &[&[0; 8]],
     };
     assert!(matches!(b.pack(&logs), Err(StorageError::Io(_))));
     assert!(b.is_empty() && b.bytes_len() == 0);
