@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use loggate_records::{decode_batches, DecodeOptions, RawBatch};
-use loggate_storage::{EntryBatch, LogEntry, Packed, PackedLogs, StorageError, Unpack};
+use loggate_storage::{EntryBatch, Packed, PackedLogs, StorageError, Unpack};
 
 use super::catalog::ValueFormat;
 use super::convert::{self, BatchContext, ConvertError, ConvertStats, Converter, OutputLimits, CONTENT};
@@ -22,9 +22,12 @@ pub const KAFKA_RECORDS: u8 = 1;
 /// Bytes before the record batches in the packed bytes.
 const PREFIX_LEN: usize = 4;
 
-/// Whether `batches` can be kept packed: all magic 2 (older message sets are converted).
+/// Whether `batches` can be kept packed: all magic 2 (older message sets are converted),
+/// their record data's size fitting the prefix.
 pub(crate) fn packable(batches: &[RawBatch]) -> bool {
-    !batches.is_empty() && batches.iter().all(|b| b.info.magic == 2)
+    !batches.is_empty()
+        && batches.iter().all(|b| b.info.magic == 2)
+        && batches.iter().map(RawBatch::data_len).sum::<usize>() <= u32::MAX as usize
 }
 
 /// Room a batch needs for `records` packed.
@@ -76,7 +79,7 @@ pub(crate) fn pack(
         return Err(WriteError::Oversized(ConvertError::TooManyBytes(limits.max_bytes)));
     }
     let decompressed: usize = batches.iter().map(RawBatch::data_len).sum();
-    let prefix = u32::try_from(decompressed).unwrap_or(u32::MAX).to_le_bytes();
+    let prefix = u32::try_from(decompressed).unwrap_or(u32::MAX).to_le_bytes(); // `packable`
     let count = u32::try_from(count).map_err(|_| WriteError::Oversized(ConvertError::TooManyLogs(limits.max_logs)))?;
     out.pack(&PackedLogs {
         packing: KAFKA_RECORDS,
@@ -97,7 +100,7 @@ pub(crate) fn pack(
 pub struct Unpacker;
 
 impl Unpack for Unpacker {
-    fn unpack(&self, p: &Packed<'_>, out: &mut Vec<LogEntry>) -> Result<(), String> {
+    fn unpack(&self, p: &Packed<'_>, out: &mut EntryBatch) -> Result<(), String> {
         if p.packing != KAFKA_RECORDS {
             return Err(format!("unknown packing {}", p.packing));
         }
@@ -113,15 +116,13 @@ impl Unpack for Unpacker {
         let records: Bytes = p.bytes.slice(PREFIX_LEN..);
         let batches = decode_batches(records, &opts).map_err(|e| format!("packed records: {e}"))?;
         let ctx = BatchContext { arrival_time_ms: p.arrival_time_ms, source: p.source, tag: p.tag };
-        let mut logs = EntryBatch::new(usize::MAX);
         let mut converter = Converter::new(ValueFormat::Raw, ctx);
         for batch in &batches {
             for record in batch.records() {
                 let record = record.map_err(|e| format!("packed records: {e}"))?;
-                converter.push_logs(&record, &mut logs).map_err(|e| format!("packed records: {e}"))?;
+                converter.push_logs(&record, out).map_err(|e| format!("packed records: {e}"))?;
             }
         }
-        out.extend(logs.into_entries().map_err(|e| e.to_string())?);
         Ok(())
     }
 }
@@ -132,7 +133,7 @@ mod tests {
 
     use loggate_records::decode_batches;
     use loggate_storage::local::{LocalStore, LocalStoreOptions};
-    use loggate_storage::{Durability, LogStorage, StreamId};
+    use loggate_storage::{Durability, LogEntry, LogStorage, StreamId};
 
     use super::*;
     use crate::ingest::convert::wire;

@@ -416,9 +416,10 @@ def test_new_metrics_move_under_a_real_client_load(tmp_path):
         assert writes >= 1
         assert m[("loggate_storage_write_seconds_bucket", (("le", "+Inf"),))] == writes
         assert 0 < m[("loggate_storage_write_seconds_sum", ())] < writes * 10
-        # disk used: at least the bytes stored, in allocated blocks
+        # disk used, in allocated blocks: the raw topic's batches are kept as the client
+        # compressed them, so the gzip'd logs take far less than their bytes
         disk = m[("loggate_logstore_disk_bytes", (("logstore", "app"), ("project", "demo")))]
-        assert disk >= raw, (disk, raw)
+        assert 0 < disk < raw / 2, (disk, raw)
         assert disk == sum(f.stat().st_blocks * 512 for f in (gw.data / "logstores" / "demo" / "app").glob("shard-*/*.log"))
 
         # retention: 4 KiB segments under a 20 KB limit

@@ -137,7 +137,10 @@ impl EntryBatch {
         fields: impl IntoIterator<Item = (usize, usize)>,
         tag: Option<usize>,
     ) -> usize {
-        codec::payload_len(source, key, headers, fields, tag)
+        let pair = 2 * codec::LENGTH_LEN;
+        let headers: usize = headers.into_iter().map(|(k, v)| pair + k + v.unwrap_or(0)).sum();
+        let fields: usize = fields.into_iter().map(|(n, v)| pair + n + v).sum();
+        codec::PAYLOAD_FIXED_LEN + source + key.unwrap_or(0) + headers + fields + tag.unwrap_or(0)
     }
 
     /// The payload limit of one entry.
@@ -304,21 +307,10 @@ impl EntryBatch {
     /// Decodes the entries (sharing one buffer, no copy of their bytes); only a batch of
     /// [`Encoding::Frames`] can be read back this way.
     pub fn into_entries(self) -> Result<Vec<LogEntry>, StorageError> {
-        if self.rows.is_some() {
-            return Err(StorageError::Corrupt("rows are not decoded back into entries".into()));
-        }
-        if self.packed {
-            return Err(StorageError::Corrupt("packed logs are read back by their store".into()));
-        }
         let mut entries = Vec::with_capacity(self.count);
-        if self.bytes.is_empty() {
+        let Some(block) = self.into_block()? else {
             return Ok(entries);
-        }
-        let mut bytes = self.bytes;
-        // The count of an unsealed block is a placeholder still.
-        codec::set_block_count(&mut bytes, u32::try_from(self.count).unwrap_or(u32::MAX));
-        let bytes = Bytes::from(bytes);
-        let block = bytes.slice(codec::FRAME_HEADER_LEN..);
+        };
         for range in codec::logs(&block) {
             let range = range.map_err(|e| StorageError::Corrupt(format!("entry batch: {e}")))?;
             let (_, entry) = codec::decode(&block.slice(range))
@@ -326,6 +318,25 @@ impl EntryBatch {
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// The payload of the block the entries are, its count filled in (a block as a reader
+    /// finds it, at base offset 0); `None` when there are none. Only a batch of
+    /// [`Encoding::Frames`] entries written one by one is one.
+    pub(crate) fn into_block(self) -> Result<Option<Bytes>, StorageError> {
+        if self.rows.is_some() {
+            return Err(StorageError::Corrupt("rows are not decoded back into entries".into()));
+        }
+        if self.packed {
+            return Err(StorageError::Corrupt("packed logs are read back by their store".into()));
+        }
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        let mut bytes = self.bytes;
+        // The count of an unsealed block is a placeholder still.
+        codec::set_block_count(&mut bytes, u32::try_from(self.count).unwrap_or(u32::MAX));
+        Ok(Some(Bytes::from(bytes).slice(codec::FRAME_HEADER_LEN..)))
     }
 
     /// The encoded entries (an unsealed block for a shard writer, or length-prefixed rows).

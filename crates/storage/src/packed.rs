@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::LogEntry;
+use crate::EntryBatch;
 
 /// The logs of one append, packed: what [`EntryBatch::pack`](crate::EntryBatch::pack) stores.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,9 @@ pub struct Packed<'a> {
 
 /// Turns packed logs back into logs, for reads of a store that holds them.
 pub trait Unpack: Send + Sync {
-    /// Appends the logs of `packed` to `out`, in order; an error says why they cannot be
-    /// (an unknown packing, or bytes that do not decode).
-    fn unpack(&self, packed: &Packed<'_>, out: &mut Vec<LogEntry>) -> Result<(), String>;
+    /// Writes the logs of `packed` into `out` (an empty batch that takes any number of
+    /// logs of any size), in order; an error says why they cannot be (an unknown packing,
+    /// or bytes that do not decode). The store reads the logs it wants out of `out`, so a
+    /// read holds them encoded, not as [`LogEntry`](crate::LogEntry)s.
+    fn unpack(&self, packed: &Packed<'_>, out: &mut EntryBatch) -> Result<(), String>;
 }

@@ -556,19 +556,12 @@ pub(crate) fn packed(payload: &[u8]) -> Result<PackedFrame<'_>, CodecError> {
     })
 }
 
-/// The payload length of a log of these parts' lengths as [`FrameBuilder`] writes it (what
-/// is checked against the limit on one log).
-pub(crate) fn payload_len(
-    source: usize,
-    key: Option<usize>,
-    headers: impl IntoIterator<Item = (usize, Option<usize>)>,
-    fields: impl IntoIterator<Item = (usize, usize)>,
-    tag: Option<usize>,
-) -> usize {
-    let headers: usize = headers.into_iter().map(|(k, v)| 8 + k + v.unwrap_or(0)).sum();
-    let fields: usize = fields.into_iter().map(|(n, v)| 8 + n + v).sum();
-    TIMES_POS + 16 + 4 + source + 4 + key.unwrap_or(0) + 4 + headers + 4 + fields + 4 + tag.unwrap_or(0)
-}
+/// Bytes of a log payload besides its parts: the fixed part, then the length or count of
+/// source, key, headers, fields and tag. Each header and field adds two lengths
+/// ([`LENGTH_LEN`] each) and its bytes.
+pub(crate) const PAYLOAD_FIXED_LEN: usize = TIMES_POS + 16 + 5 * LENGTH_LEN;
+/// Bytes of a length (or count) in a log payload.
+pub(crate) const LENGTH_LEN: usize = 4;
 
 /// Parsed frame header.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::codec::{self, FrameHeader, FRAME_HEADER_LEN};
 use super::segment::SegmentState;
-use crate::{LogEntry, Packed, StoredLog, Unpack};
+use crate::{EntryBatch, Packed, StoredLog, Unpack};
 
 /// Reads a file through one buffer of positional reads, never past `end`.
 pub(crate) struct ChunkReader<'a> {
@@ -174,8 +174,8 @@ fn admit(offset: u64, cursor: &mut u64, q: &ReadQuery, out: &[StoredLog], budget
     true
 }
 
-/// The logs of a packed block's payload, by `unpacker`.
-fn unpack(payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Vec<LogEntry>, String> {
+/// The logs of a packed block's payload, by `unpacker`: the payload of the block they make.
+fn unpack(payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Bytes, String> {
     let frame = codec::packed(payload).map_err(|e| e.to_string())?;
     let unpacker = unpacker.ok_or("packed logs, and nothing to read them with was given to the store")?;
     let packed = Packed {
@@ -186,11 +186,11 @@ fn unpack(payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Vec<LogEntry
         tag: frame.tag,
         bytes: payload.slice(frame.bytes_at..),
     };
-    // The count was checked against the bytes when they were written; bound the
-    // reservation by the bytes anyway.
-    let mut logs = Vec::with_capacity((packed.count as usize).min(payload.len()));
+    let mut logs = EntryBatch::new(usize::MAX);
     unpacker.unpack(&packed, &mut logs)?;
-    Ok(logs)
+    logs.into_block()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the packed block gave no log".to_string())
 }
 
 /// Reads matching logs of one segment from `*cursor` on into `out`, advancing `*cursor` past
@@ -263,51 +263,39 @@ pub(crate) fn read_segment(
             if !codec::checksum_ok(&payload, h.crc) {
                 return Err(format!("checksum mismatch at byte {pos}"));
             }
-            if fh.packed {
-                let logs = unpack(&payload, unpacker).map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                if logs.len() as u64 != fh.count {
-                    return Err(format!("packed block at byte {pos} gave {} logs, its count is {}", logs.len(), fh.count));
-                }
-                let each = (payload.len() / logs.len()) as u64;
-                for entry in logs {
-                    if offset >= *cursor {
-                        if !admit(offset, cursor, q, out, budget, each) {
-                            return Ok(Stop::Done);
-                        }
-                        if times.is_none_or(|(from, to)| from <= entry.event_time_ms && entry.event_time_ms <= to) {
-                            out.push(StoredLog { offset, entry });
-                        }
-                        *cursor = offset + 1;
+            // A packed block is read as the block its logs make.
+            let payload = match fh.packed {
+                true => unpack(&payload, unpacker).map_err(|e| format!("frame at byte {pos}: {e}"))?,
+                false => payload,
+            };
+            if fh.packed && codec::frame_head(&payload).is_none_or(|h| h.count != fh.count) {
+                return Err(format!("the packed block at byte {pos} did not give the {} logs of its count", fh.count));
+            }
+            for range in codec::logs(&payload) {
+                let range = range.map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                if offset >= *cursor {
+                    if !admit(offset, cursor, q, out, budget, (range.len() + codec::LOG_HEADER_LEN) as u64) {
+                        return Ok(Stop::Done);
                     }
-                    offset += 1;
-                }
-            } else {
-                for range in codec::logs(&payload) {
-                    let range = range.map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                    if offset >= *cursor {
-                        if !admit(offset, cursor, q, out, budget, (range.len() + codec::LOG_HEADER_LEN) as u64) {
-                            return Ok(Stop::Done);
+                    let log = payload.slice(range);
+                    let wanted = match times {
+                        Some((from, to)) => {
+                            codec::times(&log).is_some_and(|(t, _)| from <= t && t <= to)
                         }
-                        let log = payload.slice(range);
-                        let wanted = match times {
-                            Some((from, to)) => {
-                                codec::times(&log).is_some_and(|(t, _)| from <= t && t <= to)
-                            }
-                            None => true,
-                        };
-                        if wanted {
-                            let (got, entry) =
-                                codec::decode(&log).map_err(|e| format!("frame at byte {pos}: {e}"))?;
-                            let want = if relative { offset - frame_start } else { offset };
-                            if got != want {
-                                return Err(format!("offset {got} in frame at byte {pos}, expected {want}"));
-                            }
-                            out.push(StoredLog { offset, entry });
+                        None => true,
+                    };
+                    if wanted {
+                        let (got, entry) =
+                            codec::decode(&log).map_err(|e| format!("frame at byte {pos}: {e}"))?;
+                        let want = if relative { offset - frame_start } else { offset };
+                        if got != want {
+                            return Err(format!("offset {got} in frame at byte {pos}, expected {want}"));
                         }
-                        *cursor = offset + 1;
+                        out.push(StoredLog { offset, entry });
                     }
-                    offset += 1;
+                    *cursor = offset + 1;
                 }
+                offset += 1;
             }
             if offset != frame_end {
                 return Err(format!("frame at byte {pos} holds fewer logs than its count"));
