@@ -174,6 +174,26 @@ fn admit(offset: u64, cursor: &mut u64, q: &ReadQuery, out: &[StoredLog], budget
     true
 }
 
+/// The packed block a shard's last query stopped inside (its segment, position, checksum and
+/// length, and the block its logs make), so that the next query, which goes on from there,
+/// does not unpack it again: at most one block per shard, let go once a read passes its end.
+#[derive(Debug, Default)]
+pub(crate) struct Unpacked(Option<((u64, u64, u32, usize), Bytes)>);
+
+impl Unpacked {
+    /// The block of the packed frame `key`, unpacked from `payload` unless it is the one held.
+    fn get(&mut self, key: (u64, u64, u32, usize), payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Bytes, String> {
+        if let Some((k, block)) = &self.0 {
+            if *k == key {
+                return Ok(block.clone());
+            }
+        }
+        let block = unpack(payload, unpacker)?;
+        self.0 = Some((key, block.clone()));
+        Ok(block)
+    }
+}
+
 /// The logs of a packed block's payload, by `unpacker`: the payload of the block they make.
 fn unpack(payload: &Bytes, unpacker: Option<&dyn Unpack>) -> Result<Bytes, String> {
     let frame = codec::packed(payload).map_err(|e| e.to_string())?;
@@ -203,6 +223,7 @@ pub(crate) fn read_segment(
     out: &mut Vec<StoredLog>,
     budget: &mut Budget,
     unpacker: Option<&dyn Unpack>,
+    unpacked: &mut Unpacked,
 ) -> Result<Stop, String> {
     *cursor = (*cursor).max(seg.base);
     let times = q.time_bounds();
@@ -265,7 +286,9 @@ pub(crate) fn read_segment(
             }
             // A packed block is read as the block its logs make.
             let payload = match fh.packed {
-                true => unpack(&payload, unpacker).map_err(|e| format!("frame at byte {pos}: {e}"))?,
+                true => unpacked
+                    .get((seg.base, pos, h.crc, h.payload_len), &payload, unpacker)
+                    .map_err(|e| format!("frame at byte {pos}: {e}"))?,
                 false => payload,
             };
             if fh.packed && codec::frame_head(&payload).is_none_or(|h| h.count != fh.count) {
@@ -299,6 +322,9 @@ pub(crate) fn read_segment(
             }
             if offset != frame_end {
                 return Err(format!("frame at byte {pos} holds fewer logs than its count"));
+            }
+            if fh.packed {
+                unpacked.0 = None;
             }
             pos += h.frame_len();
         }

@@ -19,7 +19,7 @@ use super::codec;
 use super::direct::{self, DirectFile};
 use super::index::SparseIndex;
 use super::paths;
-use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop};
+use super::read::{read_segment, Budget, ReadBatch, ReadQuery, Stop, Unpacked};
 use super::recovery;
 use super::segment::{self, SegmentState};
 use super::StreamOptions;
@@ -182,6 +182,8 @@ pub(crate) struct Shard {
     writer: Mutex<Option<WriterHandle>>,
     /// The writer, built by `open_writable` and moved to its thread by `start_writer`.
     pending: Mutex<Option<Writer>>,
+    /// The packed block the last query stopped inside, for the next one, which goes on there.
+    unpacked: Mutex<Unpacked>,
 }
 
 /// Opens a segment file for reading (and writing).
@@ -207,6 +209,7 @@ impl Shard {
             read_only: true,
             writer: Mutex::new(None),
             pending: Mutex::new(None),
+            unpacked: Mutex::default(),
         };
         shard.refresh()?;
         Ok(Some(shard))
@@ -247,6 +250,7 @@ impl Shard {
             read_only: false,
             writer: Mutex::new(None),
             pending: Mutex::new(Some(writer)),
+            unpacked: Mutex::default(),
         })
     }
 
@@ -309,7 +313,13 @@ impl Shard {
                 break;
             };
             let (at, found) = (cursor, out.len());
-            match read_segment(&seg, &mut cursor, q, &mut out, &mut budget, unpacker) {
+            // Queries running side by side do not wait for each other's: all but one unpack anew.
+            let mut own = Unpacked::default();
+            let mut held = self.unpacked.try_lock().ok();
+            let unpacked = held.as_deref_mut().unwrap_or(&mut own);
+            let read = read_segment(&seg, &mut cursor, q, &mut out, &mut budget, unpacker, unpacked);
+            drop(held);
+            match read {
                 Ok(Stop::EndOfSegment) => {}
                 Ok(Stop::Done) => break,
                 // The writer process may have cut and rewritten the tail (after a failed

@@ -1088,3 +1088,34 @@ async fn a_torn_packed_block_at_the_tail_is_cut_whole_and_an_unpacker_that_misco
     let err = reader.read(&s, 0, 0, 100).await.unwrap_err();
     assert!(err.to_string().contains("did not give the 7 logs of its count"), "{err}");
 }
+
+#[tokio::test]
+async fn a_query_going_on_inside_a_packed_block_does_not_unpack_it_again() {
+    /// [`Numbers`], counting its unpacks.
+    #[derive(Default)]
+    struct Counted(std::sync::atomic::AtomicUsize);
+    impl crate::Unpack for Counted {
+        fn unpack(&self, p: &crate::Packed<'_>, out: &mut EntryBatch) -> Result<(), String> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Numbers.unpack(p, out)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("p", "l");
+    let counted = Arc::new(Counted::default());
+    let store = LocalStore::open(dir.path(), LocalStoreOptions::default()).unwrap();
+    assert!(store.set_unpacker(counted.clone()));
+    append_mixed(&store, &s).await;
+    let all = mixed_expected();
+    // Two packed blocks, read a log or three a query: each is unpacked once.
+    for max in [1, 3] {
+        counted.0.store(0, Ordering::Relaxed);
+        assert_eq!(read_all_from(&store, &s, 0, max).await, all, "max {max}");
+        assert_eq!(counted.0.load(Ordering::Relaxed), 2, "max {max}");
+    }
+    // A read that passes a block's end lets it go: reading it again unpacks it again.
+    counted.0.store(0, Ordering::Relaxed);
+    assert_eq!(read_all_from(&store, &s, 3, 100).await, all[3..]);
+    assert_eq!(read_all_from(&store, &s, 4, 100).await, all[4..]);
+    assert_eq!(counted.0.load(Ordering::Relaxed), 4);
+}
