@@ -79,7 +79,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes and `bits` significant bits.
-    #[inline]
+    #[inline(always)]
     fn unsigned_varint(
         &mut self,
         max_bytes: u32,
@@ -91,14 +91,26 @@ impl<'a> Reader<'a> {
         match *rest {
             [b0, ..] if b0 & 0x80 == 0 => {
                 self.pos += 1;
-                return Ok(u64::from(b0));
+                Ok(u64::from(b0))
             }
             [b0, b1, ..] if b1 & 0x80 == 0 => {
                 self.pos += 2;
-                return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
             }
-            _ => {}
+            _ => self.unsigned_varint_long(max_bytes, bits, what),
         }
+    }
+
+    /// [`Self::unsigned_varint`] of three bytes or more, or of input that ends or overflows.
+    #[cold]
+    #[inline(never)]
+    fn unsigned_varint_long(
+        &mut self,
+        max_bytes: u32,
+        bits: u32,
+        what: &str,
+    ) -> Result<u64, RecordError> {
+        let rest = self.rest();
         let mut value: u64 = 0;
         for (i, &b) in (0..max_bytes).zip(rest) {
             let shift = 7 * i;
@@ -126,18 +138,21 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag varint (int32, at most 5 bytes).
+    #[inline]
     pub(crate) fn varint(&mut self, what: &str) -> Result<i32, RecordError> {
         let v = self.unsigned_varint(5, 32, what)? as u32;
         Ok((v >> 1) as i32 ^ -((v & 1) as i32))
     }
 
     /// A zigzag varlong (int64, at most 10 bytes).
+    #[inline]
     pub(crate) fn varlong(&mut self, what: &str) -> Result<i64, RecordError> {
         let v = self.unsigned_varint(10, 64, what)?;
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
     /// A varint length prefix followed by that many bytes; `-1` means null.
+    #[inline]
     pub(crate) fn varint_bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, RecordError> {
         match self.varint(what)? {
             -1 => Ok(None),
