@@ -18,7 +18,7 @@ from collections import OrderedDict
 STAGES = [
     ("TLS (rustls + ring AES-GCM)", r"ring_core|\bring::|rustls|aes_gcm|gcm_|aesni|chacha"),
     ("CRC (crc32c / crc32fast)", r"crc32c|crc32fast|crc_u64"),
-    ("decompression (lz4/snappy/zstd/gzip)", r"lz4_flex|\bsnap::|zstd|ZSTD_|HUF_|FSE_|flate2|miniz_oxide|inflate"),
+    ("decompression (lz4/snappy/zstd/gzip)", r"lz4_flex|\bLZ4_|\bsnap::|zstd|ZSTD_|HUF_|FSE_|flate2|miniz_oxide|inflate"),
     ("record decoding (loggate_records)", r"loggate_records::"),
     ("JSON parsing / fields (serde_json, indexmap, hashing)", r"serde_json|serde_core|indexmap|hashbrown|BuildHasher|sip::Hasher|from_utf8"),
     ("conversion (ingest::convert)", r"ingest::convert|ingest::Ingest"),

@@ -237,7 +237,8 @@ fn lz4(data: &[u8], magic: u8, limit: usize, mut out: BytesMut) -> Result<BytesM
     // bytes of the buffer's earlier use), so the zeroing done over the whole frame is
     // bounded by its largest output plus one block's room, never by the number of blocks.
     // Decoding never reads room it has not written: a match reaching before the output so
-    // far is refused as corrupt (lz4_flex's checked decoding).
+    // far is refused as corrupt (liblz4's safe decoder, which never writes past the room it
+    // is given either).
     let mut pos = 0;
     let mut rest = &data[4 + descriptor_len + 1..];
     loop {
@@ -277,7 +278,9 @@ fn lz4(data: &[u8], magic: u8, limit: usize, mut out: BytesMut) -> Result<BytesM
             }
             let (history, free) = out.split_at_mut(pos);
             let window = &history[pos.saturating_sub(LZ4_WINDOW)..];
-            match lz4_flex::block::decompress_into_with_dict(block, &mut free[..room], window) {
+            // liblz4 (lzzzz): the window ends where the output goes on, so its fast
+            // prefix mode applies; matches reaching before the window are refused.
+            match lzzzz::lz4::decompress_with_dict(block, &mut free[..room], window) {
                 Ok(n) if n <= limit - pos => pos += n,
                 Ok(_) => return Err(Failure::TooLarge),
                 Err(_) if room < possible => return Err(Failure::TooLarge),
