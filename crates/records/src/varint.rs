@@ -80,12 +80,7 @@ impl<'a> Reader<'a> {
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes and `bits` significant bits.
     #[inline(always)]
-    fn unsigned_varint(
-        &mut self,
-        max_bytes: u32,
-        bits: u32,
-        what: &str,
-    ) -> Result<u64, RecordError> {
+    fn unsigned_varint(&mut self, max_bytes: u32, bits: u32, what: &str) -> Result<u64, RecordError> {
         let rest = self.rest();
         // Most lengths and deltas fit one or two bytes (and `bits` is at least 14).
         match *rest {
@@ -104,12 +99,7 @@ impl<'a> Reader<'a> {
     /// [`Self::unsigned_varint`] of three bytes or more, or of input that ends or overflows.
     #[cold]
     #[inline(never)]
-    fn unsigned_varint_long(
-        &mut self,
-        max_bytes: u32,
-        bits: u32,
-        what: &str,
-    ) -> Result<u64, RecordError> {
+    fn unsigned_varint_long(&mut self, max_bytes: u32, bits: u32, what: &str) -> Result<u64, RecordError> {
         let rest = self.rest();
         let mut value: u64 = 0;
         for (i, &b) in (0..max_bytes).zip(rest) {
