@@ -2,7 +2,8 @@
 //! `.json` topic: parsing the records of an already decoded (uncompressed) batch and writing
 //! their logs, encoded for storage, into an `EntryBatch`; and decode + convert of one lz4
 //! record batch (the server's CPU path from Produce partition bytes to logs ready for the
-//! shard writer, without TLS, framing and the write itself).
+//! shard writer, without TLS, framing and the write itself); and the checks packing makes
+//! instead of conversion (`Converter::measure_log`).
 //!
 //! `cargo bench -p loggate --bench convert`; time per iteration / 1,000 = per record.
 
@@ -81,6 +82,12 @@ fn convert(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>) -> 
 }
 
 /// [`convert`] with a logstore's `.json` options.
+/// The sum of the logs' sizes as packing measures them.
+fn measure(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>) -> usize {
+    let mut converter = Converter::new(format, ctx);
+    batches.iter().flat_map(RawBatch::records).map(|r| converter.measure_log(&r.unwrap(), None).unwrap()).sum()
+}
+
 fn convert_with(batches: &[RawBatch], format: ValueFormat, ctx: BatchContext<'_>, options: &JsonOptions) -> EntryBatch {
     let capacity = batches.iter().map(|b| b.data_len() + b.record_count() * (80 + ctx.source.len())).sum();
     let mut out = EntryBatch::with_capacity(1 << 20, capacity);
@@ -107,6 +114,15 @@ fn bench(c: &mut Criterion) {
         let batches = decode_batches(batch(values, 0), &opts).unwrap();
         assert_eq!(convert(&batches, format, ctx).len(), RECORDS);
         g.bench_function(name, |b| b.iter(|| convert(black_box(&batches), format, ctx)));
+    }
+    // What packing does per record instead (`Converter::measure_log`): the checks and each
+    // log's size, nothing written.
+    for (name, values, format) in [("raw-measure", &raw, ValueFormat::Raw), ("json-measure", &json, ValueFormat::Json)] {
+        let batches = decode_batches(batch(values, 0), &opts).unwrap();
+        let logs = convert(&batches, format, ctx).into_entries().unwrap();
+        let sizes = logs.iter().map(|l| EntryBatch::from_entries(std::slice::from_ref(l), 1 << 20).unwrap().largest_entry_bytes());
+        assert_eq!(measure(&batches, format, ctx), sizes.sum::<usize>());
+        g.bench_function(name, |b| b.iter(|| measure(black_box(&batches), format, ctx)));
     }
     // The event time from the objects' `ts` (RFC 3339), every log within the window.
     let timed = JsonOptions {

@@ -261,10 +261,10 @@ pub struct StorageConfig {
     /// Write segments with direct I/O (bypassing the page cache) where the filesystem
     /// allows it; false writes through the page cache.
     pub direct_io: bool,
-    /// Raw topics: keep the client's record batches (magic 2) as they came, once every
-    /// record is checked, instead of one encoded log per record (fewer bytes to write, and
-    /// no conversion until a read); false stores every log encoded. What was stored either
-    /// way stays readable.
+    /// Raw topics and `.json` topics of logstores without JSON options: keep the client's
+    /// record batches (magic 2) as they came, once every record is checked, instead of one
+    /// encoded log per record (fewer bytes to write, and no conversion until a read); false
+    /// stores every log encoded. What was stored either way stays readable.
     pub keep_record_batches: bool,
     /// Largest log stored, encoded (a record's value, key and headers plus about 50 bytes);
     /// a record that makes a larger log gets MESSAGE_TOO_LARGE.

@@ -365,6 +365,16 @@ impl<'a> Converter<'a> {
         self
     }
 
+    /// What every log of the batch shares.
+    pub(crate) fn context(&self) -> BatchContext<'a> {
+        self.ctx
+    }
+
+    /// How record values become fields.
+    pub(crate) fn format(&self) -> ValueFormat {
+        self.format
+    }
+
     /// What conversion did so far.
     pub fn stats(&self) -> ConvertStats {
         self.stats
@@ -399,6 +409,51 @@ impl<'a> Converter<'a> {
         Ok(log.finish_with_tag(tag)?)
     }
 
+    /// Whether [`Self::measure_log`] can tell every record's log: a raw topic, or a `.json`
+    /// topic of a logstore without JSON options.
+    pub fn measures(&self) -> bool {
+        self.format == ValueFormat::Raw || (self.options.time.is_none() && self.options.flatten_depth == 0)
+    }
+
+    /// The log [`Self::push_logs`] would append for `record` with `tag`, measured instead of
+    /// written: its payload length as [`EntryBatch::entry_len`] counts it, with the stats
+    /// counted as `push_logs` counts them. `None` when the record's value is a JSON array
+    /// (one log per object, or none), or when the converter does not [measure](Self::measures).
+    pub fn measure_log(&mut self, record: &RecordRef<'_>, tag: Option<&[u8]>) -> Option<usize> {
+        if !self.measures() {
+            return None;
+        }
+        let headers = record.headers.clone().map(|(k, v)| (k.len(), v.map(<[u8]>::len)));
+        let fixed = |fields: Option<(usize, usize)>| {
+            EntryBatch::entry_len(self.ctx.source.len(), record.key.map(<[u8]>::len), headers, fields, tag.map(<[u8]>::len))
+        };
+        let Some(value) = record.value else {
+            return Some(fixed(None));
+        };
+        if self.format == ValueFormat::Json {
+            // As `push_json_logs` decides, on the same bytes.
+            if let Ok(text) = std::str::from_utf8(value) {
+                match text.bytes().find(|b| !b.is_ascii_whitespace()) {
+                    Some(b'[') => return None,
+                    Some(b'{') => {
+                        let mut fields = 0;
+                        let walked = top_level_fields(text, &mut self.scratch, |name, text| {
+                            fields += EntryBatch::field_len(name.len(), text.len());
+                        });
+                        if walked.is_ok() {
+                            self.stats.value_bytes += value.len() as u64;
+                            return Some(fixed(None) + fields);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.stats.json_fallbacks += 1;
+        }
+        self.stats.value_bytes += value.len() as u64;
+        Some(fixed(Some((CONTENT.len(), value.len()))))
+    }
+
     /// Writes the logs of a JSON object or array of objects; `false` (nothing written) when
     /// `value` is anything else.
     fn push_json_logs(&mut self, record: &RecordRef<'_>, value: &[u8], out: &mut EntryBatch) -> Result<bool, ConvertError> {
@@ -418,24 +473,7 @@ impl<'a> Converter<'a> {
                 // are, found in one pass (`json_scan`, which validates as serde_json does).
                 let tag = first_tag(ctx, out);
                 let mut log = begin_log(ctx, record, out).fields();
-                let Scratch { name: name_buf, value: value_buf, stack, .. } = scratch;
-                let walked = json_scan::members(value, stack, |m| {
-                    let name = if m.name_escaped {
-                        name_buf.clear();
-                        let mut de = serde_json::Deserializer::from_str(m.name_json);
-                        de.deserialize_str(StringInto(name_buf)).map_err(|_| json_scan::Invalid)?;
-                        name_buf.as_str()
-                    } else {
-                        m.name_inner()
-                    };
-                    let text = match m.value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-                        Some(inner) if !m.value_escaped => inner,
-                        _ => field_text(m.value, value_buf),
-                    };
-                    log.field(name.as_bytes(), text.as_bytes());
-                    Ok(())
-                });
-                match walked {
+                match top_level_fields(value, scratch, |name, text| log.field(name, text)) {
                     Ok(()) => {
                         log.finish_with_tag(tag)?;
                         Ok(true)
@@ -485,6 +523,30 @@ impl<'a> Converter<'a> {
             _ => Ok(false),
         }
     }
+}
+
+/// Passes each top-level member of the JSON object `value` to `field` as a log of a
+/// logstore without JSON options stores it: the name unescaped, a string value's text
+/// unescaped, any other value's JSON text. Fails (after passing the members before the
+/// error) when `value` is not a valid JSON object.
+fn top_level_fields(value: &str, scratch: &mut Scratch, mut field: impl FnMut(&[u8], &[u8])) -> Result<(), json_scan::Invalid> {
+    let Scratch { name: name_buf, value: value_buf, stack, .. } = scratch;
+    json_scan::members(value, stack, |m| {
+        let name = if m.name_escaped {
+            name_buf.clear();
+            let mut de = serde_json::Deserializer::from_str(m.name_json);
+            de.deserialize_str(StringInto(name_buf)).map_err(|_| json_scan::Invalid)?;
+            name_buf.as_str()
+        } else {
+            m.name_inner()
+        };
+        let text = match m.value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(inner) if !m.value_escaped => inner,
+            _ => field_text(m.value, value_buf),
+        };
+        field(name.as_bytes(), text.as_bytes());
+        Ok(())
+    })
 }
 
 /// Starts the log of `record` in `out`, with its headers written.

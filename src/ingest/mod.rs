@@ -22,7 +22,7 @@ use loggate_storage::{Durability, EntryBatch, LogStorage, StorageError};
 
 use auth::{KeyStore, Principal};
 use producers::{ProducerIdAllocator, ProducerTag, SequenceCheck, WrittenBatch};
-use catalog::{Catalog, Logstore, Topic, ValueFormat};
+use catalog::{Catalog, Logstore, Topic};
 use convert::{BatchContext, ConvertError, ConvertStats, Converter, OutputLimits};
 
 /// Why a topic cannot be written by a principal.
@@ -193,14 +193,17 @@ impl Ingest {
         let tag_bytes = tag.map(|t| t.encode());
         let ctx = BatchContext { arrival_time_ms: now_ms(), source, tag: tag_bytes.as_ref().map(|t| &t[..]) };
         let stream = &topic.logstore.stream;
-        if topic.format == ValueFormat::Raw && packed::packable(batches) && self.storage.packs(stream) {
+        let converter = || Converter::new(topic.format, ctx).with_limits(limits).with_json_options(&topic.logstore.json);
+        if converter().measures() && packed::packable(batches) && self.storage.packs(stream) {
             // Kept as the client sent them (see `packed`), once every record is checked.
             let mut logs = self.storage.new_batch(stream, packed::capacity(records, &ctx));
             if let Some(tag) = &tag {
                 logs.set_producer(tag.mark());
             }
-            let stats = packed::pack(batches, records, &ctx, limits, &mut logs)?;
-            return Ok(Converted { topic: topic.clone(), partition, logs, stats, producer });
+            if let Some(stats) = packed::pack(batches, records, converter(), limits, &mut logs)? {
+                return Ok(Converted { topic: topic.clone(), partition, logs, stats, producer });
+            }
+            // A `.json` array: converted.
         }
         // A guess from the batch headers, so capped by what the bytes present can hold.
         let capacity: usize = batches
@@ -215,7 +218,7 @@ impl Ingest {
         if let Some(tag) = &tag {
             logs.set_producer(tag.mark());
         }
-        let mut converter = Converter::new(topic.format, ctx).with_limits(limits).with_json_options(&topic.logstore.json);
+        let mut converter = converter();
         for batch in batches {
             for (index, record) in (0u32..).zip(batch.records()) {
                 let record = record.map_err(|e| WriteError::Record { index, failure: RecordFailure::Invalid(e) })?;

@@ -13,11 +13,16 @@ use loggate_records::{decode_batches, DecodeOptions, RawBatch};
 use loggate_storage::{EntryBatch, Packed, PackedLogs, StorageError, Unpack};
 
 use super::catalog::ValueFormat;
-use super::convert::{self, BatchContext, ConvertError, ConvertStats, Converter, OutputLimits, CONTENT};
+use super::convert::{self, BatchContext, ConvertError, ConvertStats, Converter, OutputLimits};
 use super::{RecordFailure, WriteError};
 
 /// The packing name of Kafka record batches (magic 2) of a raw topic.
 pub const KAFKA_RECORDS: u8 = 1;
+
+/// The packing name of Kafka record batches (magic 2) of a `.json` topic, converted as a
+/// logstore without JSON options converts them (options a logstore gets later do not
+/// change how they read).
+pub const KAFKA_JSON_RECORDS: u8 = 2;
 
 /// Bytes before the record batches in the packed bytes.
 const PREFIX_LEN: usize = 4;
@@ -30,23 +35,33 @@ pub(crate) fn packable(batches: &[RawBatch]) -> bool {
         && batches.iter().map(RawBatch::data_len).sum::<usize>() <= u32::MAX as usize
 }
 
+/// The packing of record batches of a topic in `format`.
+fn packing(format: ValueFormat) -> u8 {
+    match format {
+        ValueFormat::Raw => KAFKA_RECORDS,
+        ValueFormat::Json => KAFKA_JSON_RECORDS,
+    }
+}
+
 /// Room a batch needs for `records` packed.
 pub(crate) fn capacity(records: &[u8], ctx: &BatchContext<'_>) -> usize {
     records.len() + 128 + ctx.source.len() + ctx.tag.map_or(0, <[u8]>::len)
 }
 
-/// Checks every record of `batches` (decoded from `records`) as conversion would, with the
-/// limits of `limits` and `out`, and makes `out` them packed. Fails as conversion fails:
-/// on the first record that breaks the format or makes a log larger than `out` allows,
-/// or when the logs are more than `limits` allow.
+/// Checks every record of `batches` (decoded from `records`) as `converter` would convert
+/// them, with the limits of `limits` and `out`, and makes `out` them packed. Fails as
+/// conversion fails: on the first record that breaks the format or makes a log larger
+/// than `out` allows, or when the logs are more than `limits` allow. `Ok(None)`, with `out`
+/// left as it was, when a record's logs cannot be told without converting it (see
+/// [`Converter::measure_log`]): the batches are then converted instead.
 pub(crate) fn pack(
     batches: &[RawBatch],
     records: &[u8],
-    ctx: &BatchContext<'_>,
+    mut converter: Converter<'_>,
     limits: OutputLimits,
     out: &mut EntryBatch,
-) -> Result<ConvertStats, WriteError> {
-    let mut stats = ConvertStats::default();
+) -> Result<Option<ConvertStats>, WriteError> {
+    let ctx = converter.context();
     let (mut count, mut largest) = (0usize, 0usize);
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     let limit = out.max_entry_bytes();
@@ -56,17 +71,13 @@ pub(crate) fn pack(
             if count >= limits.max_logs {
                 return Err(WriteError::Oversized(ConvertError::TooManyLogs(limits.max_logs)));
             }
-            let time = convert::event_time(ctx, &record);
+            let tag = if count == 0 { ctx.tag } else { None };
+            let Some(len) = converter.measure_log(&record, tag) else {
+                return Ok(None);
+            };
+            let time = convert::event_time(&ctx, &record);
             min_time = min_time.min(time);
             max_time = max_time.max(time);
-            stats.value_bytes += record.value.map_or(0, <[u8]>::len) as u64;
-            let len = EntryBatch::entry_len(
-                ctx.source.len(),
-                record.key.map(<[u8]>::len),
-                record.headers.clone().map(|(k, v)| (k.len(), v.map(<[u8]>::len))),
-                record.value.map(|v| (CONTENT.len(), v.len())),
-                if count == 0 { ctx.tag.map(<[u8]>::len) } else { None },
-            );
             if len > limit {
                 let e = StorageError::EntryTooLarge { size: len, limit };
                 return Err(WriteError::Record { index, failure: RecordFailure::TooLarge(e) });
@@ -82,7 +93,7 @@ pub(crate) fn pack(
     let prefix = u32::try_from(decompressed).unwrap_or(u32::MAX).to_le_bytes(); // `packable`
     let count = u32::try_from(count).map_err(|_| WriteError::Oversized(ConvertError::TooManyLogs(limits.max_logs)))?;
     out.pack(&PackedLogs {
-        packing: KAFKA_RECORDS,
+        packing: packing(converter.format()),
         count,
         min_event_time_ms: min_time,
         max_event_time_ms: max_time,
@@ -92,7 +103,7 @@ pub(crate) fn pack(
         largest_entry_bytes: largest,
         bytes: &[&prefix, records],
     })?;
-    Ok(stats)
+    Ok(Some(converter.stats()))
 }
 
 /// Reads packed records back as the logs conversion makes of them.
@@ -101,9 +112,11 @@ pub struct Unpacker;
 
 impl Unpack for Unpacker {
     fn unpack(&self, p: &Packed<'_>, out: &mut EntryBatch) -> Result<(), String> {
-        if p.packing != KAFKA_RECORDS {
-            return Err(format!("unknown packing {}", p.packing));
-        }
+        let format = match p.packing {
+            KAFKA_RECORDS => ValueFormat::Raw,
+            KAFKA_JSON_RECORDS => ValueFormat::Json,
+            other => return Err(format!("unknown packing {other}")),
+        };
         let Some(prefix) = p.bytes.get(..PREFIX_LEN) else {
             return Err("packed records without their size".into());
         };
@@ -116,7 +129,7 @@ impl Unpack for Unpacker {
         let records: Bytes = p.bytes.slice(PREFIX_LEN..);
         let batches = decode_batches(records, &opts).map_err(|e| format!("packed records: {e}"))?;
         let ctx = BatchContext { arrival_time_ms: p.arrival_time_ms, source: p.source, tag: p.tag };
-        let mut converter = Converter::new(ValueFormat::Raw, ctx);
+        let mut converter = Converter::new(format, ctx);
         for batch in &batches {
             for record in batch.records() {
                 let record = record.map_err(|e| format!("packed records: {e}"))?;
@@ -136,7 +149,7 @@ mod tests {
     use loggate_storage::{Durability, LogEntry, LogStorage, StreamId};
 
     use super::*;
-    use crate::ingest::convert::wire;
+    use crate::ingest::convert::{wire, JsonOptions};
 
     const SOURCE: &[u8] = b"127.0.0.1:1";
 
@@ -144,10 +157,18 @@ mod tests {
         DecodeOptions { max_decompressed_bytes: 64 << 20, max_records: 1 << 20, allow_zstd: true }
     }
 
+    fn raw(ctx: BatchContext<'_>) -> Converter<'_> {
+        Converter::new(ValueFormat::Raw, ctx)
+    }
+
     /// What conversion makes of `batches`.
     fn converted(batches: &[RawBatch], ctx: BatchContext<'_>) -> Vec<LogEntry> {
+        converted_as(ValueFormat::Raw, batches, ctx)
+    }
+
+    fn converted_as(format: ValueFormat, batches: &[RawBatch], ctx: BatchContext<'_>) -> Vec<LogEntry> {
         let mut out = EntryBatch::new(4 << 20);
-        let mut converter = Converter::new(ValueFormat::Raw, ctx);
+        let mut converter = Converter::new(format, ctx);
         for b in batches {
             for r in b.records() {
                 converter.push_logs(&r.unwrap(), &mut out).unwrap();
@@ -190,7 +211,7 @@ mod tests {
             let tag = (packed_files % 2 == 0).then_some(&b"tag"[..]);
             let ctx = BatchContext { arrival_time_ms: 1000 + packed_files, source: SOURCE, tag };
             let mut logs = store.new_batch(&s, capacity(&data, &ctx));
-            let stats = pack(&batches, &data, &ctx, OutputLimits::NONE, &mut logs).unwrap();
+            let stats = pack(&batches, &data, raw(ctx), OutputLimits::NONE, &mut logs).unwrap().unwrap();
             let expected = converted(&batches, ctx);
             assert_eq!(logs.len(), expected.len(), "{name}");
             let values: usize = expected.iter().flat_map(|e| &e.fields).map(|(_, v)| v.len()).sum();
@@ -227,7 +248,7 @@ mod tests {
         // second's (900) is not.
         let small = store(dir.path(), 1024);
         let mut logs = small.new_batch(&s, 1 << 16);
-        let err = pack(&batches, &data, &ctx, OutputLimits::NONE, &mut logs).unwrap_err();
+        let err = pack(&batches, &data, raw(ctx), OutputLimits::NONE, &mut logs).unwrap_err();
         assert!(matches!(err, WriteError::Record { index: 2, failure: RecordFailure::TooLarge(_) }), "{err:?}");
         // The same as conversion says.
         let mut out = EntryBatch::new(1024);
@@ -236,11 +257,109 @@ mod tests {
         assert_eq!(results, [true, true, false]);
         assert!(logs.can_pack(), "nothing was packed");
         let max_logs = OutputLimits { max_logs: 2, max_bytes: usize::MAX };
-        let err = pack(&batches, &data, &ctx, max_logs, &mut logs).unwrap_err();
+        let err = pack(&batches, &data, raw(ctx), max_logs, &mut logs).unwrap_err();
         assert!(matches!(err, WriteError::Oversized(ConvertError::TooManyLogs(2))), "{err:?}");
         let max_bytes = OutputLimits { max_logs: 10, max_bytes: 100 };
         let mut logs = store(tempfile::tempdir().unwrap().path(), 1 << 20).new_batch(&s, 1 << 16);
-        let err = pack(&batches, &data, &ctx, max_bytes, &mut logs).unwrap_err();
+        let err = pack(&batches, &data, raw(ctx), max_bytes, &mut logs).unwrap_err();
         assert!(matches!(err, WriteError::Oversized(ConvertError::TooManyBytes(100))), "{err:?}");
+    }
+
+    /// `.json` values of every shape the fast path tells apart, with and without keys and
+    /// headers.
+    const JSON_VALUES: [&[u8]; 16] = [
+        br#"{"level":"info","msg":"started","n":3}"#,
+        br#"  {"nested":{"a":[1,2,{"b":null}]},"t":true,"f":false,"x":-1.5e3}  "#,
+        br#"{"esc\u0041ped":"line\nbreak \"quoted\" \u00e9","plain":"\\"}"#,
+        br#"{}"#,
+        b"{\"unicode\":\"caf\xc3\xa9\",\"emoji\":\"\xf0\x9f\x98\x80\"}",
+        br#"{"repeated":1,"repeated":2}"#,
+        br#""a string""#,
+        br#"42"#,
+        br#"null"#,
+        br#"{"unterminated":"#,
+        br#"{"bad escape":"\x"}"#,
+        br#"{"trailing":1} x"#,
+        b"{\"control\":\"a\x01b\"}",
+        b"\xff\xfe not UTF-8",
+        b"",
+        b"   ",
+    ];
+
+    fn json_records() -> Vec<u8> {
+        let mut records = Vec::new();
+        for (i, value) in JSON_VALUES.iter().enumerate() {
+            let key = (i % 2 == 1).then_some(&b"a key"[..]);
+            let headers: &[(&[u8], Option<&[u8]>)] = if i % 3 == 0 { &[(b"h", Some(b"v")), (b"null", None)] } else { &[] };
+            records.extend(wire::with_length(wire::v2_record_body(i as i64, i as i64, key, Some(value), headers)));
+        }
+        records.extend(wire::v2_record(JSON_VALUES.len() as i64, None, None));
+        records
+    }
+
+    #[test]
+    fn a_measured_json_log_is_as_long_as_the_one_conversion_writes() {
+        let data = Bytes::from(wire::v2_batch(0, JSON_VALUES.len() as i32 + 1, 7, &json_records()));
+        let batches = decode_batches(data, &options()).unwrap();
+        let ctx = BatchContext { arrival_time_ms: 1, source: SOURCE, tag: Some(b"a tag") };
+        let mut measuring = Converter::new(ValueFormat::Json, ctx);
+        let mut converting = Converter::new(ValueFormat::Json, ctx);
+        for (i, record) in batches[0].records().enumerate() {
+            let record = record.unwrap();
+            let tag = (i % 2 == 0).then_some(&b"a tag"[..]);
+            let mut out = EntryBatch::new(1 << 20);
+            if tag.is_none() {
+                // Only the batch's first log carries the tag: another one goes first.
+                out.begin(0, 0, b"", None).finish().unwrap();
+            }
+            converting.push_logs(&record, &mut out).unwrap();
+            let written = out.into_entries().unwrap().pop().unwrap();
+            let one = EntryBatch::from_entries(std::slice::from_ref(&written), 1 << 20).unwrap();
+            assert_eq!(measuring.measure_log(&record, tag), Some(one.largest_entry_bytes()), "record {i}");
+            assert_eq!(written.tag.as_deref(), tag, "record {i}");
+        }
+        assert_eq!(measuring.stats(), converting.stats());
+        assert_eq!(measuring.stats().json_fallbacks, 10);
+        // An array may make any number of logs: not measured.
+        let array = wire::v2_record(0, None, Some(br#" [{"a":1},{"b":2}]"#));
+        let batches = decode_batches(Bytes::from(wire::v2_batch(0, 1, 7, &array)), &options()).unwrap();
+        let record = batches[0].records().next().unwrap().unwrap();
+        assert_eq!(measuring.measure_log(&record, None), None);
+        // Nor are logs of a logstore with JSON options.
+        let options = JsonOptions { flatten_depth: 1, ..JsonOptions::default() };
+        let with_options = Converter::new(ValueFormat::Json, ctx).with_json_options(&options);
+        assert!(!with_options.measures() && Converter::new(ValueFormat::Json, ctx).measures());
+    }
+
+    #[tokio::test]
+    async fn json_records_read_back_packed_as_the_logs_conversion_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 4 << 20);
+        let s = StreamId::new("p", "l");
+        let records = json_records();
+        let data = Bytes::from(wire::v2_batch(0, JSON_VALUES.len() as i32 + 1, 7, &records));
+        let batches = decode_batches(data.clone(), &options()).unwrap();
+        let ctx = BatchContext { arrival_time_ms: 1, source: SOURCE, tag: Some(b"a tag") };
+        let mut logs = store.new_batch(&s, capacity(&data, &ctx));
+        let stats = pack(&batches, &data, Converter::new(ValueFormat::Json, ctx), OutputLimits::NONE, &mut logs).unwrap().unwrap();
+        let want = converted_as(ValueFormat::Json, &batches, ctx);
+        assert_eq!(logs.len(), want.len());
+        assert_eq!(stats.json_fallbacks, 10);
+        assert!(logs.bytes_len() < data.len() + 128);
+        store.append(&s, 0, logs, Durability::Synced).await.unwrap();
+        let got: Vec<LogEntry> = store.read(&s, 0, 0, usize::MAX).await.unwrap().into_iter().map(|l| l.entry).collect();
+        assert!(got == want, "the logs read back differ from the ones conversion makes");
+        let first: Vec<(&[u8], &[u8])> = got[0].fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        assert_eq!(first, [(&b"level"[..], &b"info"[..]), (b"msg", b"started"), (b"n", b"3")]);
+
+        // A batch with an array is converted instead (one log per object): `out` is left
+        // as it was.
+        let mut records = records;
+        records.extend(wire::v2_record(JSON_VALUES.len() as i64 + 1, None, Some(br#"[{"a":1},{"b":2}]"#)));
+        let data = Bytes::from(wire::v2_batch(0, JSON_VALUES.len() as i32 + 2, 7, &records));
+        let batches = decode_batches(data.clone(), &options()).unwrap();
+        let mut logs = store.new_batch(&s, capacity(&data, &ctx));
+        assert!(pack(&batches, &data, Converter::new(ValueFormat::Json, ctx), OutputLimits::NONE, &mut logs).unwrap().is_none());
+        assert!(logs.is_empty() && logs.can_pack());
     }
 }

@@ -1,5 +1,6 @@
 """`loggate logs` against a running server's data: every flag, on logs sent by a real client."""
 
+import base64
 import json
 import subprocess
 import time
@@ -120,8 +121,8 @@ def test_follow_prints_new_logs_as_they_arrive(gw):
     assert [l.split('"content":"')[1].split('"')[0] for l in out.splitlines()] == ["late-0", "late-1", "late-2"]
 
 
-def disk_bytes(gw, logstore):
-    return sum(f.stat().st_blocks * 512 for f in (gw.data / "logstores" / "demo" / logstore).glob("shard-*/*.log"))
+def disk_bytes(gw, logstore, shard="*"):
+    return sum(f.stat().st_blocks * 512 for f in (gw.data / "logstores" / "demo" / logstore).glob("shard-%s/*.log" % shard))
 
 
 def test_raw_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
@@ -185,3 +186,108 @@ def test_raw_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
     offsets = sorted((l["__shard__"], l["__offset__"]) for l in logs)
     assert offsets == sorted((s, o) for s in range(3) for o in range(n))
     assert grew["kept"] * 2 < grew["encoded"] and grew["again"] * 2 < grew["encoded"], grew
+
+
+def json_value(phase, i):
+    """A `.json` record's value: objects of every kind the fast path tells apart, other
+    JSON, broken JSON, bytes that are not UTF-8 and null; every 21st record, on partition
+    2 only, an array (one log per object)."""
+    p = phase.encode()
+    if i % 21 == 20:
+        return b'[{"phase": "%s", "n": %d, "part": 1}, {"phase": "%s", "n": %d, "part": 2}]' % (p, i, p, i)
+    return [
+        b'{"phase": "%s", "n": %d, "msg": "GET /api/items?page=%d HTTP/1.1 200 %s"}' % (p, i, i % 50, b"x" * 100),
+        rb' {"phase":"%s","n":%d,"esc\u0041ped":"say \"hi\"\n\u00e9","nested":{"a":[1,{"b":null}]},"f":-1.5e3} ' % (p, i),
+        b'{"phase": "%s", "n": %d, "lone": "\\ud800", "caf\xc3\xa9": "\xf0\x9f\x98\x80", "": {}}' % (p, i),
+        b'"%s %d just a string"' % (p, i),
+        b'%s %d {"broken": ' % (p, i),
+        b'%s %d \xff\xfe not UTF-8' % (p, i),
+        None,
+    ][i % 7]
+
+
+def test_json_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
+    """[storage] keep_record_batches on a `.json` topic of a logstore without JSON options:
+    batches kept as sent (the default) or every log encoded, switched across restarts; every
+    log reads back with the same fields (escapes, nesting, fallbacks to content), exactly
+    once; a batch holding an array is converted (one log per object); kept batches take
+    less disk."""
+    n = 2100
+    gw = Gateway(tmp_path)
+    phases = [("kept", "true"), ("encoded", "false"), ("again", "true")]
+    grew = {}
+    try:
+        for phase, keep in phases:
+            gw.storage = {"keep_record_batches": keep}
+            gw._write_config()
+            gw.start()
+            before = [disk_bytes(gw, "pinned", s) for s in range(3)]
+            p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "all", "linger.ms": 5,
+                          "compression.codec": "lz4"})
+            for i in range(n):
+                headers = [("trace", b"t-%d" % i)] if i % 5 == 0 else None
+                p.produce("pinned.json", partition=i % 3, key=b"k-%d" % i if i % 2 else None,
+                          value=json_value(phase, i), headers=headers, timestamp=T0 + i)
+                p.poll(0)
+            assert p.flush(30) == 0
+            gw.stop()
+            grew[phase] = [disk_bytes(gw, "pinned", s) - b for s, b in enumerate(before)]
+        gw.start()
+        logs = gw.logs("pinned")
+    finally:
+        gw.stop()
+    arrays = n // 21
+    nulls = len([i for i in range(n) if i % 7 == 6 and i % 21 != 20])
+    assert len(logs) == 3 * (n + arrays)
+
+    for log in logs:
+        # Not UTF-8: written as base64.
+        if isinstance(log.get("content"), dict):
+            log["content"] = base64.b64decode(log["content"]["base64"]).decode("latin-1")
+
+    def phase_of(log):
+        if "phase" in log:
+            return log["phase"]
+        return log["content"].lstrip('"').split(" ", 1)[0] if "content" in log else None
+
+    def same(log):
+        """A log as any phase made it: its phase, offset, arrival time and client port aside."""
+        log = dict(log)
+        log.pop("__arrival_time_ms__")
+        log.pop("__offset__")
+        assert log.pop("__source__").startswith("127.0.0.1:")
+        log.pop("phase", None)
+        if "content" in log:
+            log["content"] = log["content"].split(" ", 1)[1]
+        return json.dumps(log, sort_keys=True)
+
+    by_phase = {phase: sorted(same(l) for l in logs if phase_of(l) == phase) for phase, _ in phases}
+    empty = sorted(same(l) for l in logs if phase_of(l) is None)
+    assert len(empty) == 3 * nulls and empty[::3] == empty[1::3] == empty[2::3]
+    for phase, _ in phases:
+        assert len(by_phase[phase]) == n + arrays - nulls, phase
+    assert by_phase["kept"] == by_phase["encoded"] == by_phase["again"]
+    # The fields a logstore without JSON options makes, in each phase.
+    for k, (phase, _) in enumerate(phases):
+        objects = {int(l["n"]): l for l in logs if l.get("phase") == phase and "part" not in l}
+        assert set(objects) == {i for i in range(n) if i % 7 < 3 and i % 21 != 20}
+        one = objects[1]
+        assert one["escAped"] == 'say "hi"\n\u00e9' and one["nested"] == '{"a":[1,{"b":null}]}', one
+        assert one["f"] == "-1.5e3" and one["__key__"] == "k-1" and one["__time_ms__"] == T0 + 1, one
+        two = objects[2]
+        assert two["lone"] == '"\\ud800"' and two["caf\u00e9"] == "\U0001F600" and two[""] == "{}", two
+        assert objects[7]["msg"].startswith("GET /api/items?page=7 ") and objects[7]["__key__"] == "k-7"
+        assert objects[15]["__headers__"] == [["trace", "t-15"]] and "__headers__" not in objects[14]
+        assert (objects[0]["__shard__"], objects[0]["__offset__"]) == (0, k * n // 3)
+        parts = sorted((l["part"], l["__shard__"]) for l in logs if l.get("phase") == phase and l.get("n") == "20")
+        assert parts == [("1", 2), ("2", 2)], parts
+        content = {l["content"].lstrip('"').split(" ", 2)[1]: l["content"] for l in logs if phase_of(l) == phase and "content" in l}
+        assert content["3"] == '"%s 3 just a string"' % phase and content["4"] == '%s 4 {"broken": ' % phase, content
+        assert content["5"] == "%s 5 \xff\xfe not UTF-8" % phase, content
+    per_shard = [len([l for l in logs if l["__shard__"] == s]) for s in range(3)]
+    offsets = sorted((l["__shard__"], l["__offset__"]) for l in logs)
+    assert offsets == [(s, o) for s in range(3) for o in range(per_shard[s])]
+    # Partitions 0 and 1 (no arrays): kept batches take less than half the disk of encoded logs.
+    for shard in (0, 1):
+        assert grew["kept"][shard] * 2 < grew["encoded"][shard] and grew["again"][shard] * 2 < grew["encoded"][shard], grew
+    print(grew)

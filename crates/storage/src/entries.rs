@@ -137,10 +137,15 @@ impl EntryBatch {
         fields: impl IntoIterator<Item = (usize, usize)>,
         tag: Option<usize>,
     ) -> usize {
-        let pair = 2 * codec::LENGTH_LEN;
-        let headers: usize = headers.into_iter().map(|(k, v)| pair + k + v.unwrap_or(0)).sum();
-        let fields: usize = fields.into_iter().map(|(n, v)| pair + n + v).sum();
+        let headers: usize = headers.into_iter().map(|(k, v)| Self::field_len(k, v.unwrap_or(0))).sum();
+        let fields: usize = fields.into_iter().map(|(n, v)| Self::field_len(n, v)).sum();
         codec::PAYLOAD_FIXED_LEN + source + key.unwrap_or(0) + headers + fields + tag.unwrap_or(0)
+    }
+
+    /// What one field (or header) of these lengths adds to [`Self::entry_len`].
+    #[inline]
+    pub fn field_len(name: usize, value: usize) -> usize {
+        2 * codec::LENGTH_LEN + name + value
     }
 
     /// The payload limit of one entry.
