@@ -534,17 +534,27 @@ fn top_level_fields(value: &str, scratch: &mut Scratch, mut field: impl FnMut(&[
     json_scan::members(value, stack, |m| {
         let name = if m.name_escaped {
             name_buf.clear();
-            let mut de = serde_json::Deserializer::from_str(m.name_json);
+            let mut de = serde_json::Deserializer::from_slice(m.name_json);
             de.deserialize_str(StringInto(name_buf)).map_err(|_| json_scan::Invalid)?;
-            name_buf.as_str()
+            name_buf.as_bytes()
         } else {
             m.name_inner()
         };
-        let text = match m.value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-            Some(inner) if !m.value_escaped => inner,
-            _ => field_text(m.value, value_buf),
+        let text = match m.value {
+            [b'"', inner @ .., b'"'] if !m.value_escaped => inner,
+            [b'"', ..] => {
+                // Unescaped as `field_text` does, and kept as JSON text when that fails (a
+                // lone surrogate, which the walk accepts as serde_json's skipping does).
+                value_buf.clear();
+                let mut de = serde_json::Deserializer::from_slice(m.value);
+                match de.deserialize_str(StringInto(value_buf)) {
+                    Ok(()) => value_buf.as_bytes(),
+                    Err(_) => m.value,
+                }
+            }
+            other => other,
         };
-        field(name.as_bytes(), text.as_bytes());
+        field(name, text);
         Ok(())
     })
 }

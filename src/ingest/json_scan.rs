@@ -13,6 +13,11 @@
 //! - objects and arrays nest without a depth limit (serde_json walks them iteratively); the
 //!   nesting stack is one byte per open bracket, so bounded by the input's length.
 //!
+//! Strings are not searched byte by byte: the walk keeps a bit mask of the quotes,
+//! backslashes and control characters of the 64 bytes ahead of it ([`specials`], with SSE2
+//! 16 bytes at a time on x86-64), so a string's end is a count of trailing zeros, and the
+//! bytes of the input are masked at most twice.
+//!
 //! Unescaping a name or a string value is left to serde_json (rare in logs).
 
 /// The input is not a JSON object, or not valid JSON.
@@ -21,16 +26,17 @@ pub(crate) struct Invalid;
 
 /// A top-level member: its name's JSON text (quotes included, escapes not decoded), whether
 /// that has escapes, its value's JSON text, and whether the value is a string with escapes.
+/// All are UTF-8, cut from the `str` walked at JSON token boundaries.
 pub(crate) struct Member<'a> {
-    pub name_json: &'a str,
+    pub name_json: &'a [u8],
     pub name_escaped: bool,
-    pub value: &'a str,
+    pub value: &'a [u8],
     pub value_escaped: bool,
 }
 
 impl<'a> Member<'a> {
     /// The name's text between its quotes.
-    pub(crate) fn name_inner(&self) -> &'a str {
+    pub(crate) fn name_inner(&self) -> &'a [u8] {
         &self.name_json[1..self.name_json.len() - 1]
     }
 }
@@ -43,7 +49,8 @@ pub(crate) fn members<'a>(
     stack: &mut Vec<u8>,
     mut each: impl FnMut(Member<'a>) -> Result<(), Invalid>,
 ) -> Result<(), Invalid> {
-    let mut s = Scanner { b: json.as_bytes(), pos: 0 };
+    let b = json.as_bytes();
+    let mut s = Scanner::new(b);
     s.ws();
     s.expect(b'{')?;
     s.ws();
@@ -54,13 +61,13 @@ pub(crate) fn members<'a>(
             s.expect(b'"')?;
             let start = s.pos - 1;
             let name_escaped = s.string_rest()?;
-            let name_json = &json[start..s.pos];
+            let name_json = &b[start..s.pos];
             s.ws();
             s.expect(b':')?;
             s.ws();
             let start = s.pos;
             let value_escaped = s.value(stack)?;
-            each(Member { name_json, name_escaped, value: &json[start..s.pos], value_escaped })?;
+            each(Member { name_json, name_escaped, value: &b[start..s.pos], value_escaped })?;
             s.ws();
             match s.next() {
                 Some(b',') => s.ws(),
@@ -73,37 +80,100 @@ pub(crate) fn members<'a>(
     if s.pos == s.b.len() { Ok(()) } else { Err(Invalid) }
 }
 
-/// Where the first `"`, `\\` or control character (below 0x20) of `b` is.
+/// Bytes one mask covers.
+const BLOCK: usize = 64;
+
+/// Bit `i` set where `b[i]` is a quote, a backslash or a control character (below 0x20),
+/// for the first 64 bytes of `b` (a shorter `b` is taken as followed by zeros, which are
+/// control characters).
 #[inline]
-fn special(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    /// The high bit of each byte below `n` (at most 0x80) is set, and possibly of bytes
-    /// above the first such one (a borrow), never below it.
-    #[inline]
-    fn below(word: u64, n: u8) -> u64 {
-        word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
-    }
-    let mut at = 0;
-    for chunk in b.chunks_exact(8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        // Bytes equal to a quote or a backslash become zero, so below 1; with the control
-        // characters, the lowest flagged byte is the first special one.
-        let hits = below(word, 0x20) | below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
+fn specials(b: &[u8]) -> u64 {
+    match b.first_chunk::<BLOCK>() {
+        Some(block) => block_specials(block),
+        None => {
+            let mut block = [0u8; BLOCK];
+            block[..b.len()].copy_from_slice(b);
+            block_specials(&block)
         }
-        at += 8;
     }
-    b[at..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|i| at + i)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_specials(block: &[u8; BLOCK]) -> u64 {
+    // SAFETY: SSE2 is part of x86-64 itself (every x86-64 CPU has it).
+    unsafe { block_specials_sse2(block) }
+}
+
+/// [`block_specials`] 16 bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn block_specials_sse2(block: &[u8; BLOCK]) -> u64 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let control = _mm_set1_epi8(0x1f);
+    let mut mask = 0u64;
+    for (i, lane) in block.chunks_exact(16).enumerate() {
+        let lo = u64::from_le_bytes(lane[..8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(lane[8..].try_into().expect("8 bytes"));
+        let v = _mm_set_epi64x(hi as i64, lo as i64);
+        // A byte is at most 0x1f when the larger of it and 0x1f is 0x1f (unsigned).
+        let hits = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, control), control),
+        );
+        mask |= u64::from(_mm_movemask_epi8(hits) as u16) << (16 * i);
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn block_specials(block: &[u8; BLOCK]) -> u64 {
+    words_specials(block)
+}
+
+/// [`block_specials`] a 64-bit word at a time, for any target.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+fn words_specials(block: &[u8; BLOCK]) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    /// The high bit of each byte of `v` that is zero, and of no other byte (no borrow
+    /// crosses bytes: a byte's low seven bits plus 0x7f stay within it).
+    #[inline]
+    fn zeros(v: u64) -> u64 {
+        !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7)
+    }
+    let mut mask = 0u64;
+    for (i, chunk) in block.chunks_exact(8).enumerate() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let hits = zeros(w ^ (ONES * u64::from(b'"'))) | zeros(w ^ (ONES * u64::from(b'\\'))) | zeros(w & (ONES * 0xe0));
+        // Byte k's high bit to bit 56 + k (the terms land on distinct bits: no carries),
+        // then down to bit k.
+        let bits = (hits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask |= bits << (8 * i);
+    }
+    mask
 }
 
 struct Scanner<'a> {
     b: &'a [u8],
     pos: usize,
+    /// Where the bytes `specials` covers start (at most `pos`).
+    block: usize,
+    /// [`specials`] of `b[block..]`.
+    specials: u64,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self { b, pos: 0, block: 0, specials: specials(b) }
+    }
+
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
@@ -128,34 +198,73 @@ impl Scanner<'_> {
         }
     }
 
+    /// Where the first quote, backslash or control character at or after `pos` is, or the
+    /// input's length when there is none.
+    #[inline(always)]
+    fn next_special(&mut self) -> usize {
+        // `pos` never goes back before `block`.
+        let offset = self.pos - self.block;
+        if offset < BLOCK {
+            let bits = self.specials >> offset;
+            if bits != 0 {
+                return self.pos + bits.trailing_zeros() as usize;
+            }
+        }
+        self.next_special_ahead()
+    }
+
+    /// [`Self::next_special`] past the block masked so far: masks the blocks it passes,
+    /// each starting where the last ended (the last one ends at the input's end, so it may
+    /// start inside the one before), so no byte is masked more than twice.
+    #[inline(never)]
+    fn next_special_ahead(&mut self) -> usize {
+        let len = self.b.len();
+        let mut from = self.pos.max(self.block + BLOCK);
+        while from < len {
+            self.block = if from + BLOCK <= len || len < BLOCK { from } else { len - BLOCK };
+            self.specials = specials(&self.b[self.block..]);
+            let bits = self.specials >> (from - self.block);
+            if bits != 0 {
+                return from + bits.trailing_zeros() as usize;
+            }
+            from = self.block + BLOCK;
+        }
+        len
+    }
+
     /// After an opening quote: moves past the closing one; whether the string had escapes.
-    #[inline]
+    #[inline(always)]
     fn string_rest(&mut self) -> Result<bool, Invalid> {
         let mut escaped = false;
         loop {
-            // The next quote, backslash or control character. Log strings are mostly
-            // short (names, levels, hosts), so they are searched a word at a time in line
-            // rather than by a call that pays off only on long ones.
-            self.pos += special(&self.b[self.pos..]).ok_or(Invalid)?;
+            self.pos = self.next_special();
             match self.next() {
                 Some(b'"') => return Ok(escaped),
                 Some(b'\\') => {
                     escaped = true;
-                    match self.next().ok_or(Invalid)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            let hex = self.b.get(self.pos..self.pos + 4).ok_or(Invalid)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return Err(Invalid);
-                            }
-                            self.pos += 4;
-                        }
-                        _ => return Err(Invalid),
-                    }
+                    self.escape()?;
                 }
-                // A control character.
+                // A control character, or the end of the input.
                 _ => return Err(Invalid),
             }
+        }
+    }
+
+    /// After a backslash in a string: moves past the escape it starts.
+    #[cold]
+    #[inline(never)]
+    fn escape(&mut self) -> Result<(), Invalid> {
+        match self.next().ok_or(Invalid)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
+            b'u' => {
+                let hex = self.b.get(self.pos..self.pos + 4).ok_or(Invalid)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(Invalid);
+                }
+                self.pos += 4;
+                Ok(())
+            }
+            _ => Err(Invalid),
         }
     }
 
@@ -309,9 +418,10 @@ mod tests {
         let mut out = Vec::new();
         let mut stack = Vec::new();
         members(json, &mut stack, |m| {
-            assert_eq!(m.name_escaped, m.name_inner().contains('\\'));
-            assert_eq!(m.value_escaped, m.value.starts_with('"') && m.value.contains('\\'));
-            out.push((m.name_json.to_string(), m.value.to_string()));
+            assert_eq!(m.name_escaped, m.name_inner().contains(&b'\\'));
+            assert_eq!(m.value_escaped, m.value.starts_with(b"\"") && m.value.contains(&b'\\'));
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            out.push((text(m.name_json), text(m.value)));
             Ok(())
         })
         .map_err(|_| ())?;
@@ -346,35 +456,55 @@ mod tests {
     }
 
     #[test]
-    fn the_word_search_finds_the_first_quote_backslash_or_control_character() {
-        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-        // Every special byte at every position of strings around the word size, after
-        // bytes that are just above a special one, high (UTF-8) bytes and zero.
-        let fillers = [b'a', b'#', b'!', b' ', b']', b'\x7f', b'\x80', 0xe9, 0xff];
-        for len in 0..40 {
-            for &fill in &fillers {
+    fn the_masks_flag_every_quote_backslash_and_control_character() {
+        let naive = |b: &[u8]| {
+            (0..BLOCK).filter(|&i| b.get(i).is_none_or(|&c| c == b'"' || c == b'\\' || c < 0x20)).fold(0u64, |m, i| m | 1 << i)
+        };
+        // Every special byte at every position, among bytes just above a special one, high
+        // (UTF-8) bytes and zero, in blocks cut short at every length.
+        let fillers = [b'a', b'#', b'!', b' ', b']', b'\x7f', b'\x80', 0xe9, 0xff, 0x20, 0x1f];
+        for &fill in &fillers {
+            for len in 0..=BLOCK {
                 let plain = vec![fill; len];
-                assert_eq!(special(&plain), naive(&plain), "{plain:?}");
-                for at in 0..len {
-                    for stop in [b'"', b'\\', 0x00, 0x01, 0x1f] {
-                        let mut b = plain.clone();
-                        b[at] = stop;
-                        // A later special byte must not hide the first one.
-                        if at + 1 < len {
-                            b[len - 1] = 0x00;
-                        }
-                        assert_eq!(special(&b), naive(&b), "{b:?}");
-                    }
+                assert_eq!(specials(&plain), naive(&plain), "{plain:?}");
+            }
+            for at in 0..BLOCK {
+                for stop in [b'"', b'\\', 0x00, 0x01, 0x1f, b'!', b'#', b'[', b']'] {
+                    let mut b = vec![fill; BLOCK];
+                    b[at] = stop;
+                    assert_eq!(specials(&b), naive(&b), "{b:?}");
+                    let block: &[u8; BLOCK] = b[..].try_into().unwrap();
+                    assert_eq!(words_specials(block), naive(&b), "{b:?}");
                 }
             }
         }
         let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let b: Vec<u8> = rng.to_le_bytes().iter().chain(&(rng >> 3).to_le_bytes()).map(|&c| c | 0x18).collect();
-            assert_eq!(special(&b), naive(&b), "{b:?}");
+            let mut b = [0u8; BLOCK];
+            for chunk in b.chunks_mut(8) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Mostly near the special values.
+                chunk.copy_from_slice(&(rng & 0x3f3f_3f3f_3f3f_3f3f | 0x1818_1818_1818_1818).to_le_bytes());
+            }
+            assert_eq!(specials(&b), naive(&b), "{b:?}");
+            assert_eq!(words_specials(&b), naive(&b), "{b:?}");
+            assert_eq!(specials(&b[..rng as usize % BLOCK]), naive(&b[..rng as usize % BLOCK]));
+        }
+    }
+
+    #[test]
+    fn strings_are_found_across_blocks() {
+        // Strings that start, end and hold escapes on either side of the 64-byte masks.
+        for pad in 0..130 {
+            for len in [0, 1, 62, 63, 64, 65, 127, 128, 200] {
+                let filler = "x".repeat(pad);
+                let text = "y".repeat(len);
+                same(&format!(r#"{{"{filler}":"{text}","b":"{text}\n{text}","c":[{{"d":"{text}"}}]}}"#));
+                same(&format!(r#"{{"{filler}":"{text}"#));
+                same(&format!("{{\"{filler}\":\"{text}\u{1}\"}}"));
+            }
         }
     }
 
