@@ -20,7 +20,7 @@ STAGES = [
     ("CRC (crc32c / crc32fast)", r"crc32c|crc32fast|crc_u64"),
     ("decompression (lz4/snappy/zstd/gzip)", r"lz4_flex|\bLZ4_|\bsnap::|zstd|ZSTD_|HUF_|FSE_|flate2|miniz_oxide|inflate"),
     ("record decoding (loggate_records)", r"loggate_records::"),
-    ("JSON parsing / fields (serde_json, indexmap, hashing)", r"serde_json|serde_core|indexmap|hashbrown|BuildHasher|sip::Hasher|from_utf8"),
+    ("JSON parsing / fields (json_scan, serde_json, indexmap, hashing)", r"json_scan|top_level_fields|serde_json|serde_core|indexmap|hashbrown|BuildHasher|sip::Hasher|from_utf8"),
     ("conversion (ingest::convert)", r"ingest::convert|ingest::Ingest"),
     ("storage encode + queue (loggate_storage)", r"loggate_storage::"),
     ("Bytes refcounts (bytes::)", r"\bbytes::"),
