@@ -540,9 +540,11 @@ fn top_level_fields(value: &str, scratch: &mut Scratch, mut field: impl FnMut(&[
         } else {
             m.name_inner()
         };
-        let text = match m.value {
-            [b'"', inner @ .., b'"'] if !m.value_escaped => inner,
-            [b'"', ..] => {
+        // A value that starts with a quote is a whole string, quotes included (the walk
+        // checked it), so its last byte need not be looked at.
+        let text = match m.value.first() {
+            Some(b'"') if !m.value_escaped => &m.value[1..m.value.len() - 1],
+            Some(b'"') => {
                 // Unescaped as `field_text` does, and kept as JSON text when that fails (a
                 // lone surrogate, which the walk accepts as serde_json's skipping does).
                 value_buf.clear();
@@ -552,7 +554,7 @@ fn top_level_fields(value: &str, scratch: &mut Scratch, mut field: impl FnMut(&[
                     Err(_) => m.value,
                 }
             }
-            other => other,
+            _ => m.value,
         };
         field(name, text);
         Ok(())
