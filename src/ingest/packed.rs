@@ -362,4 +362,61 @@ mod tests {
         assert!(pack(&batches, &data, Converter::new(ValueFormat::Json, ctx), OutputLimits::NONE, &mut logs).unwrap().is_none());
         assert!(logs.is_empty() && logs.can_pack());
     }
+
+    #[test]
+    fn measured_logs_agree_with_written_ones_on_mutated_json() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"ts":"2026-11-23T20:01:02.003Z","level":"INFO","n":-12.5e3,"ok":true,"tags":["a","b"],"m":{"x":null}}"#,
+            br#"{"msg":"say \"hi\"\\ now \u00e9","esc\u0041":"","zero":0,"arr":[],"obj":{}}"#,
+            br#" [{"a":1},{"b":"x"}] "#,
+        ];
+        let alphabet = b"{}[]:,\"\\ \t\n0123456789-+.eEtrufalsn/bux\x01\x7f\xc3\xa9\xff";
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let ctx = BatchContext { arrival_time_ms: 1, source: SOURCE, tag: None };
+        let (mut measured, mut arrays) = (0, 0);
+        for round in 0..20_000 {
+            let mut value = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (value.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < value.len() => value[at] = c,
+                    1 if at < value.len() => {
+                        value.remove(at);
+                    }
+                    _ => value.insert(at, c),
+                }
+            }
+            let record = wire::v2_record(0, None, Some(&value));
+            let batches = decode_batches(Bytes::from(wire::v2_batch(0, 1, 7, &record)), &options()).unwrap();
+            let record = batches[0].records().next().unwrap().unwrap();
+            let mut measuring = Converter::new(ValueFormat::Json, ctx);
+            let mut converting = Converter::new(ValueFormat::Json, ctx);
+            let mut out = EntryBatch::new(1 << 20);
+            converting.push_logs(&record, &mut out).unwrap();
+            match measuring.measure_log(&record, None) {
+                Some(len) => {
+                    measured += 1;
+                    let logs = out.into_entries().unwrap();
+                    assert_eq!(logs.len(), 1, "{value:?}");
+                    let one = EntryBatch::from_entries(&logs, 1 << 20).unwrap();
+                    assert_eq!(len, one.largest_entry_bytes(), "{value:?}");
+                    assert_eq!(measuring.stats(), converting.stats(), "{value:?}");
+                }
+                None => {
+                    arrays += 1;
+                    let first = value.iter().find(|b| !b.is_ascii_whitespace());
+                    assert_eq!(first, Some(&b'['), "{value:?}");
+                }
+            }
+        }
+        assert!(measured > 10_000 && arrays > 3_000, "{measured} measured, {arrays} arrays");
+    }
 }
+
