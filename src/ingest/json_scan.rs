@@ -381,7 +381,7 @@ impl<'a> Scanner<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde::de::{Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
 
@@ -526,27 +526,9 @@ mod tests {
             r#"{"msg":"say \"hi\"\\ now","empty":"","zero":0,"arr":[],"obj":{}}"#,
         ];
         let alphabet = b"{}[]:,\"\\ \t\n0123456789-+.eEtrufalsn/bux\x01\x7f";
-        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let seeds = seeds.map(str::as_bytes);
         let mut accepted = 0;
-        for round in 0..40_000 {
-            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % (bytes.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < bytes.len() => bytes[at] = c,
-                    1 if at < bytes.len() => {
-                        bytes.remove(at);
-                    }
-                    _ => bytes.insert(at, c),
-                }
-            }
+        for bytes in mutations(&seeds, alphabet, 3, 40_000) {
             let Ok(json) = String::from_utf8(bytes) else { continue };
             if reference(&json).is_ok() {
                 accepted += 1;
@@ -556,4 +538,31 @@ mod tests {
         // The mutations must reach both verdicts for the comparison to mean anything.
         assert!(accepted > 1_000 && accepted < 39_000, "{accepted} accepted");
     }
+
+/// `rounds` copies of `seeds` (in turn), each changed in 1 to `most` random places: a byte
+/// of `alphabet` put in, or a byte replaced or removed (a fixed seed: the same every run).
+pub(crate) fn mutations<'a>(seeds: &'a [&[u8]], alphabet: &'a [u8], most: u64, rounds: usize) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    (0..rounds).map(move |round| {
+        let mut bytes = seeds[round % seeds.len()].to_vec();
+        for _ in 0..1 + next() % most {
+            let at = (next() as usize) % (bytes.len() + 1);
+            let c = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 if at < bytes.len() => bytes[at] = c,
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, c),
+            }
+        }
+        bytes
+    })
+}
 }

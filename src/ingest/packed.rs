@@ -371,28 +371,9 @@ mod tests {
             br#" [{"a":1},{"b":"x"}] "#,
         ];
         let alphabet = b"{}[]:,\"\\ \t\n0123456789-+.eEtrufalsn/bux\x01\x7f\xc3\xa9\xff";
-        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
         let ctx = BatchContext { arrival_time_ms: 1, source: SOURCE, tag: None };
         let (mut measured, mut arrays) = (0, 0);
-        for round in 0..20_000 {
-            let mut value = seeds[round % seeds.len()].to_vec();
-            for _ in 0..1 + next() % 4 {
-                let at = (next() as usize) % (value.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < value.len() => value[at] = c,
-                    1 if at < value.len() => {
-                        value.remove(at);
-                    }
-                    _ => value.insert(at, c),
-                }
-            }
+        for value in crate::ingest::json_scan::tests::mutations(&seeds, alphabet, 4, 20_000) {
             let record = wire::v2_record(0, None, Some(&value));
             let batches = decode_batches(Bytes::from(wire::v2_batch(0, 1, 7, &record)), &options()).unwrap();
             let record = batches[0].records().next().unwrap().unwrap();

@@ -125,37 +125,53 @@ def disk_bytes(gw, logstore, shard="*"):
     return sum(f.stat().st_blocks * 512 for f in (gw.data / "logstores" / "demo" / logstore).glob("shard-%s/*.log" % shard))
 
 
+PHASES = [("kept", "true"), ("encoded", "false"), ("again", "true")]
+
+
+def produce_in_phases(tmp_path, produce):
+    """Runs a gateway through PHASES (keep_record_batches switched across restarts), calling
+    `produce(producer, phase)` in each with a confluent-kafka lz4 producer, acks=all; then
+    reads every log of "pinned". Returns the logs and, per phase, what each of the 3 shards
+    grew on disk."""
+    gw = Gateway(tmp_path)
+    grew = {}
+    try:
+        for phase, keep in PHASES:
+            gw.storage = {"keep_record_batches": keep}
+            gw._write_config()
+            gw.start()
+            before = [disk_bytes(gw, "pinned", s) for s in range(3)]
+            p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "all", "linger.ms": 5,
+                          "compression.codec": "lz4"})
+            produce(p, phase)
+            assert p.flush(30) == 0
+            gw.stop()
+            grew[phase] = [disk_bytes(gw, "pinned", s) - b for s, b in enumerate(before)]
+        gw.start()
+        return gw.logs("pinned"), grew
+    finally:
+        gw.stop()
+
+
 def test_raw_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
     """[storage] keep_record_batches: a raw topic's lz4 batches kept as sent (the default) or
     each record stored as an encoded log; switched across restarts, every log reads back the
     same (key, headers, null values, event times), exactly once, and kept batches take less
     disk."""
     n = 3000
-    gw = Gateway(tmp_path)
-    phases = [("kept", "true"), ("encoded", "false"), ("again", "true")]
-    grew = {}
-    try:
-        for phase, keep in phases:
-            gw.storage = {"keep_record_batches": keep}
-            gw._write_config()
-            gw.start()
-            before = disk_bytes(gw, "pinned")
-            p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "all", "linger.ms": 5,
-                          "compression.codec": "lz4"})
-            for i in range(n):
-                value = None if i % 100 == 7 else b"%s %05d GET /api/items?page=%d HTTP/1.1 200 %s" % (
-                    phase.encode(), i, i % 50, b"x" * 120)
-                headers = [("trace", b"t-%d" % i), ("empty", b"")] if i % 3 == 0 else None
-                p.produce("pinned", partition=i % 3, key=b"k-%d" % i if i % 2 else None, value=value,
-                          headers=headers, timestamp=T0 + i)
-                p.poll(0)
-            assert p.flush(30) == 0
-            gw.stop()
-            grew[phase] = disk_bytes(gw, "pinned") - before
-        gw.start()
-        logs = gw.logs("pinned")
-    finally:
-        gw.stop()
+
+    def produce(p, phase):
+        for i in range(n):
+            value = None if i % 100 == 7 else b"%s %05d GET /api/items?page=%d HTTP/1.1 200 %s" % (
+                phase.encode(), i, i % 50, b"x" * 120)
+            headers = [("trace", b"t-%d" % i), ("empty", b"")] if i % 3 == 0 else None
+            p.produce("pinned", partition=i % 3, key=b"k-%d" % i if i % 2 else None, value=value,
+                      headers=headers, timestamp=T0 + i)
+            p.poll(0)
+
+    logs, grew = produce_in_phases(tmp_path, produce)
+    grew = {phase: sum(shards) for phase, shards in grew.items()}
+    phases = PHASES
     assert len(logs) == 3 * n
 
     def same(log):
@@ -213,29 +229,16 @@ def test_json_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
     once; a batch holding an array is converted (one log per object); kept batches take
     less disk."""
     n = 2100
-    gw = Gateway(tmp_path)
-    phases = [("kept", "true"), ("encoded", "false"), ("again", "true")]
-    grew = {}
-    try:
-        for phase, keep in phases:
-            gw.storage = {"keep_record_batches": keep}
-            gw._write_config()
-            gw.start()
-            before = [disk_bytes(gw, "pinned", s) for s in range(3)]
-            p = Producer({"bootstrap.servers": gw.bootstrap("PLAINTEXT"), "acks": "all", "linger.ms": 5,
-                          "compression.codec": "lz4"})
-            for i in range(n):
-                headers = [("trace", b"t-%d" % i)] if i % 5 == 0 else None
-                p.produce("pinned.json", partition=i % 3, key=b"k-%d" % i if i % 2 else None,
-                          value=json_value(phase, i), headers=headers, timestamp=T0 + i)
-                p.poll(0)
-            assert p.flush(30) == 0
-            gw.stop()
-            grew[phase] = [disk_bytes(gw, "pinned", s) - b for s, b in enumerate(before)]
-        gw.start()
-        logs = gw.logs("pinned")
-    finally:
-        gw.stop()
+
+    def produce(p, phase):
+        for i in range(n):
+            headers = [("trace", b"t-%d" % i)] if i % 5 == 0 else None
+            p.produce("pinned.json", partition=i % 3, key=b"k-%d" % i if i % 2 else None,
+                      value=json_value(phase, i), headers=headers, timestamp=T0 + i)
+            p.poll(0)
+
+    logs, grew = produce_in_phases(tmp_path, produce)
+    phases = PHASES
     arrays = n // 21
     nulls = len([i for i in range(n) if i % 7 == 6 and i % 21 != 20])
     assert len(logs) == 3 * (n + arrays)
@@ -290,4 +293,3 @@ def test_json_logs_read_the_same_kept_as_record_batches_or_encoded(tmp_path):
     # Partitions 0 and 1 (no arrays): kept batches take less than half the disk of encoded logs.
     for shard in (0, 1):
         assert grew["kept"][shard] * 2 < grew["encoded"][shard] and grew["again"][shard] * 2 < grew["encoded"][shard], grew
-    print(grew)
